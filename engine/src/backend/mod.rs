@@ -1,0 +1,2 @@
+//! The Backend trait: the fixed set of ops a LLaMA forward/backward, LoRA,
+//! AdamW, reward head, PPO and sampling need, over device buffers.

@@ -1,0 +1,92 @@
+//! The command line: one file per subcommand, each with its clap `Args` and a
+//! `run` that returns an exit code or a failure to report.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{CmdResult, Exit};
+
+mod arena;
+mod bench;
+mod cache;
+mod equity;
+mod eval;
+mod plan;
+mod run;
+mod schema;
+mod validate;
+
+/// Train poker-playing LLaMA models from one YAML pipeline file.
+#[derive(Debug, Parser)]
+#[command(name = "poker-pipe", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check pipeline files without running anything.
+    Validate(validate::Args),
+    /// Print or write the JSON schema of pipeline files.
+    Schema(schema::Args),
+    /// Show which stages would run, which are cached, and why.
+    Plan(plan::Args),
+    /// Run a pipeline, reusing cached stages.
+    Run(run::Args),
+    /// Inspect, clean and verify the stage cache.
+    #[command(subcommand)]
+    Cache(cache::Command),
+    /// Equity of hands against hands or a range.
+    Equity(equity::Args),
+    /// Play two players against each other on duplicate deals.
+    Arena(arena::Args),
+    /// Evaluate or talk to a trained model.
+    Eval(eval::Args),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+/// Parse the process arguments, run the command, report, and exit.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            let _ = err.print();
+            return code.into();
+        }
+    };
+    finish(dispatch(cli.command))
+}
+
+fn dispatch(command: Command) -> CmdResult {
+    match command {
+        Command::Validate(args) => validate::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Cache(cmd) => cache::run(cmd),
+        Command::Equity(args) => equity::run(args),
+        Command::Arena(args) => arena::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+/// Print a failure's report to stderr and turn the outcome into an exit code.
+pub fn finish(result: CmdResult) -> ExitCode {
+    match result {
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            eprintln!("{:?}", failure.report);
+            failure.exit.into()
+        }
+    }
+}

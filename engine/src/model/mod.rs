@@ -1,0 +1,2 @@
+//! Our LLaMA: config, weights (safetensors, hf-hub), tokenizer, LoRA,
+//! forward/backward, reward head, generation. Written once over `Backend`.

@@ -1,0 +1,2 @@
+//! No-limit hold'em: cards, evaluator, equity, scenarios and prompt text, the
+//! expert labeler, bots, arena and statistics. Stands alone.

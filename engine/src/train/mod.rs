@@ -1,0 +1,2 @@
+//! Training machinery shared by the stages: AdamW, schedules, clipping,
+//! checkpoints and resume, metrics, progress.

@@ -1,2 +1,6 @@
 //! The Backend trait: the fixed set of ops a LLaMA forward/backward, LoRA,
 //! AdamW, reward head, PPO and sampling need, over device buffers.
+
+mod device;
+
+pub use device::{Device, UnknownDevice};

@@ -1,2 +1,6 @@
 //! Training machinery shared by the stages: AdamW, schedules, clipping,
 //! checkpoints and resume, metrics, progress.
+
+pub mod checkpoint;
+pub mod data_order;
+pub mod schedule;

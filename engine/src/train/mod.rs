@@ -3,4 +3,7 @@
 
 pub mod checkpoint;
 pub mod data_order;
+pub mod guard;
+pub mod metrics;
+pub mod progress;
 pub mod schedule;

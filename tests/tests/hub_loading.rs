@@ -49,8 +49,14 @@ impl HubServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let tags = repos
+            .values()
+            .flat_map(|repo| repo.files.iter())
+            .map(|(_, bytes)| (bytes.as_ptr() as usize, etag(bytes)))
+            .collect();
         let state = Arc::new(ServerState {
             repos,
+            tags,
             endpoint: endpoint.clone(),
             seen: seen.clone(),
         });
@@ -77,6 +83,8 @@ impl HubServer {
 
 struct ServerState {
     repos: HashMap<String, HostedRepo>,
+    /// Each file's etag by the address of its bytes, computed once.
+    tags: HashMap<usize, String>,
     endpoint: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
@@ -136,6 +144,12 @@ fn ranged(bytes: &[u8], range: Option<&str>) -> Reply {
 }
 
 impl ServerState {
+    fn tag(&self, bytes: &[u8]) -> &str {
+        self.tags
+            .get(&(bytes.as_ptr() as usize))
+            .map_or("", String::as_str)
+    }
+
     fn serve(&self, stream: TcpStream) {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut request_line = String::new();
@@ -194,7 +208,7 @@ impl ServerState {
                 .repos
                 .values()
                 .flat_map(|repo| repo.files.iter())
-                .find(|(_, bytes)| etag(bytes) == tag)
+                .find(|(_, bytes)| self.tag(bytes) == tag)
                 .map_or_else(not_found, |(_, bytes)| ranged(bytes, range));
         }
         if let Some(rest) = path.strip_prefix("/api/models/") {
@@ -248,7 +262,7 @@ impl ServerState {
             return Reply::new("404 Not Found", b"Entry not found".to_vec())
                 .header("X-Error-Code", "EntryNotFound");
         };
-        let tag = etag(bytes);
+        let tag = self.tag(bytes);
         if file.ends_with(".safetensors") {
             // Large files live on a CDN: the hub redirects with linked headers.
             return Reply::new("302 Found", Vec::new())
@@ -724,5 +738,44 @@ fn local_directory_sources_resolve_in_place() {
     assert!(
         server.requests().is_empty(),
         "a directory never touches the hub"
+    );
+}
+
+/// Download throughput over loopback and the cost of a warm-cache resolve,
+/// a measurement rather than a test (figures in engine/PERF.md):
+/// `cargo test -p poker-pipe-tests --test hub_loading -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn hub_download_throughput() {
+    let megabytes: usize = std::env::var("POKER_PIPE_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let floats = megabytes * (1 << 20) / 4;
+    let shape = [floats];
+    let tensors: [(&str, &[usize]); 1] = [("lm_head.weight", &shape)];
+    let mut repo = single_file_repo(TINY_COMMIT, 1, false);
+    repo.files.retain(|(name, _)| name != "model.safetensors");
+    repo.files
+        .push(("model.safetensors".to_string(), safetensors(&tensors, 5)));
+    let bytes = repo.files.iter().map(|(_, b)| b.len()).sum::<usize>() as f64;
+    let server = HubServer::start(HashMap::from([("big/llama".to_string(), repo)]));
+    let cache = TempDir::new("bench");
+    let source = source::parse("hf:big/llama").unwrap();
+    let started = std::time::Instant::now();
+    source::resolve(&source, &options(&server, &cache.0, None)).unwrap();
+    let cold_s = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    source::resolve(&source, &options(&server, &cache.0, None)).unwrap();
+    let warm_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut offline = options(&server, &cache.0, None);
+    offline.offline = true;
+    let started = std::time::Instant::now();
+    source::resolve(&source, &offline).unwrap();
+    let offline_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "{{\"bytes\": {bytes}, \"cold_s\": {cold_s:.3}, \"cold_mb_per_s\": {:.1}, \
+         \"warm_ms\": {warm_ms:.2}, \"offline_ms\": {offline_ms:.2}}}",
+        bytes / cold_s / 1e6
     );
 }

@@ -12,6 +12,7 @@ mod bench;
 mod cache;
 mod equity;
 mod eval;
+mod fetch;
 mod plan;
 mod run;
 mod schema;
@@ -44,6 +45,8 @@ pub enum Command {
     Arena(arena::Args),
     /// Evaluate or talk to a trained model.
     Eval(eval::Args),
+    /// Download a model into the hub cache ahead of a (possibly offline) run.
+    Fetch(fetch::Args),
     /// Benchmarks that print JSON.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -76,6 +79,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Equity(args) => equity::run(args),
         Command::Arena(args) => arena::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Fetch(args) => fetch::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -779,3 +779,28 @@ fn hub_download_throughput() {
         bytes / cold_s / 1e6
     );
 }
+
+#[test]
+fn a_cache_filled_by_the_python_tools_is_reused_without_downloads() {
+    let server = server();
+    let cache = TempDir::new("python-cache");
+    // huggingface_hub's layout: blobs, a snapshot of links, refs/main; no
+    // refs/<commit> entry (hf-hub's own lookup would miss the files).
+    let folder = cache.0.join("models--tiny--llama");
+    let snapshot = folder.join("snapshots").join(TINY_COMMIT);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(folder.join("blobs")).unwrap();
+    std::fs::create_dir_all(folder.join("refs")).unwrap();
+    std::fs::write(folder.join("refs/main"), TINY_COMMIT).unwrap();
+    let hosted = single_file_repo(TINY_COMMIT, 7, false);
+    for (name, bytes) in &hosted.files {
+        let blob = folder.join("blobs").join(etag(bytes));
+        std::fs::write(&blob, bytes).unwrap();
+        std::os::unix::fs::symlink(&blob, snapshot.join(name)).unwrap();
+    }
+    let source = source::parse("hf:tiny/llama").unwrap();
+    let resolved = source::resolve(&source, &options(&server, &cache.0, None)).unwrap();
+    assert_eq!(resolved.dir, snapshot);
+    assert_eq!(server.file_requests(), 0, "{:?}", server.requests());
+    assert_eq!(server.requests().len(), 1, "only the revision lookup");
+}

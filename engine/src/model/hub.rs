@@ -252,10 +252,18 @@ fn resolve_online(
         .info()
         .map_err(|err| classify(err, repo, options))?;
     let commit = info.sha;
+    if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(HubError::Download {
+            repo: repo.repo_id(),
+            reason: format!("the hub named an invalid commit `{commit}`"),
+        }
+        .into());
+    }
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let has = |name: &str| files.iter().any(|f| f == name);
     let fetcher = Fetcher {
         pinned: api.repo(hub_repo(repo, &commit)),
+        snapshot: snapshot_dir(repo, cache_dir, &commit),
         repo,
         options,
     };
@@ -314,12 +322,20 @@ fn resolve_online(
 /// Fetches files of one repository pinned to one commit, reusing the cache.
 struct Fetcher<'a> {
     pinned: ApiRepo,
+    /// The commit's snapshot directory. A file already there is used as is:
+    /// the Python tools fill snapshots without the `refs/<commit>` entry
+    /// that hf-hub's own cache lookup needs.
+    snapshot: PathBuf,
     repo: &'a HubRepo,
     options: &'a ResolveOptions,
 }
 
 impl Fetcher<'_> {
     fn get(&self, file: &str) -> Result<PathBuf, HubError> {
+        let cached = self.snapshot.join(file);
+        if cached.is_file() {
+            return Ok(cached);
+        }
         self.pinned
             .get(file)
             .map_err(|err| classify(err, self.repo, self.options))

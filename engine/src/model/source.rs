@@ -223,8 +223,11 @@ pub fn parse(text: &str) -> Result<ModelSource, SourceError> {
             if rev.is_empty() {
                 return Err(syntax("the revision after `@` is empty"));
             }
-            if rev.chars().any(|c| c.is_whitespace() || c == '@') || rev.contains("..") {
-                return Err(syntax("the revision contains a space, `@` or `..`"));
+            let odd = |c: char| c.is_whitespace() || c == '@' || c == '\\';
+            if rev.chars().any(odd) || rev.contains("..") || rev.starts_with('/') {
+                return Err(syntax(
+                    "the revision contains a space, `@`, `\\` or `..`, or starts with `/`",
+                ));
             }
             (id, Some(rev.to_string()))
         }
@@ -503,6 +506,8 @@ mod tests {
             ("hf:a/b/c", "may only hold"),
             ("hf:a/b@", "revision after `@` is empty"),
             ("hf:a/b@x@y", "revision contains"),
+            ("hf:a/b@/etc/passwd", "starts with `/`"),
+            ("hf:a/b@..%2f", "revision contains"),
             ("hf:-a/b", "may not start"),
             ("  ", "empty"),
         ] {

@@ -198,6 +198,12 @@ fn identity(repo: &HubRepo, commit: &str) -> ModelIdentity {
     }
 }
 
+/// A commit id is a plain name (40 hex digits on the hub); anything else in
+/// a ref file or an API answer must not become a path in the cache.
+fn is_commit_id(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// The commit a revision pointed at when it was last fetched, from the
 /// cache's `refs/`; a full commit hash stands for itself.
 fn cached_commit(repo: &HubRepo, cache_dir: &Path) -> Option<String> {
@@ -205,7 +211,7 @@ fn cached_commit(repo: &HubRepo, cache_dir: &Path) -> Option<String> {
     let revision = repo.revision();
     if let Ok(text) = std::fs::read_to_string(folder.join("refs").join(revision)) {
         let commit = text.trim();
-        if !commit.is_empty() {
+        if is_commit_id(commit) {
             return Some(commit.to_string());
         }
     }
@@ -252,7 +258,7 @@ fn resolve_online(
         .info()
         .map_err(|err| classify(err, repo, options))?;
     let commit = info.sha;
-    if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if !is_commit_id(&commit) {
         return Err(HubError::Download {
             repo: repo.repo_id(),
             reason: format!("the hub named an invalid commit `{commit}`"),

@@ -102,8 +102,45 @@ pub struct Resume {
     pub path: PathBuf,
 }
 
+impl Resume {
+    /// Move tensor `name` out of the checkpoint, with its expected shape
+    /// checked: a checkpoint written under another configuration (a
+    /// different LoRA rank, other target modules) is an error that says so,
+    /// not a silent partial restore.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<TensorData, CheckpointError> {
+        let mismatch = |found: String| CheckpointError::Mismatch {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: format!("{shape:?}"),
+            found,
+        };
+        let tensor = self
+            .checkpoint
+            .tensors
+            .remove(name)
+            .ok_or_else(|| mismatch("no such tensor".to_string()))?;
+        if tensor.shape != shape {
+            return Err(mismatch(format!("shape {:?}", tensor.shape)));
+        }
+        Ok(tensor)
+    }
+}
+
 #[derive(Debug, Error, Diagnostic)]
 pub enum CheckpointError {
+    #[error("checkpoint `{}` does not fit this stage: tensor `{name}` should have shape {expected}, found {found}", path.display())]
+    #[diagnostic(
+        code(train::checkpoint::mismatch),
+        help(
+            "the checkpoint was written by another configuration; delete its work directory to restart the stage"
+        )
+    )]
+    Mismatch {
+        path: PathBuf,
+        name: String,
+        expected: String,
+        found: String,
+    },
     #[error("checkpoint `{}` is corrupt: {reason}", path.display())]
     #[diagnostic(code(train::checkpoint::corrupt), help("{hint}"))]
     Corrupt {
@@ -382,6 +419,19 @@ mod tests {
         let previous = std::fs::read(dir.path().join(PREVIOUS_FILE)).unwrap();
         assert_eq!(decode(&previous).unwrap(), first);
         assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
+    #[test]
+    fn taking_tensors_checks_name_and_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &sample(1, 10)).unwrap();
+        let mut resume = load(dir.path()).unwrap().unwrap();
+        let want = resume.checkpoint.tensors["score.weight"].clone();
+        assert_eq!(resume.take("score.weight", &[1, 16]).unwrap(), want);
+        let err = resume.take("lora_A.q_proj", &[8, 16]).unwrap_err();
+        assert!(err.to_string().contains("found shape [4, 16]"), "{err}");
+        let err = resume.take("lora_B.q_proj", &[16, 4]).unwrap_err();
+        assert!(err.to_string().contains("no such tensor"), "{err}");
     }
 
     #[test]

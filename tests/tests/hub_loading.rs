@@ -370,3 +370,41 @@ fn a_cache_filled_by_the_python_tools_is_reused_without_downloads() {
     assert_eq!(server.file_requests(), 0, "{:?}", server.requests());
     assert_eq!(server.requests().len(), 1, "only the revision lookup");
 }
+
+#[test]
+fn identify_names_the_commit_without_downloading() {
+    let server = server();
+    let cache = TempDir::new("identify");
+    let source = source::parse("hf:tiny/llama-sharded@v1").unwrap();
+    let want = ModelIdentity::Hub {
+        repo: "tiny/llama-sharded".into(),
+        revision: "v1".into(),
+        commit: SHARDED_COMMIT.into(),
+    };
+    let mut offline = options(&server, &cache.0, None);
+    offline.offline = true;
+    assert!(matches!(
+        source::identify(&source, &offline),
+        Err(SourceError::Hub(HubError::OfflineMissing { .. }))
+    ));
+
+    let online = options(&server, &cache.0, None);
+    assert_eq!(source::identify(&source, &online).unwrap(), want);
+    assert_eq!(server.requests().len(), 1, "one API request");
+    assert_eq!(server.file_requests(), 0);
+
+    let resolved = source::resolve(&source, &online).unwrap();
+    assert_eq!(resolved.identity, want);
+    let before = server.requests().len();
+    assert_eq!(source::identify(&source, &offline).unwrap(), want);
+    let pinned = source::parse(&format!("hf:tiny/llama-sharded@{SHARDED_COMMIT}")).unwrap();
+    let ModelIdentity::Hub { commit, .. } = source::identify(&pinned, &online).unwrap() else {
+        panic!("expected a hub identity")
+    };
+    assert_eq!(commit, SHARDED_COMMIT);
+    assert_eq!(
+        server.requests().len(),
+        before,
+        "a commit id needs no request"
+    );
+}

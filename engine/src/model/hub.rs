@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
+use hf_hub::api::sync::{Api, ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 use miette::Diagnostic;
 use thiserror::Error;
@@ -175,15 +175,75 @@ fn snapshot_dir(repo: &HubRepo, cache_dir: &Path, commit: &str) -> PathBuf {
 
 /// Resolve a hub repository to a complete local snapshot.
 pub fn resolve(repo: &HubRepo, options: &ResolveOptions) -> Result<ResolvedModel, SourceError> {
-    let cache_dir = std::path::absolute(&options.cache_dir).map_err(|source| SourceError::Io {
-        path: options.cache_dir.clone(),
-        source,
-    })?;
+    let cache_dir = absolute_cache(options)?;
     if options.offline {
         resolve_offline(repo, &cache_dir)
     } else {
         resolve_online(repo, options, &cache_dir)
     }
+}
+
+/// The identity of a hub model without downloading it: the commit its
+/// revision points at, from one API request, or offline from the cache's
+/// refs (a full commit id given as the revision needs neither). For `plan`
+/// and stage hashes, which must not fetch gigabytes to say what would run.
+pub fn identify(repo: &HubRepo, options: &ResolveOptions) -> Result<ModelIdentity, SourceError> {
+    let revision = repo.revision();
+    if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(identity(repo, revision));
+    }
+    if options.offline {
+        let cache_dir = absolute_cache(options)?;
+        return cached_commit(repo, &cache_dir)
+            .map(|commit| identity(repo, &commit))
+            .ok_or_else(|| {
+                HubError::OfflineMissing {
+                    repo: repo.repo_id(),
+                    revision: revision.to_string(),
+                    cache: cache_dir,
+                    missing: vec!["the whole repository".to_string()],
+                }
+                .into()
+            });
+    }
+    let (_, commit, _) = remote_info(repo, options)?;
+    Ok(identity(repo, &commit))
+}
+
+fn absolute_cache(options: &ResolveOptions) -> Result<PathBuf, SourceError> {
+    std::path::absolute(&options.cache_dir).map_err(|source| SourceError::Io {
+        path: options.cache_dir.clone(),
+        source,
+    })
+}
+
+/// The API client, and the commit and file list of the repository's
+/// revision (one request).
+fn remote_info(
+    repo: &HubRepo,
+    options: &ResolveOptions,
+) -> Result<(Api, String, Vec<String>), SourceError> {
+    let cache_dir = absolute_cache(options)?;
+    let api = ApiBuilder::from_cache(Cache::new(cache_dir))
+        .with_endpoint(options.endpoint.clone())
+        .with_token(options.token.as_ref().map(|t| t.expose().to_string()))
+        .with_progress(options.progress)
+        .with_retries(2)
+        .build()
+        .map_err(|err| classify(err, repo, options))?;
+    let info = api
+        .repo(hub_repo(repo, repo.revision()))
+        .info()
+        .map_err(|err| classify(err, repo, options))?;
+    if !is_commit_id(&info.sha) {
+        return Err(HubError::Download {
+            repo: repo.repo_id(),
+            reason: format!("the hub named an invalid commit `{}`", info.sha),
+        }
+        .into());
+    }
+    let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    Ok((api, info.sha, files))
 }
 
 fn hub_repo(repo: &HubRepo, revision: &str) -> Repo {
@@ -246,26 +306,7 @@ fn resolve_online(
     options: &ResolveOptions,
     cache_dir: &Path,
 ) -> Result<ResolvedModel, SourceError> {
-    let api = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
-        .with_endpoint(options.endpoint.clone())
-        .with_token(options.token.as_ref().map(|t| t.expose().to_string()))
-        .with_progress(options.progress)
-        .with_retries(2)
-        .build()
-        .map_err(|err| classify(err, repo, options))?;
-    let info = api
-        .repo(hub_repo(repo, repo.revision()))
-        .info()
-        .map_err(|err| classify(err, repo, options))?;
-    let commit = info.sha;
-    if !is_commit_id(&commit) {
-        return Err(HubError::Download {
-            repo: repo.repo_id(),
-            reason: format!("the hub named an invalid commit `{commit}`"),
-        }
-        .into());
-    }
-    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let (api, commit, files) = remote_info(repo, options)?;
     let has = |name: &str| files.iter().any(|f| f == name);
     let fetcher = Fetcher {
         pinned: api.repo(hub_repo(repo, &commit)),

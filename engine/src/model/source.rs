@@ -359,6 +359,25 @@ pub fn resolve(
     }
 }
 
+/// What a source names, without downloading anything: a local directory's
+/// absolute path, or a hub repository's current commit (one API request;
+/// offline, the cache's record). `resolve` later yields the same identity.
+pub fn identify(
+    source: &ModelSource,
+    options: &ResolveOptions,
+) -> Result<ModelIdentity, SourceError> {
+    match source {
+        ModelSource::Local(dir) => {
+            let dir = std::path::absolute(dir).map_err(|source| SourceError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            Ok(ModelIdentity::Local { dir })
+        }
+        ModelSource::Hub(repo) => hub::identify(repo, options),
+    }
+}
+
 /// Check a directory in the Hugging Face layout and list its model files.
 /// Every missing file is named at once, so one fix suffices.
 pub fn inspect_dir(dir: &Path, identity: ModelIdentity) -> Result<ResolvedModel, SourceError> {

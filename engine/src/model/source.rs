@@ -149,7 +149,8 @@ pub struct ResolveOptions {
     pub token: Option<hub::HubToken>,
     /// Use only the cache (`HF_HUB_OFFLINE=1`).
     pub offline: bool,
-    /// Draw download progress bars (only sensible on a terminal).
+    /// Draw download progress bars: on a terminal, unless
+    /// `HF_HUB_DISABLE_PROGRESS_BARS` is set.
     pub progress: bool,
 }
 
@@ -184,7 +185,8 @@ impl ResolveOptions {
             cache_dir,
             token,
             offline,
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && !non_empty("HF_HUB_DISABLE_PROGRESS_BARS").is_some_and(|v| is_true(&v)),
         }
     }
 }

@@ -249,7 +249,7 @@ mod tests {
         };
         assert_eq!(
             input.hash(),
-            "0b6d7a0a7d1a54c6c1f5d0b0b6f2d3e1e5f4f7b0c0f4b5a3a6d2e1c0b9a8f7e6"
+            "655e45bd5e6eba1ffdf1d1964cbad134d773976463c17272f3f76cab150b1298"
         );
     }
 

@@ -114,7 +114,8 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let stages = resolve(&parsed, &base_dir, &mut problems);
+    let declared: Vec<&str> = stage_entries.iter().map(|e| e.key.as_str()).collect();
+    let stages = resolve(&parsed, &declared, &base_dir, &mut problems);
     check_cycles(&parsed, &stages, &mut problems);
     if let Some(top) = &top {
         check_preset(root, top, &mut problems);
@@ -233,12 +234,19 @@ fn check_stage<'a>(
 
 /// Resolve references and files; wrong kinds of input and missing files are
 /// reported here.
-fn resolve(parsed: &[Parsed<'_>], base_dir: &Path, problems: &mut Vec<Problem>) -> Vec<Stage> {
+/// `declared` holds every stage name in the file, including stages whose own
+/// errors kept them out of `parsed`: references to those are not reported
+/// again.
+fn resolve(
+    parsed: &[Parsed<'_>],
+    declared: &[&str],
+    base_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Vec<Stage> {
     let outputs: HashMap<&str, Vec<OutputDecl>> = parsed
         .iter()
         .map(|p| (p.name.as_str(), p.kind.outputs(&p.params)))
         .collect();
-    let names: Vec<&str> = parsed.iter().map(|p| p.name.as_str()).collect();
     let mut stages = Vec::new();
     for p in parsed {
         let mut upstream = Vec::new();
@@ -256,8 +264,12 @@ fn resolve(parsed: &[Parsed<'_>], base_dir: &Path, problems: &mut Vec<Problem>) 
                         None => (reference.as_str(), None),
                     };
                     let Some(candidates) = outputs.get(stage) else {
-                        let help = did_you_mean(stage, names.iter().copied())
-                            .unwrap_or_else(|| format!("stages in this file: {}", names.join(", ")));
+                        if declared.contains(&stage) {
+                            continue;
+                        }
+                        let help = did_you_mean(stage, declared.iter().copied()).unwrap_or_else(|| {
+                            format!("stages in this file: {}", declared.join(", "))
+                        });
                         problems.push(
                             Problem::new(
                                 "spec::unknown_stage",

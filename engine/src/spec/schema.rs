@@ -6,6 +6,9 @@ use serde_json::{Map, Value, json};
 use super::types::PipelineFile;
 use crate::graph::Registry;
 
+const STAGES_DOC: &str = "The stages by name, in any order: each has a `kind` and that kind's \
+parameters. References between stages (`data.sft`, `sft`) define the order they run in.";
+
 /// The schema `poker-pipe schema` prints and schemas/pipeline.schema.json holds.
 pub fn pipeline_schema(registry: &Registry) -> Value {
     let mut root = serde_json::to_value(schemars::schema_for!(PipelineFile)).unwrap_or_default();
@@ -51,15 +54,11 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
         branches.push(Value::Object(branch));
     }
     if let Some(stages) = root.pointer_mut("/properties/stages") {
-        let description = stages.get("description").cloned();
-        let mut replacement = json!({
+        *stages = json!({
+            "description": STAGES_DOC,
             "type": "object",
             "additionalProperties": { "oneOf": branches }
         });
-        if let Some(d) = description {
-            replacement["description"] = d;
-        }
-        *stages = replacement;
     }
     if !defs.is_empty() {
         root["$defs"] = Value::Object(defs);

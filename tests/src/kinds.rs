@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use poker_pipe::graph::{
-    ArtifactType, BatchDecl, ExecSettings, InputDecl, OutputDecl, Outcome, Registry, StageContext,
+    ArtifactType, BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, Registry, StageContext,
     StageError, StageKind, StageResult,
 };
 use schemars::JsonSchema;
@@ -156,7 +156,11 @@ impl StageKind for TextStep {
                 ctx.log(format!("interrupted at step {step}; state saved"));
                 return Ok(Outcome::Interrupted);
             }
-            std::thread::sleep(if hang { Duration::from_millis(20) } else { pause });
+            std::thread::sleep(if hang {
+                Duration::from_millis(20)
+            } else {
+                pause
+            });
             if !hang {
                 step += 1;
                 write(&state, &step.to_string())?;
@@ -216,11 +220,13 @@ impl StageKind for TextJudge {
 }
 
 fn read(path: &Path) -> Result<String, StageError> {
-    std::fs::read_to_string(path)
-        .map_err(|err| StageError::runtime(miette::miette!("cannot read {}: {err}", path.display())))
+    std::fs::read_to_string(path).map_err(|err| {
+        StageError::runtime(miette::miette!("cannot read {}: {err}", path.display()))
+    })
 }
 
 fn write(path: &Path, text: &str) -> Result<(), StageError> {
-    std::fs::write(path, text)
-        .map_err(|err| StageError::runtime(miette::miette!("cannot write {}: {err}", path.display())))
+    std::fs::write(path, text).map_err(|err| {
+        StageError::runtime(miette::miette!("cannot write {}: {err}", path.display()))
+    })
 }

@@ -66,7 +66,9 @@ fn sigkill_mid_stage_leaves_no_entry_and_the_next_run_resumes() {
     assert!(log.contains("resuming from step"), "{log}");
     let model = std::fs::read_to_string(entry.join("model.txt")).unwrap();
     assert_eq!(model, format!("x{}", "!".repeat(40)));
-    let leftovers = std::fs::read_dir(sandbox.path().join(".poker-pipe/tmp")).unwrap().count();
+    let leftovers = std::fs::read_dir(sandbox.path().join(".poker-pipe/tmp"))
+        .unwrap()
+        .count();
     assert_eq!(leftovers, 0, "temporary folders of dead runs are cleaned");
 }
 
@@ -82,7 +84,8 @@ fn ctrl_c_saves_state_exits_130_and_resumes() {
     let out = sandbox.run(&["run", "p.yaml"]).unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(Sandbox::ran(&out), ["slow", "after"]);
-    let log = std::fs::read_to_string(sandbox.path().join("runs/cachetest/slow/training.log")).unwrap();
+    let log =
+        std::fs::read_to_string(sandbox.path().join("runs/cachetest/slow/training.log")).unwrap();
     assert!(log.contains("interrupted at step"), "{log}");
     assert!(log.contains("resuming from step"), "{log}");
 }
@@ -122,7 +125,10 @@ fn a_second_run_waits_for_the_first() {
     let second = second.wait_with_output().unwrap();
     assert!(second.status.success(), "{}", text(&second));
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("waiting: another poker-pipe process"), "{stderr}");
+    assert!(
+        stderr.contains("waiting: another poker-pipe process"),
+        "{stderr}"
+    );
     let out = sandbox.run(&["cache", "verify"]).unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
@@ -140,19 +146,29 @@ fn ls_verify_and_gc() {
     let out = sandbox.run(&["cache", "verify"]).unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let slow = hash_of(&sandbox, "slow");
-    let model = sandbox.path().join(".poker-pipe/cache").join(&slow).join("model.txt");
+    let model = sandbox
+        .path()
+        .join(".poker-pipe/cache")
+        .join(&slow)
+        .join("model.txt");
     std::fs::write(&model, "tampered").unwrap();
     let out = sandbox.run(&["cache", "verify"]).unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("TAMPERED") && report.contains("model.txt"), "{report}");
+    assert!(
+        report.contains("TAMPERED") && report.contains("model.txt"),
+        "{report}"
+    );
     assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["slow"]);
     let out = sandbox.run(&["run", "p.yaml"]).unwrap();
     assert_eq!(Sandbox::ran(&out), ["slow"]);
 
     // A changed pipeline leaves the old `after` unused: gc drops it.
     sandbox
-        .write("p.yaml", &PIPELINE.replace("suffix: \"?\"", "suffix: \"??\""))
+        .write(
+            "p.yaml",
+            &PIPELINE.replace("suffix: \"?\"", "suffix: \"??\""),
+        )
         .unwrap();
     let out = sandbox.run(&["run", "p.yaml"]).unwrap();
     assert_eq!(Sandbox::ran(&out), ["after"]);

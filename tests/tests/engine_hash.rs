@@ -52,14 +52,23 @@ fn the_hash_of_a_fixed_spec_is_a_constant() {
     };
     // Committed constants: if these change, every user's cache is
     // invalidated. Only change them together with a deliberate format change.
-    assert_eq!(hash("src"), "8867f9228d228fd23578580ece868761fb0c853a26da5bb93b4be73d64c13b60");
-    assert_eq!(hash("j"), "d57cc6bd5d3e3b940fe655a5dc2637e2dcff5c1056ecc2089b89b6c8bc9c02b1");
+    assert_eq!(
+        hash("src"),
+        "8867f9228d228fd23578580ece868761fb0c853a26da5bb93b4be73d64c13b60"
+    );
+    assert_eq!(
+        hash("j"),
+        "d57cc6bd5d3e3b940fe655a5dc2637e2dcff5c1056ecc2089b89b6c8bc9c02b1"
+    );
 }
 
 #[test]
 fn a_semantic_edit_reruns_the_stage_and_its_dependents_only() {
     let sandbox = setup();
-    assert_eq!(run_all(&sandbox, "p.yaml", &[]), ["src", "other", "a", "b", "j"]);
+    assert_eq!(
+        run_all(&sandbox, "p.yaml", &[]),
+        ["src", "other", "a", "b", "j"]
+    );
     sandbox
         .write("p.yaml", &PIPELINE.replace("lr: 0.001", "lr: 0.002"))
         .unwrap();
@@ -81,11 +90,17 @@ fn execution_settings_rerun_nothing() {
         &["--preset", "auto"][..],
         &["--device", "cuda:1"][..],
     ] {
-        assert!(sandbox.would_run("p.yaml", extra).unwrap().is_empty(), "{extra:?}");
+        assert!(
+            sandbox.would_run("p.yaml", extra).unwrap().is_empty(),
+            "{extra:?}"
+        );
         assert!(run_all(&sandbox, "p.yaml", extra).is_empty(), "{extra:?}");
     }
     let edited = PIPELINE
-        .replace("micro_batch: 1, activation_checkpointing: true", "micro_batch: 2")
+        .replace(
+            "micro_batch: 1, activation_checkpointing: true",
+            "micro_batch: 2",
+        )
         .replace("preset: small", "preset: big");
     sandbox.write("p.yaml", &edited).unwrap();
     assert!(run_all(&sandbox, "p.yaml", &[]).is_empty());
@@ -141,7 +156,10 @@ fn input_files_count_by_content() {
     sandbox.write("data/in.txt", "hello again\n").unwrap();
     let plan = sandbox.plan("p.yaml", &[]).unwrap();
     let reasons = plan["stages"][0]["reasons"][0].as_str().unwrap();
-    assert!(reasons.starts_with("input file ") && reasons.ends_with("in.txt changed"), "{reasons}");
+    assert!(
+        reasons.starts_with("input file ") && reasons.ends_with("in.txt changed"),
+        "{reasons}"
+    );
     assert_eq!(run_all(&sandbox, "p.yaml", &[]), ["src", "a", "b", "j"]);
 }
 

@@ -72,19 +72,29 @@ fn jsonl_data_runs_on_good_data_and_names_every_bad_line() {
     let written = std::fs::read_to_string(sandbox.path().join("runs/mine/data/sft.jsonl")).unwrap();
     assert_eq!(written.lines().count(), sft.lines().count());
 
-    let bad = format!("{sft}{{\"prompt\": \"p\"}}\nnot json\n{{\"prompt\": \"p\", \"response\": 7}}\n");
+    let bad =
+        format!("{sft}{{\"prompt\": \"p\"}}\nnot json\n{{\"prompt\": \"p\", \"response\": 7}}\n");
     sandbox.write("data/sft.jsonl", &bad).unwrap();
     let out = sandbox.run(&["run", "p.yaml"]).unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let n = sft.lines().count();
-    for (line, what) in [(n + 1, "missing \"response\""), (n + 2, "not valid JSON"), (n + 3, "must be a string")] {
+    for (line, what) in [
+        (n + 1, "missing \"response\""),
+        (n + 2, "not valid JSON"),
+        (n + 3, "must be a string"),
+    ] {
         let at = format!("sft.jsonl:{line}: ");
-        assert!(stderr.contains(&at) && stderr.contains(what), "{at} {what}: {stderr}");
+        assert!(
+            stderr.contains(&at) && stderr.contains(what),
+            "{at} {what}: {stderr}"
+        );
     }
     assert!(stderr.contains("nothing was produced"), "{stderr}");
     // The earlier good entry stays; the bad data made none.
-    let entries = std::fs::read_dir(sandbox.path().join(".poker-pipe/cache")).unwrap().count();
+    let entries = std::fs::read_dir(sandbox.path().join(".poker-pipe/cache"))
+        .unwrap()
+        .count();
     assert_eq!(entries, 1);
     let out = sandbox.run(&["validate", "p.yaml"]).unwrap();
     assert!(out.status.success());

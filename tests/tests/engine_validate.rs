@@ -25,7 +25,9 @@ stages:
 "#;
 
 fn problems(sandbox: &Sandbox, file: &str) -> Vec<Value> {
-    let out = sandbox.run(&["validate", "--format", "json", file]).unwrap();
+    let out = sandbox
+        .run(&["validate", "--format", "json", file])
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
@@ -67,18 +69,36 @@ fn reports_every_problem_of_a_file() {
     assert_eq!(ranges, 3, "{found:#?}");
 
     let unknown = find(&found, "spec::unknown_field");
-    assert_eq!((unknown["line"].as_u64(), unknown["column"].as_u64()), (Some(8), Some(47)));
+    assert_eq!(
+        (unknown["line"].as_u64(), unknown["column"].as_u64()),
+        (Some(8), Some(47))
+    );
     assert_eq!(unknown["help"], "did you mean `steps`?");
-    assert_eq!(find(&found, "spec::unknown_stage")["help"], "did you mean `src`?");
-    assert_eq!(find(&found, "spec::unknown_preset")["help"], "did you mean `small`?");
-    assert_eq!(find(&found, "spec::unknown_kind")["help"], "did you mean `text-step`?");
+    assert_eq!(
+        find(&found, "spec::unknown_stage")["help"],
+        "did you mean `src`?"
+    );
+    assert_eq!(
+        find(&found, "spec::unknown_preset")["help"],
+        "did you mean `small`?"
+    );
+    assert_eq!(
+        find(&found, "spec::unknown_kind")["help"],
+        "did you mean `text-step`?"
+    );
     let cycle = find(&found, "spec::cycle")["message"].as_str().unwrap();
     assert_eq!(cycle, "dependency cycle: c -> d -> e -> c");
     let wrong = find(&found, "spec::wrong_input_kind");
     assert_eq!(wrong["line"], 12);
-    assert!(wrong["message"].as_str().unwrap().contains("test-model"), "{wrong}");
+    assert!(
+        wrong["message"].as_str().unwrap().contains("test-model"),
+        "{wrong}"
+    );
     let batch = find(&found, "spec::batch_not_divisible");
-    assert_eq!((batch["line"].as_u64(), batch["column"].as_u64()), (Some(9), Some(65)));
+    assert_eq!(
+        (batch["line"].as_u64(), batch["column"].as_u64()),
+        (Some(9), Some(65))
+    );
 }
 
 #[test]
@@ -88,7 +108,10 @@ fn human_output_labels_the_yaml() {
     let out = sandbox.run(&["validate", "bad.yaml"]).unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown field `stages.b.stpes`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `stages.b.stpes`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("bad.yaml:8:47"), "{stderr}");
     assert!(stderr.contains("did you mean `steps`?"), "{stderr}");
 }
@@ -96,7 +119,9 @@ fn human_output_labels_the_yaml() {
 #[test]
 fn yaml_syntax_errors_point_at_the_problem() {
     let sandbox = Sandbox::new(BIN).unwrap();
-    sandbox.write("syntax.yaml", "name: x\nstages:\n  a: {kind: [1, 2\n").unwrap();
+    sandbox
+        .write("syntax.yaml", "name: x\nstages:\n  a: {kind: [1, 2\n")
+        .unwrap();
     let found = problems(&sandbox, "syntax.yaml");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["code"], "spec::yaml");

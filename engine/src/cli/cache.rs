@@ -70,7 +70,10 @@ fn human_bytes(bytes: u64) -> String {
 fn ls(root: PathBuf) -> CmdResult {
     let store = Store::at(&root);
     let entries = store.entries().map_err(|e| io_failure(&root, e))?;
-    println!("{:12}  {:30}  {:14}  {:>10}", "HASH", "PIPELINE/STAGE", "KIND", "SIZE");
+    println!(
+        "{:12}  {:30}  {:14}  {:>10}",
+        "HASH", "PIPELINE/STAGE", "KIND", "SIZE"
+    );
     let mut total = 0;
     for hash in &entries {
         let size = dir_size(&store.entry_dir(hash));
@@ -79,9 +82,18 @@ fn ls(root: PathBuf) -> CmdResult {
             Ok(m) => (format!("{}/{}", m.pipeline, m.stage), m.input.kind),
             Err(_) => ("(unreadable manifest)".into(), String::new()),
         };
-        println!("{:12}  {origin:30}  {kind:14}  {:>10}", &hash[..12.min(hash.len())], human_bytes(size));
+        println!(
+            "{:12}  {origin:30}  {kind:14}  {:>10}",
+            &hash[..12.min(hash.len())],
+            human_bytes(size)
+        );
     }
-    println!("{} entries, {} in {}", entries.len(), human_bytes(total), store.root().display());
+    println!(
+        "{} entries, {} in {}",
+        entries.len(),
+        human_bytes(total),
+        store.root().display()
+    );
     Ok(Exit::Ok)
 }
 
@@ -141,7 +153,10 @@ fn verify(root: PathBuf) -> CmdResult {
             );
         }
         let moved = store.quarantine(hash).map_err(|e| io_failure(&root, e))?;
-        println!("  moved to {}; it will be rebuilt on the next run", moved.display());
+        println!(
+            "  moved to {}; it will be rebuilt on the next run",
+            moved.display()
+        );
     }
     println!("{} entries checked, {tampered} tampered", entries.len());
     Ok(if tampered == 0 { Exit::Ok } else { Exit::User })

@@ -111,9 +111,24 @@ fn print_plan(plan: &Plan) {
         plan.preset.as_deref().unwrap_or("(none)"),
         plan.device
     );
-    let width = plan.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
-    let kind_width = plan.stages.iter().map(|s| s.kind.len()).max().unwrap_or(4).max(4);
-    println!("{:width$}  {:kind_width$}  {:12}  {:6}  WHY", "STAGE", "KIND", "HASH", "STATUS");
+    let width = plan
+        .stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let kind_width = plan
+        .stages
+        .iter()
+        .map(|s| s.kind.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:kind_width$}  {:12}  {:6}  WHY",
+        "STAGE", "KIND", "HASH", "STATUS"
+    );
     for stage in &plan.stages {
         let why: Vec<String> = stage.reasons.iter().map(ToString::to_string).collect();
         let memory = stage

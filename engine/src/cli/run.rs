@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use crate::backend::Device;
 use crate::error::{CmdResult, Exit, Failure};
-use crate::graph::{Cancel, Executor, PlanOptions, RunReport, Selection, StageStatus, Store, cache_root, select};
+use crate::graph::{
+    Cancel, Executor, PlanOptions, RunReport, Selection, StageStatus, Store, cache_root, select,
+};
 use crate::stages;
 
 use super::plan::{choose_preset, load_pipeline, make_plan};
@@ -90,7 +92,13 @@ pub fn run(args: Args) -> CmdResult {
 }
 
 fn print_table(report: &RunReport) {
-    let width = report.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+    let width = report
+        .stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!("{:width$}  {:11}  {:>9}  OUTPUT", "STAGE", "STATUS", "TIME");
     for stage in &report.stages {
         let status = match stage.status {

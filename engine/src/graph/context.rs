@@ -214,9 +214,14 @@ impl StageContext {
 
     /// Show progress `done` of `total` steps (a bar on terminals only).
     pub fn progress(&mut self, done: u64, total: u64) {
-        if self.progress.is_hidden() && total > 0 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        if self.progress.is_hidden()
+            && total > 0
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
             self.progress = ProgressBar::new(total);
-            if let Ok(style) = ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta}") {
+            if let Ok(style) =
+                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta}")
+            {
                 self.progress.set_style(style);
             }
             self.progress.set_prefix(self.stage.clone());

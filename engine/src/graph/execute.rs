@@ -7,7 +7,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::context::{Cancel, ContextParts, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError};
+use super::context::{
+    Cancel, ContextParts, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError,
+};
 use super::plan::Plan;
 use super::store::{Manifest, Store, unix_now};
 use crate::backend::Device;
@@ -87,9 +89,8 @@ pub fn check_stage_name(plan: &Plan, name: &str) -> Result<(), SelectionError> {
         return Ok(());
     }
     let names = plan.stages.iter().map(|s| s.name.as_str());
-    let help = did_you_mean(name, names.clone()).unwrap_or_else(|| {
-        format!("stages: {}", names.collect::<Vec<_>>().join(", "))
-    });
+    let help = did_you_mean(name, names.clone())
+        .unwrap_or_else(|| format!("stages: {}", names.collect::<Vec<_>>().join(", ")));
     Err(SelectionError::UnknownStage {
         name: name.to_string(),
         pipeline: plan.pipeline.clone(),
@@ -98,7 +99,11 @@ pub fn check_stage_name(plan: &Plan, name: &str) -> Result<(), SelectionError> {
 }
 
 /// The plan's stage names that the selection runs, in plan order.
-pub fn select(plan: &Plan, pipeline: &Pipeline, selection: &Selection) -> Result<Vec<String>, SelectionError> {
+pub fn select(
+    plan: &Plan,
+    pipeline: &Pipeline,
+    selection: &Selection,
+) -> Result<Vec<String>, SelectionError> {
     match selection {
         Selection::All => Ok(plan.stages.iter().map(|s| s.name.clone()).collect()),
         Selection::Until(target) => {
@@ -191,11 +196,15 @@ impl Executor<'_> {
                     }
                 }
             }
-            state
+            // Recorded after every stage so a later crash keeps the history
+            // that explains the next plan; skipped when nothing changed.
+            let previous = state
                 .stages
                 .insert(planned.name.clone(), planned.input.clone());
-            if let Err(err) = self.store.save_state(&self.pipeline.name, &state) {
-                eprintln!("warning: could not record the run state: {err}");
+            if previous.as_ref() != Some(&planned.input) {
+                if let Err(err) = self.store.save_state(&self.pipeline.name, &state) {
+                    eprintln!("warning: could not record the run state: {err}");
+                }
             }
         }
         report
@@ -297,6 +306,9 @@ impl Executor<'_> {
     fn link(&self, stage: &str, entry: &Path) -> PathBuf {
         let dir = self.runs_dir.join(&self.pipeline.name);
         let link = dir.join(stage);
+        if std::fs::read_link(&link).is_ok_and(|target| target == entry) {
+            return link;
+        }
         let tmp = dir.join(format!(".{stage}.{}", std::process::id()));
         let made = std::fs::create_dir_all(&dir)
             .and_then(|()| {

@@ -79,7 +79,9 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             (None, None, Some(f)) => {
                 let f = if f == 0.0 { 0.0 } else { f };
-                out.push_str(&serde_json::Number::from_f64(f).map_or("null".into(), |n| n.to_string()));
+                out.push_str(
+                    &serde_json::Number::from_f64(f).map_or("null".into(), |n| n.to_string()),
+                );
             }
             _ => out.push_str("null"),
         },
@@ -139,7 +141,11 @@ fn diff(old: &Value, new: &Value, path: String, out: &mut Vec<String>) {
         }
         _ => {
             if canonical_json(old) != canonical_json(new) {
-                out.push(if path.is_empty() { "(all)".into() } else { path });
+                out.push(if path.is_empty() {
+                    "(all)".into()
+                } else {
+                    path
+                });
             }
         }
     }

@@ -220,7 +220,9 @@ impl<K: StageKind> ErasedKind for Erased<K> {
             .unwrap_or_default()
     }
     fn inputs(&self, params: &AnyParams) -> Vec<InputDecl> {
-        self.typed(params).map(|p| self.0.inputs(p)).unwrap_or_default()
+        self.typed(params)
+            .map(|p| self.0.inputs(p))
+            .unwrap_or_default()
     }
     fn semantic_config(&self, params: &AnyParams) -> Value {
         self.typed(params)
@@ -234,7 +236,9 @@ impl<K: StageKind> ErasedKind for Erased<K> {
             .and_then(|p| self.0.memory_estimate(p, exec))
     }
     fn check(&self, params: &AnyParams) -> Vec<(String, String)> {
-        self.typed(params).map(|p| self.0.check(p)).unwrap_or_default()
+        self.typed(params)
+            .map(|p| self.0.check(p))
+            .unwrap_or_default()
     }
     fn run(&self, params: &AnyParams, ctx: &mut StageContext) -> StageResult {
         match self.typed(params) {

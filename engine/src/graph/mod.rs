@@ -12,9 +12,17 @@ pub use context::{
     Cancel, ContextParts, ExecSettings, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError,
     StageResult,
 };
-pub use execute::{Executor, RunReport, Selection, SelectionError, StageReport, StageStatus, check_stage_name, select};
-pub use hash::{FileHash, HashInput, StatCache, UpstreamHash, canonical_json, changed_fields, hash_file_contents};
-pub use kind::{AnyParams, ArtifactType, BatchDecl, ErasedKind, InputDecl, OutputDecl, Registry, StageKind};
+pub use execute::{
+    Executor, RunReport, Selection, SelectionError, StageReport, StageStatus, check_stage_name,
+    select,
+};
+pub use hash::{
+    FileHash, HashInput, StatCache, UpstreamHash, canonical_json, changed_fields,
+    hash_file_contents,
+};
+pub use kind::{
+    AnyParams, ArtifactType, BatchDecl, ErasedKind, InputDecl, OutputDecl, Registry, StageKind,
+};
 pub use plan::{Plan, PlanOptions, PlannedStage, Reason, plan, topological_order};
 pub use store::{
     CACHE_ENV, DEFAULT_CACHE, LockGuard, MANIFEST, Manifest, ManifestFile, PipelineState, Store,

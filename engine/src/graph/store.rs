@@ -220,10 +220,11 @@ impl Store {
         write_atomic(&tmp.join(MANIFEST), &bytes)?;
         let dest = self.entry_dir(&manifest.hash);
         if dest.exists() {
-            let old = self
-                .root
-                .join("tmp")
-                .join(format!("{}.replaced.{}", manifest.hash, std::process::id()));
+            let old = self.root.join("tmp").join(format!(
+                "{}.replaced.{}",
+                manifest.hash,
+                std::process::id()
+            ));
             fs::rename(&dest, &old)?;
             fs::remove_dir_all(&old)?;
         }

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use petgraph::graph::DiGraph;
 use super::diag::{FileProblems, Problem, did_you_mean};
 use super::schema_check::SchemaChecker;
 use super::types::{MemoryPreset, ModelDefaults, PipelineFile};
 use super::yaml::{Entry, Node, NodeValue};
 use super::{PresetChoice, SpecFile};
 use crate::graph::{AnyParams, BatchDecl, ErasedKind, InputDecl, OutputDecl, Registry};
+use petgraph::graph::DiGraph;
 
 /// A checked pipeline, ready to plan.
 #[derive(Clone)]
@@ -162,9 +162,14 @@ fn check_stage<'a>(
     let name = &entry.key;
     if !is_plain_name(name) || name.contains('.') {
         problems.push(
-            Problem::new("spec::bad_name", format!("stage name `{name}` is not a plain name"))
-                .at(entry.key_span.clone(), "bad stage name")
-                .help("use letters, digits, `-` and `_` (a `.` separates stage and output in references)"),
+            Problem::new(
+                "spec::bad_name",
+                format!("stage name `{name}` is not a plain name"),
+            )
+            .at(entry.key_span.clone(), "bad stage name")
+            .help(
+                "use letters, digits, `-` and `_` (a `.` separates stage and output in references)",
+            ),
         );
     }
     let entries = entry.value.entries()?;
@@ -187,7 +192,11 @@ fn check_stage<'a>(
         );
         return None;
     };
-    let mut body_entries: Vec<Entry> = entries.iter().filter(|e| e.key != "kind").cloned().collect();
+    let mut body_entries: Vec<Entry> = entries
+        .iter()
+        .filter(|e| e.key != "kind")
+        .cloned()
+        .collect();
     if let (Some(field), Some(model)) = (kind.model_field(), model) {
         if !body_entries.iter().any(|e| e.key == field) {
             body_entries.push(Entry {
@@ -267,9 +276,10 @@ fn resolve(
                         if declared.contains(&stage) {
                             continue;
                         }
-                        let help = did_you_mean(stage, declared.iter().copied()).unwrap_or_else(|| {
-                            format!("stages in this file: {}", declared.join(", "))
-                        });
+                        let help =
+                            did_you_mean(stage, declared.iter().copied()).unwrap_or_else(|| {
+                                format!("stages in this file: {}", declared.join(", "))
+                            });
                         problems.push(
                             Problem::new(
                                 "spec::unknown_stage",
@@ -295,7 +305,9 @@ fn resolve(
                             None => format!("stage `{stage}` has several outputs; name one"),
                         };
                         let help = output
-                            .and_then(|o| did_you_mean(o, candidates.iter().map(|c| c.name.as_str())))
+                            .and_then(|o| {
+                                did_you_mean(o, candidates.iter().map(|c| c.name.as_str()))
+                            })
                             .unwrap_or_else(|| format!("outputs: {}", listed.join(", ")));
                         problems.push(
                             Problem::new("spec::unknown_output", message)

@@ -54,7 +54,10 @@ impl Problem {
 }
 
 /// "did you mean `x`?" for the closest candidate, if any is close enough.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -99,7 +102,10 @@ impl Diagnostic for SpecDiagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.problem.span.as_ref().map(|_| &self.source as &dyn SourceCode)
+        self.problem
+            .span
+            .as_ref()
+            .map(|_| &self.source as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

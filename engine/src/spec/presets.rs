@@ -44,8 +44,14 @@ pub fn select_preset(
             Some(preset) => Ok(Some((name, preset.clone()))),
             None => {
                 let known: Vec<&str> = pipeline.presets.keys().map(String::as_str).collect();
-                let hint = crate::spec::did_you_mean(&name, known.iter().copied())
-                    .unwrap_or_else(|| format!("presets of `{}`: {}, or `auto`", pipeline.name, known.join(", ")));
+                let hint =
+                    crate::spec::did_you_mean(&name, known.iter().copied()).unwrap_or_else(|| {
+                        format!(
+                            "presets of `{}`: {}, or `auto`",
+                            pipeline.name,
+                            known.join(", ")
+                        )
+                    });
                 Err(miette::miette!(
                     code = "spec::unknown_preset",
                     help = hint,
@@ -84,7 +90,10 @@ fn gpu_memory_gib(device: Device) -> Option<f64> {
         ])
         .output()
         .ok()?;
-    let mib: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
+    let mib: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
     Some(mib / 1024.0)
 }
 

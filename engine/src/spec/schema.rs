@@ -21,7 +21,9 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
     for kind in registry.kinds() {
         let mut schema = kind.params_schema();
         let prefix = format!("{}.", kind.name());
-        if let Some(Value::Object(kind_defs)) = schema.as_object_mut().and_then(|s| s.remove("$defs")) {
+        if let Some(Value::Object(kind_defs)) =
+            schema.as_object_mut().and_then(|s| s.remove("$defs"))
+        {
             for (name, def) in kind_defs {
                 let mut def = def;
                 prefix_refs(&mut def, &prefix);

@@ -80,7 +80,10 @@ impl<'a> SchemaChecker<'a> {
                             node.type_name()
                         ),
                     )
-                    .at(node.span.clone(), format!("expected {}", describe_types(types))),
+                    .at(
+                        node.span.clone(),
+                        format!("expected {}", describe_types(types)),
+                    ),
                 );
                 return;
             }
@@ -93,7 +96,9 @@ impl<'a> SchemaChecker<'a> {
         }
         match &node.value {
             NodeValue::Int(_) | NodeValue::Float(_) => check_number(schema, node, path, out),
-            NodeValue::Str(s) => check_length(schema, s.chars().count(), node, path, "characters", out),
+            NodeValue::Str(s) => {
+                check_length(schema, s.chars().count(), node, path, "characters", out)
+            }
             NodeValue::Seq(items) => {
                 check_length(schema, items.len(), node, path, "items", out);
                 if let Some(item_schema) = schema.get("items") {
@@ -141,10 +146,8 @@ impl<'a> SchemaChecker<'a> {
         match best {
             Some(problems) => out.extend(problems),
             None => {
-                let expected: Vec<String> = branches
-                    .iter()
-                    .filter_map(|b| self.type_of(b))
-                    .collect();
+                let expected: Vec<String> =
+                    branches.iter().filter_map(|b| self.type_of(b)).collect();
                 out.push(
                     Problem::new(
                         "spec::wrong_type",
@@ -246,9 +249,8 @@ impl<'a> SchemaChecker<'a> {
                     let known: Vec<&str> = properties
                         .map(|p| p.keys().map(String::as_str).collect())
                         .unwrap_or_default();
-                    let help = did_you_mean(&entry.key, known.iter().copied()).unwrap_or_else(
-                        || format!("known fields here: {}", known.join(", ")),
-                    );
+                    let help = did_you_mean(&entry.key, known.iter().copied())
+                        .unwrap_or_else(|| format!("known fields here: {}", known.join(", ")));
                     out.push(
                         Problem::new(
                             "spec::unknown_field",
@@ -329,8 +331,16 @@ fn check_number(
     };
     let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
     let checks: [(Option<f64>, bool, &str); 5] = [
-        (bound("minimum"), value >= bound("minimum").unwrap_or(f64::MIN), ">="),
-        (bound("maximum"), value <= bound("maximum").unwrap_or(f64::MAX), "<="),
+        (
+            bound("minimum"),
+            value >= bound("minimum").unwrap_or(f64::MIN),
+            ">=",
+        ),
+        (
+            bound("maximum"),
+            value <= bound("maximum").unwrap_or(f64::MAX),
+            "<=",
+        ),
         (
             bound("exclusiveMinimum"),
             value > bound("exclusiveMinimum").unwrap_or(f64::MIN),
@@ -464,7 +474,11 @@ mod tests {
     fn reports_wrong_types_and_missing_fields() {
         let out = problems("epochs: three\nlr: 0.1\nschedule: cosine\n");
         let codes: Vec<&str> = out.iter().map(|p| p.code).collect();
-        assert_eq!(codes, ["spec::missing_field", "spec::wrong_type"], "{out:?}");
+        assert_eq!(
+            codes,
+            ["spec::missing_field", "spec::wrong_type"],
+            "{out:?}"
+        );
         assert!(out[1].message.contains("an integer"), "{}", out[1].message);
     }
 }

@@ -110,10 +110,9 @@ impl Node {
         let mut node = self;
         for segment in path.split('.').filter(|s| !s.is_empty()) {
             let next = match &node.value {
-                NodeValue::Map(entries) => entries
-                    .iter()
-                    .find(|e| e.key == segment)
-                    .map(|e| &e.value),
+                NodeValue::Map(entries) => {
+                    entries.iter().find(|e| e.key == segment).map(|e| &e.value)
+                }
                 NodeValue::Seq(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
                 _ => None,
             };
@@ -175,7 +174,10 @@ impl<'a> LineOffsets<'a> {
         if let Some(b) = marker.byte_offset() {
             return b.min(self.source.len());
         }
-        let line = marker.line().saturating_sub(1).min(self.line_starts.len() - 1);
+        let line = marker
+            .line()
+            .saturating_sub(1)
+            .min(self.line_starts.len() - 1);
         let start = self.line_starts[line];
         let rest = &self.source[start..];
         start

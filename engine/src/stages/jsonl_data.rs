@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{DATASETS, dataset_output};
-use crate::graph::{InputDecl, OutputDecl, Outcome, StageContext, StageError, StageKind, StageResult};
+use crate::graph::{
+    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+};
 
 /// Files of JSON Lines in the seed's formats. Give at least one.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -289,7 +291,10 @@ mod tests {
             &["prompt", "chosen", "rejected"],
         );
         assert_eq!(good.len(), 1);
-        let lines: Vec<&str> = bad.iter().map(|b| b.split(": ").next().unwrap_or("")).collect();
+        let lines: Vec<&str> = bad
+            .iter()
+            .map(|b| b.split(": ").next().unwrap_or(""))
+            .collect();
         assert_eq!(
             lines,
             [

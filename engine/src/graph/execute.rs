@@ -201,10 +201,10 @@ impl Executor<'_> {
             let previous = state
                 .stages
                 .insert(planned.name.clone(), planned.input.clone());
-            if previous.as_ref() != Some(&planned.input) {
-                if let Err(err) = self.store.save_state(&self.pipeline.name, &state) {
-                    eprintln!("warning: could not record the run state: {err}");
-                }
+            if previous.as_ref() != Some(&planned.input)
+                && let Err(err) = self.store.save_state(&self.pipeline.name, &state)
+            {
+                eprintln!("warning: could not record the run state: {err}");
             }
         }
         report

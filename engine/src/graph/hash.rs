@@ -191,10 +191,10 @@ impl StatCache {
     pub fn hash_file(&mut self, path: &Path) -> std::io::Result<String> {
         let meta = std::fs::metadata(path)?;
         let stat = file_stat(&meta);
-        if let Some(entry) = self.entries.get(path) {
-            if (entry.size, entry.mtime_ns, entry.inode) == stat {
-                return Ok(entry.blake3.clone());
-            }
+        if let Some(entry) = self.entries.get(path)
+            && (entry.size, entry.mtime_ns, entry.inode) == stat
+        {
+            return Ok(entry.blake3.clone());
         }
         let blake3 = hash_file_contents(path)?;
         self.entries.insert(

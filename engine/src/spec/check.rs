@@ -82,19 +82,18 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
     } else {
         None
     };
-    if let Some(name_entry) = root.get("name") {
-        if let Some(name) = name_entry.value.as_str() {
-            if !is_plain_name(name) {
-                problems.push(
-                    Problem::new(
-                        "spec::bad_name",
-                        format!("pipeline name `{name}` cannot name a folder"),
-                    )
-                    .at(name_entry.value.span.clone(), "not a plain name")
-                    .help("use letters, digits, `-`, `_` and `.` only"),
-                );
-            }
-        }
+    if let Some(name_entry) = root.get("name")
+        && let Some(name) = name_entry.value.as_str()
+        && !is_plain_name(name)
+    {
+        problems.push(
+            Problem::new(
+                "spec::bad_name",
+                format!("pipeline name `{name}` cannot name a folder"),
+            )
+            .at(name_entry.value.span.clone(), "not a plain name")
+            .help("use letters, digits, `-`, `_` and `.` only"),
+        );
     }
 
     let model_node = root.get("model").map(|e| &e.value);
@@ -197,14 +196,14 @@ fn check_stage<'a>(
         .filter(|e| e.key != "kind")
         .cloned()
         .collect();
-    if let (Some(field), Some(model)) = (kind.model_field(), model) {
-        if !body_entries.iter().any(|e| e.key == field) {
-            body_entries.push(Entry {
-                key: field.to_string(),
-                key_span: model.span.clone(),
-                value: model.clone(),
-            });
-        }
+    if let (Some(field), Some(model)) = (kind.model_field(), model)
+        && !body_entries.iter().any(|e| e.key == field)
+    {
+        body_entries.push(Entry {
+            key: field.to_string(),
+            key_span: model.span.clone(),
+            value: model.clone(),
+        });
     }
     let body = Node {
         span: entry.value.span.clone(),

@@ -75,10 +75,10 @@ fn prefix_refs(value: &mut Value, prefix: &str) {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 if key == "$ref" {
-                    if let Value::String(r) = v {
-                        if let Some(name) = r.strip_prefix("#/$defs/") {
-                            *r = format!("#/$defs/{prefix}{name}");
-                        }
+                    if let Value::String(r) = v
+                        && let Some(name) = r.strip_prefix("#/$defs/")
+                    {
+                        *r = format!("#/$defs/{prefix}{name}");
                     }
                 } else {
                     prefix_refs(v, prefix);

@@ -63,30 +63,30 @@ impl<'a> SchemaChecker<'a> {
             }
         }
         for key in ["anyOf", "oneOf"] {
-            if let Some(branches) = schema.get(key).and_then(Value::as_array) {
-                if !self.check_alternatives(branches, node, path, out) {
-                    return;
-                }
-            }
-        }
-        if let Some(types) = schema.get("type") {
-            if !type_matches(types, node) {
-                out.push(
-                    Problem::new(
-                        "spec::wrong_type",
-                        format!(
-                            "`{path}` must be {}, found {}",
-                            describe_types(types),
-                            node.type_name()
-                        ),
-                    )
-                    .at(
-                        node.span.clone(),
-                        format!("expected {}", describe_types(types)),
-                    ),
-                );
+            if let Some(branches) = schema.get(key).and_then(Value::as_array)
+                && !self.check_alternatives(branches, node, path, out)
+            {
                 return;
             }
+        }
+        if let Some(types) = schema.get("type")
+            && !type_matches(types, node)
+        {
+            out.push(
+                Problem::new(
+                    "spec::wrong_type",
+                    format!(
+                        "`{path}` must be {}, found {}",
+                        describe_types(types),
+                        node.type_name()
+                    ),
+                )
+                .at(
+                    node.span.clone(),
+                    format!("expected {}", describe_types(types)),
+                ),
+            );
+            return;
         }
         if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
             self.check_choice(choices, node, path, out);
@@ -270,15 +270,17 @@ impl<'a> SchemaChecker<'a> {
 }
 
 fn type_matches(types: &Value, node: &Node) -> bool {
-    let one = |t: &str| match (&node.value, t) {
-        (NodeValue::Null, "null")
-        | (NodeValue::Bool(_), "boolean")
-        | (NodeValue::Int(_), "integer" | "number")
-        | (NodeValue::Float(_), "number")
-        | (NodeValue::Str(_), "string")
-        | (NodeValue::Seq(_), "array")
-        | (NodeValue::Map(_), "object") => true,
-        _ => false,
+    let one = |t: &str| {
+        matches!(
+            (&node.value, t),
+            (NodeValue::Null, "null")
+                | (NodeValue::Bool(_), "boolean")
+                | (NodeValue::Int(_), "integer" | "number")
+                | (NodeValue::Float(_), "number")
+                | (NodeValue::Str(_), "string")
+                | (NodeValue::Seq(_), "array")
+                | (NodeValue::Map(_), "object")
+        )
     };
     match types {
         Value::String(t) => one(t),

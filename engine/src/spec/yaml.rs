@@ -232,13 +232,13 @@ impl Builder<'_> {
             }
             Event::Scalar(text, style, anchor, _) => {
                 let value = resolve_scalar(&text, style);
-                if let (NodeValue::Float(f), true) = (&value, self.expects_value()) {
-                    if !f.is_finite() {
-                        return Err(SyntaxError {
-                            span: bytes,
-                            message: format!("`{text}` is not a finite number"),
-                        });
-                    }
+                if let (NodeValue::Float(f), true) = (&value, self.expects_value())
+                    && !f.is_finite()
+                {
+                    return Err(SyntaxError {
+                        span: bytes,
+                        message: format!("`{text}` is not a finite number"),
+                    });
                 }
                 let node = Node { span: bytes, value };
                 self.finish(node, anchor, text.into_owned())?;
@@ -375,25 +375,25 @@ fn resolve_scalar(text: &str, style: ScalarStyle) -> NodeValue {
         ".nan" | ".NaN" | ".NAN" => return NodeValue::Float(f64::NAN),
         _ => {}
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return NodeValue::Int(i);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return NodeValue::Int(i);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return NodeValue::Int(i);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return NodeValue::Int(i);
     }
-    if is_core_int(text) {
-        if let Ok(i) = text.parse::<i64>() {
-            return NodeValue::Int(i);
-        }
+    if is_core_int(text)
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return NodeValue::Int(i);
     }
-    if is_core_float(text) {
-        if let Ok(f) = text.parse::<f64>() {
-            return NodeValue::Float(f);
-        }
+    if is_core_float(text)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return NodeValue::Float(f);
     }
     NodeValue::Str(text.to_string())
 }

@@ -194,10 +194,11 @@ fn check_line(line: &str, fields: &[&str]) -> Result<String, String> {
             ));
         }
     }
-    if let (Some(chosen), Some(rejected)) = (object.get("chosen"), object.get("rejected")) {
-        if chosen == rejected && problems.is_empty() {
-            problems.push("\"chosen\" and \"rejected\" are the same".into());
-        }
+    if let (Some(chosen), Some(rejected)) = (object.get("chosen"), object.get("rejected"))
+        && chosen == rejected
+        && problems.is_empty()
+    {
+        problems.push("\"chosen\" and \"rejected\" are the same".into());
     }
     if !problems.is_empty() {
         return Err(problems.join("; "));

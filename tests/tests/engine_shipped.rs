@@ -33,7 +33,7 @@ fn the_committed_schema_is_fresh() {
     fresh.push('\n');
     assert!(
         committed == fresh,
-        "schemas/pipeline.schema.json is stale: run `cargo run --release -- schema --out schemas/pipeline.schema.json`"
+        "schemas/pipeline.schema.json is stale: run `cargo run --release -p poker-pipe -- schema --out schemas/pipeline.schema.json`"
     );
 }
 

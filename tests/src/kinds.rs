@@ -15,6 +15,7 @@ use poker_pipe::graph::{
     ArtifactType, BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, Registry, StageContext,
     StageError, StageKind, StageResult,
 };
+use poker_pipe::spec::ModelDefaults;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +190,9 @@ pub struct TextJudgeParams {
     pub init: String,
     /// A text.
     pub data: String,
+    /// The base model; the pipeline's `model` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ModelDefaults>,
 }
 
 pub struct TextJudge;
@@ -198,6 +202,7 @@ impl StageKind for TextJudge {
     const NAME: &'static str = "text-judge";
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "Test kind: compares a model with a text.";
+    const MODEL_FIELD: Option<&'static str> = Some("base");
 
     fn outputs(&self, _: &TextJudgeParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("score", TEXT, "score.txt")]

@@ -193,3 +193,46 @@ fn outputs_are_linked_under_runs() {
     assert!(log.contains("step 2/2"), "{log}");
     assert!(sandbox.path().join(".poker-pipe/CACHEDIR.TAG").is_file());
 }
+
+#[test]
+fn model_defaults_reach_only_the_stages_that_take_a_model() {
+    let sandbox = setup();
+    let with_model = PIPELINE.replace(
+        "preset: small",
+        "preset: small\nmodel: {base: \"hf:org/one\", dtype: bf16}",
+    );
+    sandbox.write("p.yaml", &with_model).unwrap();
+    run_all(&sandbox, "p.yaml", &[]);
+    sandbox
+        .write("p.yaml", &with_model.replace("org/one", "org/two"))
+        .unwrap();
+    let plan = sandbox.plan("p.yaml", &[]).unwrap();
+    let judge = &plan["stages"][4];
+    assert_eq!(judge["name"], "j");
+    assert_eq!(judge["reasons"][0], "config field base.base changed");
+    assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["j"]);
+    // A stage that names its own model ignores the default.
+    let own = with_model.replace(
+        "data: other}",
+        "data: other, base: {base: \"hf:org/mine\"}}",
+    );
+    sandbox.write("p.yaml", &own).unwrap();
+    let before = sandbox.plan("p.yaml", &[]).unwrap()["stages"][4]["hash"].clone();
+    sandbox
+        .write("p.yaml", &own.replace("org/one", "org/two"))
+        .unwrap();
+    let after = sandbox.plan("p.yaml", &[]).unwrap()["stages"][4]["hash"].clone();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn an_unknown_preset_on_the_command_line_is_a_user_error() {
+    let sandbox = setup();
+    let out = sandbox
+        .run(&["plan", "p.yaml", "--preset", "bigg"])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `big`?"));
+    let out = sandbox.run(&["run", "p.yaml", "--device", "tpu"]).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

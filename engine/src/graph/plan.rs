@@ -265,3 +265,72 @@ fn why(previous: Option<&HashInput>, now: &HashInput) -> Vec<Reason> {
     }
     reasons
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input() -> HashInput {
+        HashInput {
+            kind: "k".into(),
+            version: 1,
+            config: json!({"optim": {"lr": 0.1}, "epochs": 3}),
+            upstream: BTreeMap::from([(
+                "data".into(),
+                UpstreamHash {
+                    stage: "data".into(),
+                    output: "sft".into(),
+                    hash: "h1".into(),
+                },
+            )]),
+            files: BTreeMap::from([(
+                "file".into(),
+                FileHash {
+                    path: PathBuf::from("in.txt"),
+                    blake3: "b1".into(),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn reasons_name_what_changed() {
+        let old = input();
+        assert_eq!(why(None, &old), [Reason::NoEntry]);
+        assert_eq!(why(Some(&old), &old), [Reason::NoEntry]);
+
+        let mut new = input();
+        new.version = 2;
+        new.config["optim"]["lr"] = json!(0.2);
+        if let Some(up) = new.upstream.get_mut("data") {
+            up.hash = "h2".into();
+        }
+        if let Some(file) = new.files.get_mut("file") {
+            file.blake3 = "b2".into();
+        }
+        assert_eq!(
+            why(Some(&old), &new),
+            [
+                Reason::KindVersionChanged { old: 1, new: 2 },
+                Reason::ConfigChanged("optim.lr".into()),
+                Reason::UpstreamChanged("data".into()),
+                Reason::InputFileChanged(PathBuf::from("in.txt")),
+            ]
+        );
+        let text: Vec<String> = why(Some(&old), &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "kind version changed (1 -> 2)",
+                "config field optim.lr changed",
+                "upstream stage data changed",
+                "input file in.txt changed",
+            ]
+        );
+        assert_eq!(Reason::Forced.to_string(), "forced");
+    }
+}

@@ -7,7 +7,7 @@ use crate::error::{CmdResult, Exit, Failure};
 use crate::graph::{PlanOptions, Store, cache_root, dir_size};
 use crate::stages;
 
-use super::plan::{load_pipeline, make_plan};
+use super::plan::{human_bytes, load_pipeline, make_plan};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -50,21 +50,6 @@ fn io_failure(root: &std::path::Path, err: std::io::Error) -> Failure {
         "cache {}: {err}",
         root.display()
     ))
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 fn ls(root: PathBuf) -> CmdResult {

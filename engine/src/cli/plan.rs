@@ -133,7 +133,7 @@ fn print_plan(plan: &Plan) {
         let why: Vec<String> = stage.reasons.iter().map(ToString::to_string).collect();
         let memory = stage
             .memory_estimate
-            .map(|b| format!("  (~{:.1} GiB)", b as f64 / (1u64 << 30) as f64))
+            .map(|b| format!("  (memory ~{})", human_bytes(b)))
             .unwrap_or_default();
         println!(
             "{:width$}  {:kind_width$}  {:12}  {:6}  {}{memory}",
@@ -143,5 +143,21 @@ fn print_plan(plan: &Plan) {
             if stage.cached { "cached" } else { "run" },
             why.join("; ")
         );
+    }
+}
+
+/// 1536 -> "1.5 KiB".
+pub(super) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -373,7 +373,11 @@ fn resolve(
                         );
                         continue;
                     }
-                    files.push((field, std::path::absolute(&full).unwrap_or(full)));
+                    // Canonical so logs and reasons show a clean path.
+                    let full = std::fs::canonicalize(&full)
+                        .or_else(|_| std::path::absolute(&full))
+                        .unwrap_or(full);
+                    files.push((field, full));
                 }
             }
         }

@@ -147,3 +147,21 @@ fn valid_files_pass_and_bad_ones_fail_together() {
     let out = sandbox.run(&["validate"]).unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn a_top_level_mistake_does_not_hide_preset_problems() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let file = "name: [not, a, name]\nmemory_presets:\n  p: {gpu_memory_gib: 8, micro_batch: 3}\npreset: q\nstages:\n  src: {kind: text-source, text: hi}\n  a: {kind: text-step, input: src, suffix: '!', batch_size: 4}\n";
+    sandbox.write("top.yaml", file).unwrap();
+    let found = problems(&sandbox, "top.yaml");
+    let codes: Vec<&str> = found.iter().map(|p| p["code"].as_str().unwrap()).collect();
+    assert_eq!(
+        codes,
+        [
+            "spec::wrong_type",
+            "spec::unknown_preset",
+            "spec::batch_not_divisible"
+        ],
+        "{found:#?}"
+    );
+}

@@ -116,9 +116,12 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
     let declared: Vec<&str> = stage_entries.iter().map(|e| e.key.as_str()).collect();
     let stages = resolve(&parsed, &declared, &base_dir, &mut problems);
     check_cycles(&parsed, &stages, &mut problems);
-    if let Some(top) = &top {
-        check_preset(root, top, &mut problems);
-        check_batches(root, top, &parsed, &stages, &mut problems);
+    // Presets are checked on their own so that a mistake elsewhere at the
+    // top level does not hide preset and batch-size problems.
+    if let Some(presets) = valid_presets(root, &top_schema) {
+        let preset = root.get("preset").and_then(|e| e.value.as_str());
+        check_preset(root, preset, &presets, &mut problems);
+        check_batches(root, &presets, &parsed, &stages, &mut problems);
     }
 
     match top {
@@ -462,14 +465,36 @@ fn check_cycles(parsed: &[Parsed<'_>], stages: &[Stage], problems: &mut Vec<Prob
     }
 }
 
-fn check_preset(root: &Node, top: &PipelineFile, problems: &mut Vec<Problem>) {
-    let Some(preset) = top.preset.as_deref() else {
+/// The memory presets, if that part of the file is valid on its own.
+fn valid_presets(
+    root: &Node,
+    top_schema: &serde_json::Value,
+) -> Option<BTreeMap<String, MemoryPreset>> {
+    let Some(entry) = root.get("memory_presets") else {
+        return Some(BTreeMap::new());
+    };
+    let schema = top_schema.pointer("/properties/memory_presets")?;
+    let mut problems = Vec::new();
+    SchemaChecker::new(top_schema).check(schema, &entry.value, "memory_presets", &mut problems);
+    if !problems.is_empty() {
+        return None;
+    }
+    serde_json::from_value(entry.value.to_json()).ok()
+}
+
+fn check_preset(
+    root: &Node,
+    preset: Option<&str>,
+    presets: &BTreeMap<String, MemoryPreset>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(preset) = preset else {
         return;
     };
-    if preset == "auto" || top.memory_presets.contains_key(preset) {
+    if preset == "auto" || presets.contains_key(preset) {
         return;
     }
-    let names = top.memory_presets.keys().map(String::as_str);
+    let names = presets.keys().map(String::as_str);
     let help = did_you_mean(preset, names.clone()).unwrap_or_else(|| {
         let known: Vec<&str> = names.collect();
         if known.is_empty() {
@@ -489,15 +514,15 @@ fn check_preset(root: &Node, top: &PipelineFile, problems: &mut Vec<Problem>) {
 /// or switching presets would change the optimisation.
 fn check_batches(
     root: &Node,
-    top: &PipelineFile,
+    presets: &BTreeMap<String, MemoryPreset>,
     parsed: &[Parsed<'_>],
     stages: &[Stage],
     problems: &mut Vec<Problem>,
 ) {
     for (p, stage) in parsed.iter().zip(stages) {
         let Some(batch) = &stage.batch else { continue };
-        for (preset_name, preset) in &top.memory_presets {
-            if batch.size % preset.micro_batch == 0 {
+        for (preset_name, preset) in presets {
+            if preset.micro_batch == 0 || batch.size % preset.micro_batch == 0 {
                 continue;
             }
             problems.push(

@@ -37,7 +37,8 @@ impl<'a> SchemaChecker<'a> {
         self.root.pointer(pointer)
     }
 
-    fn check(&self, schema: &'a Value, node: &Node, path: &str, out: &mut Vec<Problem>) {
+    /// Check `node` against `schema`, a part of the root document.
+    pub fn check(&self, schema: &'a Value, node: &Node, path: &str, out: &mut Vec<Problem>) {
         let schema = match schema {
             Value::Bool(true) => return,
             Value::Bool(false) => {

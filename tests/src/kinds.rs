@@ -7,6 +7,7 @@
 //! - `PP_TEST_HANG=<stage>`: that stage steps forever until cancelled.
 //! - `PP_TEST_FAIL=<stage>`: that stage returns a runtime error.
 //! - `PP_TEST_CRASH=<stage>`: that stage aborts the process after step 1.
+//! - `PP_TEST_PANIC=<stage>`: that stage panics (a bug in a kind).
 
 use std::path::Path;
 use std::time::Duration;
@@ -144,6 +145,9 @@ impl StageKind for TextStep {
         }
         let stage = ctx.stage.clone();
         let chosen = |var: &str| std::env::var(var).is_ok_and(|s| s == stage);
+        if chosen("PP_TEST_PANIC") {
+            panic!("a bug in stage {}", ctx.stage);
+        }
         if chosen("PP_TEST_FAIL") {
             return Err(StageError::runtime(miette::miette!("failing on purpose")));
         }

@@ -45,6 +45,7 @@ impl Sandbox {
             .env_remove("PP_TEST_HANG")
             .env_remove("PP_TEST_FAIL")
             .env_remove("PP_TEST_CRASH")
+            .env_remove("PP_TEST_PANIC")
             .env_remove("PP_TEST_STEP_MS")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());

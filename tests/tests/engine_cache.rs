@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use poker_pipe_tests::{Sandbox, signal, text, wait_for};
@@ -98,6 +99,12 @@ fn a_failing_or_crashing_stage_keeps_what_finished() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failing on purpose"));
     let mut cmd = sandbox.command(&["run", "p.yaml"]);
+    let out = cmd.env("PP_TEST_PANIC", "slow").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stage `slow` crashed: a bug in stage slow")
+    );
+    let mut cmd = sandbox.command(&["run", "p.yaml"]);
     let out = cmd.env("PP_TEST_CRASH", "slow").output().unwrap();
     assert_eq!(out.status.code(), None, "aborted: {}", text(&out));
     assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["slow", "after"]);
@@ -117,18 +124,30 @@ fn a_second_run_waits_for_the_first() {
         .join(".poker-pipe/work")
         .join(hash_of(&sandbox, "slow"));
     assert!(wait_for(&state_dir.join("training.log"), 20));
-    let second = sandbox.spawn(&["run", "p.yaml"], &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut second = sandbox.spawn(&["run", "p.yaml"], &[]).unwrap();
+    // Follow the second run's stderr until it says it is waiting.
+    let stderr = second.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let waiting = loop {
+        match seen.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("waiting: another poker-pipe process") => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(waiting, "the second run never said it was waiting");
     signal(&first, "INT").unwrap();
     let first = first.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(130), "{}", text(&first));
     let second = second.wait_with_output().unwrap();
+    reader.join().unwrap();
     assert!(second.status.success(), "{}", text(&second));
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        stderr.contains("waiting: another poker-pipe process"),
-        "{stderr}"
-    );
+    assert_eq!(Sandbox::ran(&second), ["slow", "after"]);
     let out = sandbox.run(&["cache", "verify"]).unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }

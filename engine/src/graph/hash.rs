@@ -158,7 +158,13 @@ struct StatEntry {
     mtime_ns: i128,
     inode: u64,
     blake3: String,
+    /// When the hash was taken: a file modified less than [`RACY_NS`] before
+    /// that may change again without its mtime moving, so it is re-hashed
+    /// (git's "racy clean" rule).
+    hashed_ns: i128,
 }
+
+const RACY_NS: i128 = 2_000_000_000;
 
 /// Content hashes of files, remembered across runs by (path, size, mtime, inode).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -193,6 +199,7 @@ impl StatCache {
         let stat = file_stat(&meta);
         if let Some(entry) = self.entries.get(path)
             && (entry.size, entry.mtime_ns, entry.inode) == stat
+            && entry.mtime_ns + RACY_NS < entry.hashed_ns
         {
             return Ok(entry.blake3.clone());
         }
@@ -204,11 +211,18 @@ impl StatCache {
                 mtime_ns: stat.1,
                 inode: stat.2,
                 blake3: blake3.clone(),
+                hashed_ns: now_ns(),
             },
         );
         self.dirty = true;
         Ok(blake3)
     }
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 fn file_stat(meta: &std::fs::Metadata) -> (u64, i128, u64) {
@@ -267,6 +281,36 @@ mod tests {
     }
 
     #[test]
+    fn stat_cache_skips_reading_files_whose_stat_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old.bin");
+        std::fs::write(&file, b"aaaa").unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let set_mtime = || {
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        };
+        set_mtime();
+        let mut cache = StatCache::default();
+        let first = cache.hash_file(&file).unwrap();
+        // Same size, same mtime, same inode: the cache answers without reading.
+        std::fs::write(&file, b"bbbb").unwrap();
+        set_mtime();
+        assert_eq!(cache.hash_file(&file).unwrap(), first);
+        // Any stat change makes it read again.
+        std::fs::write(&file, b"bbbbb").unwrap();
+        set_mtime();
+        assert_eq!(
+            cache.hash_file(&file).unwrap(),
+            blake3::hash(b"bbbbb").to_hex().to_string()
+        );
+    }
+
+    #[test]
     fn stat_cache_rehashes_only_changed_files() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.txt");
@@ -274,8 +318,10 @@ mod tests {
         let mut cache = StatCache::default();
         let first = cache.hash_file(&file).unwrap();
         assert_eq!(first, blake3::hash(b"one").to_hex().to_string());
-        std::fs::write(&file, b"two!").unwrap();
+        // Same size, written at once: the mtime may not even move, but a
+        // freshly modified file is never trusted from the cache.
+        std::fs::write(&file, b"two").unwrap();
         let second = cache.hash_file(&file).unwrap();
-        assert_eq!(second, blake3::hash(b"two!").to_hex().to_string());
+        assert_eq!(second, blake3::hash(b"two").to_hex().to_string());
     }
 }

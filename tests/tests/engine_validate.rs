@@ -15,7 +15,7 @@ preset: smal
 stages:
   src: {kind: text-source, text: "hi ", file: missing.txt}
   a: {kind: text-step, input: src, suffix: "!", steps: 0, lr: -1, dropout: 2}
-  b: {kind: text-step, input: src, suffix: 5, stpes: 3}
+  b: {kind: text-step, input: sr, suffix: "x", stpes: 3, batch_size: eight}
   c: {kind: text-step, input: d.model, suffix: "?", batch_size: 8}
   d: {kind: text-step, input: e, suffix: "?"}
   e: {kind: text-step, input: c, suffix: "?"}
@@ -71,13 +71,20 @@ fn reports_every_problem_of_a_file() {
     let unknown = find(&found, "spec::unknown_field");
     assert_eq!(
         (unknown["line"].as_u64(), unknown["column"].as_u64()),
-        (Some(8), Some(47))
+        (Some(8), Some(48))
     );
     assert_eq!(unknown["help"], "did you mean `steps`?");
     assert_eq!(
         find(&found, "spec::unknown_stage")["help"],
         "did you mean `src`?"
     );
+    // Stage b has schema errors; its reference is checked all the same.
+    let unknown_refs: Vec<u64> = found
+        .iter()
+        .filter(|p| p["code"] == "spec::unknown_stage")
+        .map(|p| p["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(unknown_refs, [8, 14], "{found:#?}");
     assert_eq!(
         find(&found, "spec::unknown_preset")["help"],
         "did you mean `small`?"
@@ -112,7 +119,7 @@ fn human_output_labels_the_yaml() {
         stderr.contains("unknown field `stages.b.stpes`"),
         "{stderr}"
     );
-    assert!(stderr.contains("bad.yaml:8:47"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:8:48"), "{stderr}");
     assert!(stderr.contains("did you mean `steps`?"), "{stderr}");
 }
 

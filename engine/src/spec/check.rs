@@ -214,9 +214,35 @@ fn check_stage<'a>(
     };
     let schema = kind.params_schema();
     let before = problems.len();
-    SchemaChecker::new(&schema).check_root(&body, &format!("stages.{name}"), problems);
+    let prefix = format!("stages.{name}");
+    SchemaChecker::new(&schema).check_root(&body, &prefix, problems);
     if problems.len() > before {
-        return None;
+        // Already invalid; still parse what is left without the bad fields,
+        // so that its references get checked too (all errors at once).
+        let bad: Vec<&str> = problems[before..]
+            .iter()
+            .filter_map(|p| p.field.as_deref()?.strip_prefix(&prefix)?.strip_prefix('.'))
+            .map(|rest| rest.split('.').next().unwrap_or(rest))
+            .collect();
+        let rest = match &body.value {
+            NodeValue::Map(entries) => entries
+                .iter()
+                .filter(|e| !bad.contains(&e.key.as_str()))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let lenient = Node {
+            span: body.span.clone(),
+            value: NodeValue::Map(rest),
+        };
+        return kind.parse(lenient.to_json()).ok().map(|params| Parsed {
+            name: name.clone(),
+            entry,
+            body,
+            kind: Arc::clone(kind),
+            params,
+        });
     }
     let params = match kind.parse(body.to_json()) {
         Ok(params) => params,

@@ -22,6 +22,8 @@ pub struct Problem {
     pub label: String,
     /// Other places that explain it (e.g. each edge of a cycle).
     pub related: Vec<(ByteSpan, String)>,
+    /// The dotted path of the offending field, when the problem is about one.
+    pub field: Option<String>,
 }
 
 impl Problem {
@@ -33,6 +35,7 @@ impl Problem {
             span: None,
             label: String::new(),
             related: Vec::new(),
+            field: None,
         }
     }
 
@@ -44,6 +47,11 @@ impl Problem {
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
         self
     }
 

@@ -37,8 +37,19 @@ impl<'a> SchemaChecker<'a> {
         self.root.pointer(pointer)
     }
 
-    /// Check `node` against `schema`, a part of the root document.
+    /// Check `node` against `schema`, a part of the root document. Each
+    /// problem records the path of the field it is about.
     pub fn check(&self, schema: &'a Value, node: &Node, path: &str, out: &mut Vec<Problem>) {
+        let before = out.len();
+        self.check_node(schema, node, path, out);
+        for problem in &mut out[before..] {
+            if problem.field.is_none() {
+                problem.field = Some(path.to_string());
+            }
+        }
+    }
+
+    fn check_node(&self, schema: &'a Value, node: &Node, path: &str, out: &mut Vec<Problem>) {
         let schema = match schema {
             Value::Bool(true) => return,
             Value::Bool(false) => {
@@ -258,6 +269,7 @@ impl<'a> SchemaChecker<'a> {
                             format!("unknown field `{}`", join(&entry.key)),
                         )
                         .at(entry.key_span.clone(), "unknown field")
+                        .field(join(&entry.key))
                         .help(help),
                     );
                 }

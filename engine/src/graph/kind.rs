@@ -1,9 +1,11 @@
 //! The Stage trait every stage kind implements, its type-erased form, and the
 //! registry of kinds the CLI hands to the checker and the executor.
 //!
-//! Adding a kind is one `impl StageKind for X` plus one `Registry::with(X)`:
+//! Adding a kind is one `impl StageKind for X` plus one `Registry::with(X)`
+//! (complete examples: `stages/jsonl_data.rs`, and the test kinds in
+//! `tests/src/kinds.rs`). In outline:
 //!
-//! ```ignore
+//! ```text
 //! struct Shout;
 //! impl StageKind for Shout {
 //!     type Params = ShoutParams;           // Deserialize + Serialize + JsonSchema,

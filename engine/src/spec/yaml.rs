@@ -72,6 +72,15 @@ impl Node {
         }
     }
 
+    /// The number of nodes in this subtree.
+    pub fn count(&self) -> usize {
+        1 + match &self.value {
+            NodeValue::Seq(items) => items.iter().map(Node::count).sum(),
+            NodeValue::Map(entries) => entries.iter().map(|e| e.value.count()).sum(),
+            _ => 0,
+        }
+    }
+
     /// A short name of the node's type for error messages.
     pub fn type_name(&self) -> &'static str {
         match &self.value {
@@ -135,6 +144,7 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
         anchors: HashMap::new(),
         root: None,
         documents: 0,
+        expanded: 0,
     };
     for event in Parser::new_from_str(source) {
         match event {
@@ -215,7 +225,12 @@ struct Builder<'a> {
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     documents: usize,
+    /// Nodes copied by aliases so far (bounded against "billion laughs").
+    expanded: usize,
 }
+
+/// More alias expansion than any real pipeline needs.
+const MAX_ALIAS_NODES: usize = 100_000;
 
 impl Builder<'_> {
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
@@ -248,6 +263,15 @@ impl Builder<'_> {
                     span: bytes.clone(),
                     message: "alias to an unknown anchor".into(),
                 })?;
+                self.expanded += node.count();
+                if self.expanded > MAX_ALIAS_NODES {
+                    return Err(SyntaxError {
+                        span: bytes,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes; a pipeline needs far fewer"
+                        ),
+                    });
+                }
                 let text = match &node.value {
                     NodeValue::Str(s) => s.clone(),
                     _ => String::new(),
@@ -469,6 +493,17 @@ mod tests {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(!err.message.is_empty());
         assert!(parse("a: .nan\n").is_err());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{}", err.message);
     }
 
     #[test]

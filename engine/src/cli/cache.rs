@@ -94,8 +94,10 @@ fn gc(root: PathBuf, pipelines: &[PathBuf]) -> CmdResult {
     let _lock = store.lock().map_err(|e| io_failure(&root, e))?;
     let mut freed = store.clean_tmp().map_err(|e| io_failure(&root, e))?;
     let mut removed = 0;
+    let mut kept = 0;
     for (hash, dir) in store.all_dirs().map_err(|e| io_failure(&root, e))? {
         if keep.contains(&hash) {
+            kept += 1;
             continue;
         }
         freed += dir_size(&dir);
@@ -108,9 +110,8 @@ fn gc(root: PathBuf, pipelines: &[PathBuf]) -> CmdResult {
         std::fs::remove_dir_all(&quarantine).map_err(|e| io_failure(&root, e))?;
     }
     println!(
-        "removed {removed} folder(s), freed {} ({freed} bytes); kept {} entr(ies) used by {} pipeline(s)",
+        "removed {removed} folder(s), freed {} ({freed} bytes); kept {kept} folder(s) used by {} pipeline(s)",
         human_bytes(freed),
-        keep.len(),
         pipelines.len()
     );
     Ok(Exit::Ok)

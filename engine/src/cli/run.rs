@@ -66,6 +66,18 @@ pub fn run(args: Args) -> CmdResult {
         (None, None) => Selection::All,
     };
     let selected = select(&plan, &pipeline, &selection).map_err(Failure::user)?;
+    let to_run = plan
+        .stages
+        .iter()
+        .filter(|s| selected.contains(&s.name) && !s.cached)
+        .count();
+    eprintln!(
+        "{}: {to_run} of {} selected stage(s) to run (preset {}, device {})",
+        pipeline.name,
+        selected.len(),
+        plan.preset.as_deref().unwrap_or("none"),
+        args.device
+    );
     Cancel::install_sigint();
     let executor = Executor {
         pipeline: &pipeline,

@@ -1,10 +1,129 @@
-//! PLACEHOLDER: replaced by the helper that owns this subcommand.
+//! `poker-pipe run FILE`: run what `plan` says must run, in order, reuse the
+//! rest, and end with a table of what happened.
 
-use crate::error::{CmdResult, Failure};
+use std::path::PathBuf;
+
+use crate::backend::Device;
+use crate::error::{CmdResult, Exit, Failure};
+use crate::graph::{
+    Cancel, Executor, PlanOptions, RunReport, Selection, StageStatus, Store, cache_root, select,
+};
+use crate::stages;
+
+use super::plan::{choose_preset, load_pipeline, make_plan};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Memory preset (overrides the file's `preset:`); `auto` picks by device.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Run this stage and what it depends on, nothing after it.
+    #[arg(long, conflicts_with = "only")]
+    pub until: Option<String>,
+    /// Run only this stage (its inputs must be cached).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Re-run this stage even if cached (repeatable).
+    #[arg(long)]
+    pub force: Vec<String>,
+    /// Re-run every stage.
+    #[arg(long)]
+    pub force_all: bool,
+    /// Cache folder [default: $POKER_PIPE_CACHE or .poker-pipe].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// `cpu` or `cuda[:N]`.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
 
-pub fn run(_args: Args) -> CmdResult {
-    Err(Failure::runtime(miette::miette!("not built yet")))
+pub fn run(args: Args) -> CmdResult {
+    let registry = stages::registry();
+    let pipeline = load_pipeline(&args.file, &registry)?;
+    let preset = choose_preset(&pipeline, args.preset.as_deref(), args.device)?;
+    let root = cache_root(args.cache_dir.as_deref());
+    let io = |err: std::io::Error| {
+        Failure::runtime(miette::miette!(
+            help = "check that the cache folder is writable (--cache-dir or POKER_PIPE_CACHE)",
+            "cache {}: {err}",
+            root.display()
+        ))
+    };
+    let store = Store::open(&root).map_err(io)?;
+    let _lock = store.lock().map_err(io)?;
+    store.clean_tmp().map_err(io)?;
+    let options = PlanOptions {
+        device: args.device,
+        force: args.force,
+        force_all: args.force_all,
+    };
+    let plan = make_plan(&pipeline, preset.as_ref(), &store, &options)?;
+    let selection = match (args.until, args.only) {
+        (Some(stage), _) => Selection::Until(stage),
+        (None, Some(stage)) => Selection::Only(stage),
+        (None, None) => Selection::All,
+    };
+    let selected = select(&plan, &pipeline, &selection).map_err(Failure::user)?;
+    let to_run = plan
+        .stages
+        .iter()
+        .filter(|s| selected.contains(&s.name) && !s.cached)
+        .count();
+    eprintln!(
+        "{}: {to_run} of {} selected stage(s) to run (preset {}, device {})",
+        pipeline.name,
+        selected.len(),
+        plan.preset.as_deref().unwrap_or("none"),
+        args.device
+    );
+    Cancel::install_sigint();
+    let executor = Executor {
+        pipeline: &pipeline,
+        store: &store,
+        device: args.device,
+        cancel: Cancel::new(),
+        runs_dir: PathBuf::from("runs"),
+    };
+    let report = executor.execute(&plan, &selected);
+    print_table(&report);
+    if let Some(err) = report.error {
+        return Err(Failure {
+            exit: err.exit,
+            report: err.report,
+        });
+    }
+    if report.interrupted {
+        return Err(Failure::interrupted(miette::miette!(
+            help = "run the same command again to resume",
+            "interrupted: the running stage saved its state"
+        )));
+    }
+    Ok(Exit::Ok)
+}
+
+fn print_table(report: &RunReport) {
+    let width = report
+        .stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!("{:width$}  {:11}  {:>9}  OUTPUT", "STAGE", "STATUS", "TIME");
+    for stage in &report.stages {
+        let status = match stage.status {
+            StageStatus::Cached => "cached",
+            StageStatus::Ran => "ran",
+            StageStatus::Interrupted => "interrupted",
+            StageStatus::Failed => "failed",
+        };
+        println!(
+            "{:width$}  {status:11}  {:>8.2}s  {}",
+            stage.name,
+            stage.duration_s,
+            stage.output.display()
+        );
+    }
 }

@@ -1,0 +1,238 @@
+//! What a running stage sees: its inputs, where to write, where to keep
+//! resume state, the device and execution settings, a log, progress and the
+//! cancellation flag set by Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::kind::ArtifactType;
+use crate::backend::Device;
+use crate::error::Exit;
+
+/// How a stage executes: from the memory preset, never part of a hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecSettings {
+    /// The memory preset these settings came from, if any.
+    pub preset: Option<String>,
+    pub micro_batch: u32,
+    /// Global batch / micro-batch (1 for stages without a batch size).
+    pub grad_accum: u32,
+    pub activation_checkpointing: bool,
+    pub gpu_memory_gib: Option<f64>,
+}
+
+/// How a stage's `run` ended when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Outputs are complete in `out_dir`.
+    Done,
+    /// Cancelled: state saved under `work_dir`, outputs incomplete.
+    Interrupted,
+}
+
+/// A stage failure: bad user data (exit 1) or a runtime failure (exit 3).
+#[derive(Debug)]
+pub struct StageError {
+    pub exit: Exit,
+    pub report: miette::Report,
+}
+
+impl StageError {
+    pub fn user(report: impl Into<miette::Report>) -> Self {
+        StageError {
+            exit: Exit::User,
+            report: report.into(),
+        }
+    }
+
+    pub fn runtime(report: impl Into<miette::Report>) -> Self {
+        StageError {
+            exit: Exit::Runtime,
+            report: report.into(),
+        }
+    }
+}
+
+pub type StageResult = Result<Outcome, StageError>;
+
+/// An upstream output as a stage receives it.
+#[derive(Clone, Debug)]
+pub struct ResolvedInput {
+    pub stage: String,
+    pub output: String,
+    pub artifact: ArtifactType,
+    /// The output's file or folder inside the upstream cache entry.
+    pub path: PathBuf,
+}
+
+/// Set once by the SIGINT handler; seen by every [`Cancel`].
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A cancellation flag: set by Ctrl-C (once [`Cancel::install_sigint`] ran)
+/// or by [`Cancel::cancel`]. Stages poll it between steps.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst) || INTERRUPTED.load(Ordering::SeqCst)
+    }
+
+    /// Route Ctrl-C to the flag: the first asks stages to save and stop, a
+    /// second one ends the process at once (exit 130).
+    pub fn install_sigint() {
+        extern "C" fn on_sigint(_: libc::c_int) {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(130) };
+            }
+        }
+        let handler: extern "C" fn(libc::c_int) = on_sigint;
+        // SAFETY: the handler only touches an atomic and calls _exit, both
+        // async-signal-safe; installing it has no other preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        }
+    }
+}
+
+/// Everything a stage's `run` gets.
+pub struct StageContext {
+    pub stage: String,
+    pub device: Device,
+    pub exec: ExecSettings,
+    inputs: BTreeMap<String, ResolvedInput>,
+    files: BTreeMap<String, PathBuf>,
+    out_dir: PathBuf,
+    work_dir: PathBuf,
+    log: File,
+    cancel: Cancel,
+    progress: ProgressBar,
+    started: Instant,
+}
+
+/// Where a stage writes and what it reads, assembled by the executor.
+pub struct ContextParts {
+    pub stage: String,
+    pub device: Device,
+    pub exec: ExecSettings,
+    pub inputs: BTreeMap<String, ResolvedInput>,
+    pub files: BTreeMap<String, PathBuf>,
+    pub out_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub cancel: Cancel,
+}
+
+/// The log lives in the work dir so that it survives interruptions and
+/// tells the whole story of a resumed stage; it is copied into the outputs.
+pub const LOG_FILE: &str = "training.log";
+
+impl StageContext {
+    pub fn new(parts: ContextParts) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&parts.work_dir)?;
+        std::fs::create_dir_all(&parts.out_dir)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(parts.work_dir.join(LOG_FILE))?;
+        let progress = ProgressBar::hidden();
+        Ok(StageContext {
+            stage: parts.stage,
+            device: parts.device,
+            exec: parts.exec,
+            inputs: parts.inputs,
+            files: parts.files,
+            out_dir: parts.out_dir,
+            work_dir: parts.work_dir,
+            log,
+            cancel: parts.cancel,
+            progress,
+            started: Instant::now(),
+        })
+    }
+
+    /// The upstream output wired to params field `field`.
+    pub fn input(&self, field: &str) -> Result<&ResolvedInput, StageError> {
+        self.inputs.get(field).ok_or_else(|| {
+            StageError::runtime(miette::miette!(
+                "stage `{}` has no upstream input for field `{field}`",
+                self.stage
+            ))
+        })
+    }
+
+    /// The user file named by params field `field` (absolute path).
+    pub fn file(&self, field: &str) -> Result<&Path, StageError> {
+        self.files.get(field).map(PathBuf::as_path).ok_or_else(|| {
+            StageError::runtime(miette::miette!(
+                "stage `{}` has no input file for field `{field}`",
+                self.stage
+            ))
+        })
+    }
+
+    /// Outputs go here (a temporary folder renamed into the cache on success).
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Resumable state goes here; it survives interruptions and crashes and
+    /// is deleted once the stage's outputs are in the cache.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Append a line to `training.log` and echo it on stderr.
+    pub fn log(&mut self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        // The log is best effort: a full disk shows up in the outputs' write.
+        let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
+        self.progress
+            .suspend(|| eprintln!("  {}: {line}", self.stage));
+    }
+
+    /// Show progress `done` of `total` steps (a bar on terminals only).
+    pub fn progress(&mut self, done: u64, total: u64) {
+        if self.progress.is_hidden()
+            && total > 0
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
+            self.progress = ProgressBar::new(total);
+            if let Ok(style) =
+                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta}")
+            {
+                self.progress.set_style(style);
+            }
+            self.progress.set_prefix(self.stage.clone());
+        }
+        self.progress.set_length(total);
+        self.progress.set_position(done);
+    }
+
+    /// Flush the log and drop the progress bar.
+    pub fn finish(&mut self) {
+        self.progress.finish_and_clear();
+        let _ = self.log.flush();
+    }
+}

@@ -1,0 +1,290 @@
+//! The Stage trait every stage kind implements, its type-erased form, and the
+//! registry of kinds the CLI hands to the checker and the executor.
+//!
+//! Adding a kind is one `impl StageKind for X` plus one `Registry::with(X)`
+//! (complete examples: `stages/jsonl_data.rs`, and the test kinds in
+//! `tests/src/kinds.rs`). In outline:
+//!
+//! ```text
+//! struct Shout;
+//! impl StageKind for Shout {
+//!     type Params = ShoutParams;           // Deserialize + Serialize + JsonSchema,
+//!                                          // #[serde(deny_unknown_fields)]
+//!     const NAME: &'static str = "shout";
+//!     const VERSION: u32 = 1;              // bump when outputs change meaning
+//!     const DESCRIPTION: &'static str = "Upper-cases a text file.";
+//!     fn outputs(&self, _: &ShoutParams) -> Vec<OutputDecl> {
+//!         vec![OutputDecl::new("text", TEXT, "out.txt")]
+//!     }
+//!     fn inputs(&self, p: &ShoutParams) -> Vec<InputDecl> {
+//!         vec![InputDecl::file("source", &p.source)]
+//!     }
+//!     fn run(&self, p: &ShoutParams, ctx: &mut StageContext) -> StageResult { ... }
+//! }
+//! ```
+//!
+//! The executor never names a kind: everything it needs (outputs, inputs,
+//! hash config, batch size, memory estimate, run) comes through this trait.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::context::{ExecSettings, StageContext, StageResult};
+
+/// What an output *is*, so references can be checked before anything runs
+/// (a reward stage cannot be initialised from a dataset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ArtifactType(pub &'static str);
+
+impl fmt::Display for ArtifactType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// A named output of a stage: `<stage>.<name>` in references.
+#[derive(Clone, Debug)]
+pub struct OutputDecl {
+    pub name: String,
+    pub artifact: ArtifactType,
+    /// File or folder inside the stage's output folder ("" for the folder).
+    pub path: String,
+}
+
+impl OutputDecl {
+    pub fn new(name: impl Into<String>, artifact: ArtifactType, path: impl Into<String>) -> Self {
+        OutputDecl {
+            name: name.into(),
+            artifact,
+            path: path.into(),
+        }
+    }
+}
+
+/// Something a stage reads.
+#[derive(Clone, Debug)]
+pub enum InputDecl {
+    /// An upstream output, written `stage` (its only output) or
+    /// `stage.output`, found in the params at `field` (a dotted path).
+    Stage {
+        field: String,
+        reference: String,
+        accepts: Vec<ArtifactType>,
+    },
+    /// A user file, relative to the pipeline file's folder; hashed by content.
+    File { field: String, path: PathBuf },
+}
+
+impl InputDecl {
+    pub fn stage(field: impl Into<String>, reference: &str, accepts: &[ArtifactType]) -> Self {
+        InputDecl::Stage {
+            field: field.into(),
+            reference: reference.to_string(),
+            accepts: accepts.to_vec(),
+        }
+    }
+
+    pub fn file(field: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        InputDecl::File {
+            field: field.into(),
+            path: path.into(),
+        }
+    }
+
+    pub fn field(&self) -> &str {
+        match self {
+            InputDecl::Stage { field, .. } | InputDecl::File { field, .. } => field,
+        }
+    }
+}
+
+/// A global batch size the preset's micro-batch must divide.
+#[derive(Clone, Debug)]
+pub struct BatchDecl {
+    /// Dotted path of the field, for error labels.
+    pub field: String,
+    pub size: u32,
+}
+
+/// A stage kind, written against its own typed parameters.
+pub trait StageKind: Send + Sync + 'static {
+    /// The parameters of a stage of this kind (every field except `kind`).
+    /// Use `#[serde(deny_unknown_fields)]` and schemars ranges: the schema is
+    /// what `validate` checks and editors complete.
+    type Params: DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static;
+    /// The `kind:` value in pipeline files.
+    const NAME: &'static str;
+    /// Part of every stage hash: bump it when the kind's outputs change
+    /// meaning, so old cache entries stop being reused.
+    const VERSION: u32;
+    /// One line for the schema and `plan`.
+    const DESCRIPTION: &'static str;
+    /// A params field that takes the pipeline's top-level `model` when the
+    /// stage leaves it out (None: the kind does not use model defaults).
+    const MODEL_FIELD: Option<&'static str> = None;
+
+    /// The named outputs and their artifact types.
+    fn outputs(&self, params: &Self::Params) -> Vec<OutputDecl>;
+
+    /// Upstream outputs and files this stage reads.
+    fn inputs(&self, _params: &Self::Params) -> Vec<InputDecl> {
+        Vec::new()
+    }
+
+    /// The semantic configuration that goes into the hash. The default is the
+    /// params themselves; exclude nothing that changes the outputs.
+    fn semantic_config(&self, params: &Self::Params) -> Value {
+        serde_json::to_value(params).unwrap_or(Value::Null)
+    }
+
+    /// The global batch size, if the stage trains in batches.
+    fn global_batch(&self, _params: &Self::Params) -> Option<BatchDecl> {
+        None
+    }
+
+    /// Peak device memory in bytes under these execution settings, if known.
+    fn memory_estimate(&self, _params: &Self::Params, _exec: &ExecSettings) -> Option<u64> {
+        None
+    }
+
+    /// Kind-specific semantic checks beyond the schema: (dotted field, message).
+    fn check(&self, _params: &Self::Params) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Produce the outputs into `ctx.out_dir()`.
+    fn run(&self, params: &Self::Params, ctx: &mut StageContext) -> StageResult;
+}
+
+/// Parsed params of some kind, opaque to everything but that kind.
+pub type AnyParams = Arc<dyn Any + Send + Sync>;
+
+/// The object-safe face of a [`StageKind`], used by the checker and executor.
+pub trait ErasedKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn description(&self) -> &'static str;
+    fn model_field(&self) -> Option<&'static str>;
+    /// The params' JSON schema (a standalone document with its `$defs`).
+    fn params_schema(&self) -> Value;
+    fn parse(&self, params: Value) -> Result<AnyParams, serde_json::Error>;
+    fn outputs(&self, params: &AnyParams) -> Vec<OutputDecl>;
+    fn inputs(&self, params: &AnyParams) -> Vec<InputDecl>;
+    fn semantic_config(&self, params: &AnyParams) -> Value;
+    fn global_batch(&self, params: &AnyParams) -> Option<BatchDecl>;
+    fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64>;
+    fn check(&self, params: &AnyParams) -> Vec<(String, String)>;
+    fn run(&self, params: &AnyParams, ctx: &mut StageContext) -> StageResult;
+}
+
+/// Adapts a typed kind to [`ErasedKind`].
+struct Erased<K>(K);
+
+impl<K: StageKind> Erased<K> {
+    /// Params always come from `parse` of the same kind, so the downcast
+    /// cannot fail; a mismatch is a programming error reported, not a panic.
+    fn typed<'a>(&self, params: &'a AnyParams) -> Option<&'a K::Params> {
+        params.downcast_ref::<K::Params>()
+    }
+}
+
+impl<K: StageKind> ErasedKind for Erased<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+    fn version(&self) -> u32 {
+        K::VERSION
+    }
+    fn description(&self) -> &'static str {
+        K::DESCRIPTION
+    }
+    fn model_field(&self) -> Option<&'static str> {
+        K::MODEL_FIELD
+    }
+    fn params_schema(&self) -> Value {
+        serde_json::to_value(schemars::schema_for!(K::Params)).unwrap_or(Value::Bool(true))
+    }
+    fn parse(&self, params: Value) -> Result<AnyParams, serde_json::Error> {
+        let typed: K::Params = serde_json::from_value(params)?;
+        Ok(Arc::new(typed))
+    }
+    fn outputs(&self, params: &AnyParams) -> Vec<OutputDecl> {
+        self.typed(params)
+            .map(|p| self.0.outputs(p))
+            .unwrap_or_default()
+    }
+    fn inputs(&self, params: &AnyParams) -> Vec<InputDecl> {
+        self.typed(params)
+            .map(|p| self.0.inputs(p))
+            .unwrap_or_default()
+    }
+    fn semantic_config(&self, params: &AnyParams) -> Value {
+        self.typed(params)
+            .map_or(Value::Null, |p| self.0.semantic_config(p))
+    }
+    fn global_batch(&self, params: &AnyParams) -> Option<BatchDecl> {
+        self.typed(params).and_then(|p| self.0.global_batch(p))
+    }
+    fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64> {
+        self.typed(params)
+            .and_then(|p| self.0.memory_estimate(p, exec))
+    }
+    fn check(&self, params: &AnyParams) -> Vec<(String, String)> {
+        self.typed(params)
+            .map(|p| self.0.check(p))
+            .unwrap_or_default()
+    }
+    fn run(&self, params: &AnyParams, ctx: &mut StageContext) -> StageResult {
+        match self.typed(params) {
+            Some(p) => self.0.run(p, ctx),
+            None => Err(super::context::StageError::runtime(miette::miette!(
+                "internal error: params of another kind handed to `{}`",
+                K::NAME
+            ))),
+        }
+    }
+}
+
+/// The stage kinds a pipeline may use, by `kind:` name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Add a kind (replacing one of the same name).
+    pub fn with<K: StageKind>(mut self, kind: K) -> Self {
+        self.kinds.insert(K::NAME, Arc::new(Erased(kind)));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedKind>> {
+        self.kinds.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn ErasedKind>> {
+        self.kinds.values()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.kinds.keys()).finish()
+    }
+}

@@ -1,0 +1,126 @@
+//! Choosing a memory preset and turning it into a stage's execution
+//! settings. Presets change how a stage runs, never what it computes.
+
+use std::process::Command;
+
+use super::check::{Pipeline, Stage};
+use super::types::MemoryPreset;
+use crate::backend::Device;
+use crate::graph::ExecSettings;
+
+/// The `preset:` of a pipeline file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresetChoice {
+    /// Pick by the device's memory.
+    Auto,
+    Named(String),
+}
+
+impl PresetChoice {
+    /// A missing `preset:` means `auto`.
+    pub fn parse(text: Option<&str>) -> Self {
+        match text {
+            None | Some("auto") => PresetChoice::Auto,
+            Some(name) => PresetChoice::Named(name.to_string()),
+        }
+    }
+}
+
+/// The preset to run with: `--preset` if given, else the file's choice.
+/// `auto` takes the largest preset that fits the GPU's memory (as reported
+/// by `nvidia-smi`), or the smallest preset on the CPU or when the memory is
+/// unknown. `Ok(None)` when the pipeline has no presets.
+pub fn select_preset(
+    pipeline: &Pipeline,
+    requested: Option<&str>,
+    device: Device,
+) -> Result<Option<(String, MemoryPreset)>, miette::Report> {
+    let choice = match requested {
+        Some(name) => PresetChoice::parse(Some(name)),
+        None => pipeline.preset.clone(),
+    };
+    match choice {
+        PresetChoice::Named(name) => match pipeline.presets.get(&name) {
+            Some(preset) => Ok(Some((name, preset.clone()))),
+            None => {
+                let known: Vec<&str> = pipeline.presets.keys().map(String::as_str).collect();
+                let hint =
+                    crate::spec::did_you_mean(&name, known.iter().copied()).unwrap_or_else(|| {
+                        format!(
+                            "presets of `{}`: {}, or `auto`",
+                            pipeline.name,
+                            known.join(", ")
+                        )
+                    });
+                Err(miette::miette!(
+                    code = "spec::unknown_preset",
+                    help = hint,
+                    "unknown preset `{name}`"
+                ))
+            }
+        },
+        PresetChoice::Auto => {
+            let mut by_size: Vec<(&String, &MemoryPreset)> = pipeline.presets.iter().collect();
+            by_size.sort_by(|a, b| a.1.gpu_memory_gib.total_cmp(&b.1.gpu_memory_gib));
+            let fits = gpu_memory_gib(device).and_then(|have| {
+                by_size
+                    .iter()
+                    .rev()
+                    .find(|(_, p)| p.gpu_memory_gib <= have + 0.5)
+                    .copied()
+            });
+            Ok(fits
+                .or_else(|| by_size.first().copied())
+                .map(|(n, p)| (n.clone(), p.clone())))
+        }
+    }
+}
+
+/// Total memory of a CUDA device in GiB, from `nvidia-smi`; None on CPU or
+/// when it cannot be asked.
+fn gpu_memory_gib(device: Device) -> Option<f64> {
+    let Device::Cuda(index) = device else {
+        return None;
+    };
+    let output = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.total",
+            "--format=csv,noheader,nounits",
+            &format!("--id={index}"),
+        ])
+        .output()
+        .ok()?;
+    let mib: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
+    Some(mib / 1024.0)
+}
+
+/// A stage's execution settings under a preset. Without a preset a stage
+/// runs its whole global batch at once.
+pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> ExecSettings {
+    let global = stage.batch.as_ref().map(|b| b.size);
+    match preset {
+        Some((name, preset)) => {
+            let micro = match global {
+                Some(g) => preset.micro_batch.min(g),
+                None => preset.micro_batch,
+            };
+            ExecSettings {
+                preset: Some(name.clone()),
+                micro_batch: micro,
+                grad_accum: global.map_or(1, |g| (g / micro.max(1)).max(1)),
+                activation_checkpointing: preset.activation_checkpointing,
+                gpu_memory_gib: Some(preset.gpu_memory_gib),
+            }
+        }
+        None => ExecSettings {
+            preset: None,
+            micro_batch: global.unwrap_or(1),
+            grad_accum: 1,
+            activation_checkpointing: false,
+            gpu_memory_gib: None,
+        },
+    }
+}

@@ -1,0 +1,514 @@
+//! A YAML document as a tree of nodes that remember where they came from.
+//!
+//! serde-saphyr's `Spanned<T>` cannot pass through the stage map (its shape
+//! depends on `kind`), so we parse the event stream ourselves into a tree with
+//! byte spans. Every later check (schema, references, files) works on this
+//! tree, so every error can point at the exact key or value that caused it.
+//! Scalars are resolved with the YAML 1.2 core schema.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde_json::{Map, Number, Value};
+use serde_saphyr::granit_parser::{Event, Marker, Parser, ScalarStyle, Span};
+
+/// A byte range in the source text.
+pub type ByteSpan = Range<usize>;
+
+/// One YAML node and the bytes it was written with.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub span: ByteSpan,
+    pub value: NodeValue,
+}
+
+/// The resolved value of a node.
+#[derive(Clone, Debug)]
+pub enum NodeValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+/// A mapping entry; the key is kept as text with its own span so that
+/// "unknown field" errors can point at the key itself.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: String,
+    pub key_span: ByteSpan,
+    pub value: Node,
+}
+
+/// A syntax-level problem found while building the tree.
+#[derive(Clone, Debug)]
+pub struct SyntaxError {
+    pub span: ByteSpan,
+    pub message: String,
+}
+
+impl Node {
+    /// The entries of a mapping node, or `None` for any other node.
+    pub fn entries(&self) -> Option<&[Entry]> {
+        match &self.value {
+            NodeValue::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The value under `key` of a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries()?.iter().find(|e| e.key == key)
+    }
+
+    /// The text of a string scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The number of nodes in this subtree.
+    pub fn count(&self) -> usize {
+        1 + match &self.value {
+            NodeValue::Seq(items) => items.iter().map(Node::count).sum(),
+            NodeValue::Map(entries) => entries.iter().map(|e| e.value.count()).sum(),
+            _ => 0,
+        }
+    }
+
+    /// A short name of the node's type for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match &self.value {
+            NodeValue::Null => "null",
+            NodeValue::Bool(_) => "a boolean",
+            NodeValue::Int(_) => "an integer",
+            NodeValue::Float(_) => "a number",
+            NodeValue::Str(_) => "a string",
+            NodeValue::Seq(_) => "a list",
+            NodeValue::Map(_) => "a mapping",
+        }
+    }
+
+    /// The node as JSON (what serde deserializes the typed specs from).
+    pub fn to_json(&self) -> Value {
+        match &self.value {
+            NodeValue::Null => Value::Null,
+            NodeValue::Bool(b) => Value::Bool(*b),
+            NodeValue::Int(i) => Value::Number((*i).into()),
+            NodeValue::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeValue::Str(s) => Value::String(s.clone()),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+
+    /// Follow a dotted path of mapping keys and list indices (`optim.lr`,
+    /// `targets.2`) and return the span of the value found there, or of the
+    /// deepest node that exists on the way.
+    pub fn span_of(&self, path: &str) -> ByteSpan {
+        let mut node = self;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let next = match &node.value {
+                NodeValue::Map(entries) => {
+                    entries.iter().find(|e| e.key == segment).map(|e| &e.value)
+                }
+                NodeValue::Seq(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node.span.clone()
+    }
+}
+
+/// Parse one YAML document. An empty file is a null document. All syntax
+/// problems found are returned; the tree is `None` when the text is unusable.
+pub fn parse(source: &str) -> Result<Node, SyntaxError> {
+    let offsets = LineOffsets::new(source);
+    let mut builder = Builder {
+        offsets: &offsets,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+        documents: 0,
+        expanded: 0,
+    };
+    for event in Parser::new_from_str(source) {
+        match event {
+            Ok((event, span)) => builder.event(event, span)?,
+            Err(err) => {
+                let at = offsets.byte(err.marker());
+                return Err(SyntaxError {
+                    span: at..at,
+                    message: err.info(),
+                });
+            }
+        }
+    }
+    Ok(builder.root.unwrap_or(Node {
+        span: 0..0,
+        value: NodeValue::Null,
+    }))
+}
+
+/// Converts parser markers (line, char column) into byte offsets.
+struct LineOffsets<'a> {
+    source: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> LineOffsets<'a> {
+    fn new(source: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+        LineOffsets {
+            source,
+            line_starts,
+        }
+    }
+
+    fn byte(&self, marker: &Marker) -> usize {
+        if let Some(b) = marker.byte_offset() {
+            return b.min(self.source.len());
+        }
+        let line = marker
+            .line()
+            .saturating_sub(1)
+            .min(self.line_starts.len() - 1);
+        let start = self.line_starts[line];
+        let rest = &self.source[start..];
+        start
+            + rest
+                .char_indices()
+                .nth(marker.col())
+                .map_or(rest.len(), |(i, _)| i)
+    }
+
+    fn span(&self, span: &Span) -> ByteSpan {
+        let start = self.byte(&span.start);
+        let end = self.byte(&span.end).max(start);
+        start..end
+    }
+}
+
+/// A collection being filled while its events stream in.
+enum Open {
+    Seq {
+        start: usize,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: usize,
+        anchor: usize,
+        entries: Vec<Entry>,
+        pending_key: Option<(String, ByteSpan)>,
+    },
+}
+
+struct Builder<'a> {
+    offsets: &'a LineOffsets<'a>,
+    stack: Vec<Open>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    documents: usize,
+    /// Nodes copied by aliases so far (bounded against "billion laughs").
+    expanded: usize,
+}
+
+/// More alias expansion than any real pipeline needs.
+const MAX_ALIAS_NODES: usize = 100_000;
+
+impl Builder<'_> {
+    fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
+        let bytes = self.offsets.span(&span);
+        match event {
+            Event::DocumentStart(..) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(SyntaxError {
+                        span: bytes,
+                        message: "a pipeline file holds exactly one YAML document".into(),
+                    });
+                }
+            }
+            Event::Scalar(text, style, anchor, _) => {
+                let value = resolve_scalar(&text, style);
+                if let (NodeValue::Float(f), true) = (&value, self.expects_value())
+                    && !f.is_finite()
+                {
+                    return Err(SyntaxError {
+                        span: bytes,
+                        message: format!("`{text}` is not a finite number"),
+                    });
+                }
+                let node = Node { span: bytes, value };
+                self.finish(node, anchor, text.into_owned())?;
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                    span: bytes.clone(),
+                    message: "alias to an unknown anchor".into(),
+                })?;
+                self.expanded += node.count();
+                if self.expanded > MAX_ALIAS_NODES {
+                    return Err(SyntaxError {
+                        span: bytes,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes; a pipeline needs far fewer"
+                        ),
+                    });
+                }
+                let text = match &node.value {
+                    NodeValue::Str(s) => s.clone(),
+                    _ => String::new(),
+                };
+                let node = Node {
+                    span: bytes,
+                    value: node.value,
+                };
+                self.finish(node, 0, text)?;
+            }
+            Event::SequenceStart(_, anchor, _) => self.stack.push(Open::Seq {
+                start: bytes.start,
+                anchor,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(_, anchor, _) => self.stack.push(Open::Map {
+                start: bytes.start,
+                anchor,
+                entries: Vec::new(),
+                pending_key: None,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let end = bytes.end;
+                match self.stack.pop() {
+                    Some(Open::Seq {
+                        start,
+                        anchor,
+                        items,
+                    }) => {
+                        let end = items.last().map_or(end, |n| n.span.end.max(end));
+                        let node = Node {
+                            span: start..end.max(start),
+                            value: NodeValue::Seq(items),
+                        };
+                        self.finish(node, anchor, String::new())?;
+                    }
+                    Some(Open::Map {
+                        start,
+                        anchor,
+                        entries,
+                        ..
+                    }) => {
+                        let end = entries.last().map_or(end, |e| e.value.span.end.max(end));
+                        let node = Node {
+                            span: start..end.max(start),
+                            value: NodeValue::Map(entries),
+                        };
+                        self.finish(node, anchor, String::new())?;
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the next finished node is a value (not a mapping key).
+    fn expects_value(&self) -> bool {
+        !matches!(
+            self.stack.last(),
+            Some(Open::Map {
+                pending_key: None,
+                ..
+            })
+        )
+    }
+
+    /// Attach a finished node to its parent (or make it the root).
+    fn finish(&mut self, node: Node, anchor: usize, key_text: String) -> Result<(), SyntaxError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Open::Seq { items, .. }) => items.push(node),
+            Some(Open::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    if matches!(node.value, NodeValue::Seq(_) | NodeValue::Map(_)) {
+                        return Err(SyntaxError {
+                            span: node.span,
+                            message: "mapping keys must be plain text".into(),
+                        });
+                    }
+                    if let Some(previous) = entries.iter().find(|e| e.key == key_text) {
+                        return Err(SyntaxError {
+                            span: node.span,
+                            message: format!(
+                                "duplicate key `{key_text}` (first written at byte {})",
+                                previous.key_span.start
+                            ),
+                        });
+                    }
+                    *pending_key = Some((key_text, node.span));
+                }
+                Some((key, key_span)) => entries.push(Entry {
+                    key,
+                    key_span,
+                    value: node,
+                }),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// YAML 1.2 core schema resolution of a scalar; quoted and block scalars
+/// are always strings.
+fn resolve_scalar(text: &str, style: ScalarStyle) -> NodeValue {
+    if style != ScalarStyle::Plain {
+        return NodeValue::Str(text.to_string());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
+        "true" | "True" | "TRUE" => return NodeValue::Bool(true),
+        "false" | "False" | "FALSE" => return NodeValue::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return NodeValue::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return NodeValue::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return NodeValue::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return NodeValue::Int(i);
+    }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return NodeValue::Int(i);
+    }
+    if is_core_int(text)
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return NodeValue::Int(i);
+    }
+    if is_core_float(text)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return NodeValue::Float(f);
+    }
+    NodeValue::Str(text.to_string())
+}
+
+/// `[-+]?[0-9]+`
+fn is_core_int(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
+fn is_core_float(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (!int.is_empty() || !frac.is_empty())
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+                && !(int.is_empty() && frac.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let exponent_ok = exponent.is_none_or(is_core_int);
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_core_schema_scalars() {
+        let doc = "a: 1\nb: 5.0e-4\nc: true\nd: ~\ne: '1'\nf: hello world\ng: [1, x]\nh: 1e3\n";
+        let root = parse(doc).unwrap();
+        let json = root.to_json();
+        assert_eq!(json["a"], 1);
+        assert_eq!(json["b"], 5.0e-4);
+        assert_eq!(json["c"], true);
+        assert!(json["d"].is_null());
+        assert_eq!(json["e"], "1");
+        assert_eq!(json["f"], "hello world");
+        assert_eq!(json["g"][1], "x");
+        assert_eq!(json["h"], 1000.0);
+    }
+
+    #[test]
+    fn spans_point_at_values_and_keys() {
+        let doc = "stages:\n  sft:\n    optim: {lr: 0.5}\n    list: [a, bb]\n";
+        let root = parse(doc).unwrap();
+        let span = root.span_of("stages.sft.optim.lr");
+        assert_eq!(&doc[span], "0.5");
+        let span = root.span_of("stages.sft.list.1");
+        assert_eq!(&doc[span], "bb");
+        let sft = root.get("stages").unwrap().value.get("sft").unwrap();
+        assert_eq!(&doc[sft.key_span.clone()], "sft");
+    }
+
+    #[test]
+    fn spans_count_bytes_after_multibyte_text() {
+        let doc = "name: \"é€\"\nx: 42\n";
+        let root = parse(doc).unwrap();
+        assert_eq!(&doc[root.span_of("x")], "42");
+    }
+
+    #[test]
+    fn rejects_duplicates_and_bad_syntax() {
+        assert!(parse("a: 1\na: 2\n").is_err());
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(!err.message.is_empty());
+        assert!(parse("a: .nan\n").is_err());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{}", err.message);
+    }
+
+    #[test]
+    fn aliases_copy_the_anchored_value() {
+        let root = parse("base: &b {lr: 0.1}\nother: *b\n").unwrap();
+        assert_eq!(root.to_json()["other"]["lr"], 0.1);
+    }
+}

@@ -19,6 +19,8 @@ mod optim;
 mod probe;
 mod ptx_cache;
 mod sampling;
+#[cfg(test)]
+mod tests;
 
 pub use attention::{AttentionShape, DecodeShape};
 pub use device::CudaDevice;

@@ -305,3 +305,138 @@ pub fn gemm(m: usize, n: usize, k: usize, a: &[f64], ta: bool, b: &[f64], tb: bo
     }
     c
 }
+
+/// The backward references are checked against central finite differences
+/// of their forward references, on the CPU, so a GPU run compares kernels
+/// with gradients that are known to be right.
+#[cfg(test)]
+mod finite_differences {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    const H: f64 = 1e-6;
+
+    fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// d/dx_i of f at x, for a few i.
+    fn numeric(f: &dyn Fn(&[f64]) -> f64, x: &[f64], i: usize) -> f64 {
+        let (mut plus, mut minus) = (x.to_vec(), x.to_vec());
+        plus[i] += H;
+        minus[i] -= H;
+        (f(&plus) - f(&minus)) / (2.0 * H)
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn check(what: &str, analytic: &[f64], f: &dyn Fn(&[f64]) -> f64, x: &[f64]) {
+        for i in (0..x.len()).step_by(x.len().div_ceil(12)) {
+            let n = numeric(f, x, i);
+            assert!(
+                (analytic[i] - n).abs() <= 1e-5 * (1.0 + n.abs()),
+                "{what}[{i}]: analytic {} numeric {n}",
+                analytic[i]
+            );
+        }
+    }
+
+    #[test]
+    fn attention_backward_is_the_gradient_of_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let s = AttentionShape {
+            batch: 1,
+            seq: 5,
+            q_heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+        };
+        let (q, k, v, g) = (
+            random(&mut rng, s.q_len()),
+            random(&mut rng, s.kv_len()),
+            random(&mut rng, s.kv_len()),
+            random(&mut rng, s.q_len()),
+        );
+        let (dq, dk, dv) = attention_bwd(s, &q, &k, &v, &g);
+        check("dq", &dq, &|x| dot(&attention_fwd(s, x, &k, &v).0, &g), &q);
+        check("dk", &dk, &|x| dot(&attention_fwd(s, &q, x, &v).0, &g), &k);
+        check("dv", &dv, &|x| dot(&attention_fwd(s, &q, &k, x).0, &g), &v);
+    }
+
+    #[test]
+    fn rmsnorm_backward_is_the_gradient_of_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let (x, w, g) = (
+            random(&mut rng, 3 * 16),
+            random(&mut rng, 16),
+            random(&mut rng, 3 * 16),
+        );
+        let (dx, dw) = rmsnorm_bwd(&x, &w, &g, 1e-5);
+        check("dx", &dx, &|x| dot(&rmsnorm_fwd(x, &w, 1e-5).0, &g), &x);
+        check("dw", &dw, &|w| dot(&rmsnorm_fwd(&x, w, 1e-5).0, &g), &w);
+    }
+
+    #[test]
+    fn swiglu_backward_is_the_gradient_of_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let (a, b, g) = (
+            random(&mut rng, 40),
+            random(&mut rng, 40),
+            random(&mut rng, 40),
+        );
+        let (da, db) = swiglu_bwd(&a, &b, &g);
+        check("dgate", &da, &|x| dot(&swiglu_fwd(x, &b), &g), &a);
+        check("dup", &db, &|x| dot(&swiglu_fwd(&a, x), &g), &b);
+    }
+
+    #[test]
+    fn rope_backward_is_the_transpose_of_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        let inv_freq = crate::backend::cuda::rope_inv_freq(8, 10_000.0, None);
+        let pos = [0, 3, 17];
+        let (x, g) = (random(&mut rng, 3 * 2 * 8), random(&mut rng, 3 * 2 * 8));
+        let back = rope(&g, 2, 8, &pos, &inv_freq, -1.0);
+        check(
+            "dx",
+            &back,
+            &|x| dot(&rope(x, 2, 8, &pos, &inv_freq, 1.0), &g),
+            &x,
+        );
+    }
+
+    #[test]
+    fn cross_entropy_gradient_is_the_gradient_of_the_loss() {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let vocab = 11;
+        let logits = random(&mut rng, 3 * vocab);
+        let (targets, weights) = ([2, -100, 10], [0.5f32, 1.0, 1.0]);
+        let (_, _, grad) = cross_entropy(&logits, vocab, &targets, &weights, 0.25);
+        let loss = |x: &[f64]| {
+            0.25 * cross_entropy(x, vocab, &targets, &weights, 0.25)
+                .1
+                .iter()
+                .sum::<f64>()
+        };
+        check("dlogits", &grad, &loss, &logits);
+    }
+
+    #[test]
+    fn adamw_first_step_moves_by_lr_against_the_gradient_sign() {
+        let h = crate::backend::cuda::AdamW {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 0.0,
+            weight_decay: 0.0,
+            step: 1,
+        };
+        let (p, _, _) = adamw(&[1.0, 1.0], &[0.0, 0.0], &[0.0, 0.0], &[3.0, -0.5], 1.0, h);
+        assert!(
+            (p[0] - 0.9).abs() < 1e-7 && (p[1] - 1.1).abs() < 1e-7,
+            "{p:?}"
+        );
+    }
+}

@@ -104,6 +104,29 @@ mod tests {
         assert_eq!(version_text(13020), "13.2");
     }
 
+    /// Without a usable GPU, opening one is an error whose rendering says what
+    /// is missing and how to go on; with one, it opens.
+    #[test]
+    fn missing_cuda_is_a_diagnostic_with_a_way_out() -> Result<(), std::fmt::Error> {
+        match super::super::CudaDevice::open(0) {
+            Ok(device) => eprintln!("GPU present: {device:?}"),
+            Err(error) => {
+                let mut text = String::new();
+                miette::GraphicalReportHandler::new_themed(
+                    miette::GraphicalTheme::unicode_nocolor(),
+                )
+                .render_report(&mut text, &error)?;
+                eprintln!("{text}");
+                assert!(text.contains("cuda::"), "no diagnostic code in:\n{text}");
+                assert!(
+                    text.contains("--device cpu") || text.contains("LD_LIBRARY_PATH"),
+                    "no way out offered in:\n{text}"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// On a machine without the driver this is the error the user sees; with
     /// one, probing any ordinal past the device count must be an error too.
     #[test]

@@ -242,6 +242,52 @@ pub fn compile_ptx(module: &'static Module, arch: Arch) -> Result<String, Compil
     }
 }
 
+/// What ptxas reports per kernel when the module is compiled to machine code
+/// for `arch`: registers, shared memory, stack frame and spill bytes. Needs no
+/// GPU, so register pressure and spills are visible wherever NVRTC is.
+pub fn ptxas_report(module: &'static Module, arch: Arch) -> Result<String, CompileError> {
+    use cudarc::nvrtc::result;
+    if !nvrtc_available() {
+        return Err(CompileError::NvrtcMissing);
+    }
+    let fail = |detail: String| CompileError::Nvrtc {
+        module: module.name,
+        arch,
+        detail,
+    };
+    let source = std::ffi::CString::new(module.source()).map_err(|e| fail(e.to_string()))?;
+    let name = std::ffi::CString::new(module.file).map_err(|e| fail(e.to_string()))?;
+    let options = [
+        "--std=c++17".to_string(),
+        format!("--gpu-architecture=sm_{}", arch.number()),
+        "--fmad=true".to_string(),
+        "--ptxas-options=-v".to_string(),
+    ];
+    let program = result::create_program(&source, Some(&name)).map_err(|e| fail(e.to_string()))?;
+    // SAFETY: `program` was created above and is destroyed exactly once below;
+    // `source` and `name` outlive it.
+    let compiled = unsafe { result::compile_program(program, &options) };
+    // SAFETY: as above.
+    let log = unsafe { result::get_program_log(program) };
+    // SAFETY: as above; the program is not used after this.
+    let destroyed = unsafe { result::destroy_program(program) };
+    let log: String = log
+        .map_err(|e| fail(e.to_string()))?
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    if compiled.is_err() {
+        return Err(CompileError::Rejected {
+            module: module.name,
+            arch,
+            log,
+        });
+    }
+    destroyed.map_err(|e| fail(e.to_string()))?;
+    Ok(log)
+}
+
 /// The entry points a PTX text defines (its `.entry` directives).
 pub fn ptx_entries(ptx: &str) -> Vec<&str> {
     ptx.lines()

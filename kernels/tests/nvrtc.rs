@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use poker_pipe_kernels::{Arch, MODULES, compile_ptx, nvrtc_available, nvrtc_version, ptx_entries};
+use poker_pipe_kernels::{
+    Arch, MODULES, compile_ptx, nvrtc_available, nvrtc_version, ptx_entries, ptxas_report,
+};
 
 #[test]
 fn every_module_compiles_for_sm80_and_sm90() -> Result<(), String> {
@@ -64,4 +66,33 @@ fn every_module_compiles_for_sm80_and_sm90() -> Result<(), String> {
     } else {
         Err(failures.join("\n\n"))
     }
+}
+
+/// The ptxas resource report for sm_90 (registers, shared memory, spills),
+/// printed for kernels/PERF.md; it fails only when a module does not build
+/// to machine code.
+#[test]
+fn sm90_resource_report() -> Result<(), String> {
+    if !nvrtc_available() {
+        eprintln!("SKIPPED: libnvrtc not found");
+        return Ok(());
+    }
+    for module in MODULES {
+        let log = ptxas_report(module, Arch::SM90).map_err(|e| e.to_string())?;
+        let mut kernel = "";
+        for line in log.lines() {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                kernel = rest.split('\'').next().unwrap_or("");
+            } else if line.contains("Used") || line.contains("spill") {
+                let info = line
+                    .trim_start_matches("ptxas")
+                    .trim_start_matches("info")
+                    .trim_start_matches([' ', '.', ':'])
+                    .trim_start_matches("info")
+                    .trim_start_matches([' ', ':']);
+                eprintln!("{kernel:28} {info}");
+            }
+        }
+    }
+    Ok(())
 }

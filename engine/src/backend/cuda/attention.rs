@@ -86,6 +86,17 @@ pub struct DecodeShape {
     pub max_len: usize,
 }
 
+/// How decode splits the cache: (number of splits, keys per split). Enough
+/// splits for about two blocks per multiprocessor, each split at least 64 keys
+/// long so the combine pass stays cheap; the splits cover 0..max_len exactly.
+fn decode_splits(shape: DecodeShape, sm_count: usize) -> (usize, usize) {
+    let blocks_per_split = (shape.batch * shape.kv_heads).max(1);
+    let want = (2 * sm_count).div_ceil(blocks_per_split);
+    let splits = want.clamp(1, shape.max_len.div_ceil(64).max(1));
+    let split_len = shape.max_len.div_ceil(splits);
+    (shape.max_len.div_ceil(split_len), split_len)
+}
+
 impl CudaDevice {
     /// Causal flash attention forward: o = softmax(q k^T * scale) v per head,
     /// and the per-row logsumexp that backward needs.
@@ -268,13 +279,7 @@ impl CudaDevice {
         len_is(kernel, "out", out.len(), q_len)?;
         int(kernel, "cache elements", cache_len)?;
 
-        // Enough splits for about two blocks per multiprocessor, each split
-        // at least 64 keys long so the combine pass stays cheap.
-        let blocks_per_split = shape.batch * shape.kv_heads;
-        let want = (2 * self.sm_count() as usize).div_ceil(blocks_per_split.max(1));
-        let splits = want.clamp(1, shape.max_len.div_ceil(64).max(1));
-        let split_len = shape.max_len.div_ceil(splits);
-        let splits = shape.max_len.div_ceil(split_len);
+        let (splits, split_len) = decode_splits(shape, self.sm_count() as usize);
 
         let (cap, hq, hkv, split_len_i) = (
             int(kernel, "capacity", shape.capacity)?,
@@ -318,5 +323,39 @@ impl CudaDevice {
             1,
         );
         self.launch(combine, args, grid, shape.head_dim as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_splits_cover_the_cache_and_fill_the_gpu() {
+        for max_len in [1, 2, 63, 64, 65, 500, 4096, 131_072] {
+            for (batch, kv_heads) in [(1, 8), (4, 8), (64, 8), (1, 1)] {
+                let shape = DecodeShape {
+                    batch,
+                    q_heads: kv_heads * 4,
+                    kv_heads,
+                    head_dim: 128,
+                    capacity: max_len,
+                    max_len,
+                };
+                let (splits, split_len) = decode_splits(shape, 132);
+                assert!(splits >= 1 && split_len >= 1);
+                assert!(splits * split_len >= max_len, "{shape:?}: keys left out");
+                assert!(
+                    (splits - 1) * split_len < max_len,
+                    "{shape:?}: an empty split"
+                );
+                if max_len >= 64 * 33 && batch * kv_heads <= 8 {
+                    assert!(
+                        splits * batch * kv_heads >= 264,
+                        "{shape:?}: GPU not filled"
+                    );
+                }
+            }
+        }
     }
 }

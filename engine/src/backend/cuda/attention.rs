@@ -349,9 +349,12 @@ mod tests {
                     (splits - 1) * split_len < max_len,
                     "{shape:?}: an empty split"
                 );
-                if max_len >= 64 * 33 && batch * kv_heads <= 8 {
+                // Where the cache is long enough for 64-key splits, about 264
+                // blocks (two per SM of an H100) are launched.
+                let want = 264usize.div_ceil(batch * kv_heads);
+                if max_len >= 64 * want {
                     assert!(
-                        splits * batch * kv_heads >= 264,
+                        splits * batch * kv_heads >= 250,
                         "{shape:?}: GPU not filled"
                     );
                 }

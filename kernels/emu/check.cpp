@@ -13,6 +13,12 @@
 #include "../cuda/decode.cu"
 #include "../cuda/sampling.cu"
 #include "../cuda/cross_entropy.cu"
+#include "../cuda/rmsnorm.cu"
+#include "../cuda/rope.cu"
+#include "../cuda/swiglu.cu"
+#include "../cuda/adamw.cu"
+#include "../cuda/embedding.cu"
+#include "../cuda/grad_norm.cu"
 
 static std::mt19937 rng;
 static int failures = 0;
@@ -28,12 +34,141 @@ static std::vector<unsigned short> rbf(size_t n) { std::uniform_real_distributio
 static double relerr(const std::vector<double>& g, const std::vector<double>& w) { double a = 0, b = 0; for (size_t i = 0; i < g.size(); ++i) { if (!std::isfinite(g[i])) return INFINITY; a += (g[i] - w[i]) * (g[i] - w[i]); b += w[i] * w[i]; } return sqrt(a / b); }
 static std::vector<double> wide(const std::vector<unsigned short>& v) { std::vector<double> r(v.size()); for (size_t i = 0; i < v.size(); ++i) r[i] = frombf(v[i]); return r; }
 
-int main() {
-    unsigned seed = getenv("POKER_PIPE_TEST_SEED") ? (unsigned)atoll(getenv("POKER_PIPE_TEST_SEED")) : (unsigned)time(nullptr);
-    printf("POKER_PIPE_TEST_SEED=%u\n", seed);
-    rng.seed(seed);
+
+typedef std::vector<double> Vd;
+static std::vector<float> rf(size_t n, float scale) {
+    std::uniform_real_distribution<float> d(-scale, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+static Vd widef(const std::vector<float>& v) { return Vd(v.begin(), v.end()); }
+
+static void check_rmsnorm() {
+    int N = 5, H = 1030;
+    auto x = rbf(N * H), w = rbf(H), dy = rbf(N * H);
+    std::vector<unsigned short> y(N * H, 0x7fc0), dx(N * H, 0x7fc0);
+    std::vector<float> rstd(N, NAN), part(2 * H, NAN), dw(H, NAN);
+    launch({(unsigned)N, 1, 1}, 256, [&] { rmsnorm_fwd(x.data(), w.data(), y.data(), rstd.data(), H, 1e-5f); });
+    launch({2, 1, 1}, 256, [&] { rmsnorm_bwd(x.data(), w.data(), dy.data(), rstd.data(), dx.data(), part.data(), N, H, 3); });
+    launch({(unsigned)(H + 255) / 256, 1, 1}, 256, [&] { sum_rows_f32(part.data(), dw.data(), 2, H); });
+    Vd X = wide(x), W = wide(w), G = wide(dy), Y(N * H), R(N), DX(N * H), DW(H, 0);
+    for (int r = 0; r < N; ++r) {
+        double ss = 0;
+        for (int i = 0; i < H; ++i) ss += X[r * H + i] * X[r * H + i];
+        R[r] = 1 / sqrt(ss / H + 1e-5);
+        double mean = 0;
+        for (int i = 0; i < H; ++i) mean += G[r * H + i] * W[i] * X[r * H + i] * R[r] / H;
+        for (int i = 0; i < H; ++i) {
+            Y[r * H + i] = W[i] * X[r * H + i] * R[r];
+            DX[r * H + i] = R[r] * (G[r * H + i] * W[i] - X[r * H + i] * R[r] * mean);
+            DW[i] += G[r * H + i] * X[r * H + i] * R[r];
+        }
+    }
+    check("rmsnorm y", relerr(wide(y), Y), 1e-2);
+    check("rmsnorm rstd", relerr(widef(rstd), R), 1e-4);
+    check("rmsnorm dx", relerr(wide(dx), DX), 1e-2);
+    check("rmsnorm dw", relerr(widef(dw), DW), 1e-4);
+}
+
+static void check_rope() {
+    int T = 6, H = 3, D = 64;
+    auto x = rbf(T * H * D);
+    std::vector<int> pos = {0, 1, 7, 100, 4000, 8191};
+    std::vector<float> f(D / 2);
+    for (int i = 0; i < D / 2; ++i) f[i] = (float)(1.0 / pow(500000.0, 2.0 * i / D));
+    for (float sign : {1.0f, -1.0f}) {
+        auto y = x;
+        launch({4, 1, 1}, 64, [&] {
+            if (sign > 0) rope_fwd(y.data(), y.data(), pos.data(), f.data(), T, H, D);
+            else rope_bwd(y.data(), y.data(), pos.data(), f.data(), T, H, D);
+        });
+        Vd X = wide(x), Y(X.size());
+        for (int t = 0; t < T; ++t)
+            for (int h = 0; h < H; ++h)
+                for (int i = 0; i < D / 2; ++i) {
+                    double a = (double)((float)pos[t] * f[i]), s = sin(a) * sign, c = cos(a);
+                    size_t b = (size_t)(t * H + h) * D;
+                    Y[b + i] = X[b + i] * c - X[b + i + D / 2] * s;
+                    Y[b + i + D / 2] = X[b + i + D / 2] * c + X[b + i] * s;
+                }
+        check(sign > 0 ? "rope fwd" : "rope bwd", relerr(wide(y), Y), 1e-2);
+    }
+}
+
+static void check_swiglu() {
+    long long n = 8 * 37 + 5;  // vector body and scalar tail (aligned vectors)
+    auto g = rbf(n), u = rbf(n), d = rbf(n);
+    std::vector<unsigned short> o(n, 0x7fc0), dg(n, 0x7fc0), du(n, 0x7fc0);
+    launch({2, 1, 1}, 32, [&] { swiglu_fwd(g.data(), u.data(), o.data(), n); });
+    launch({2, 1, 1}, 32, [&] { swiglu_bwd(g.data(), u.data(), d.data(), dg.data(), du.data(), n); });
+    Vd G = wide(g), U = wide(u), Dd = wide(d), O(n), DG(n), DU(n);
+    for (long long i = 0; i < n; ++i) {
+        double s = 1 / (1 + exp(-G[i]));
+        O[i] = G[i] * s * U[i];
+        DU[i] = Dd[i] * G[i] * s;
+        DG[i] = Dd[i] * U[i] * s * (1 + G[i] * (1 - s));
+    }
+    check("swiglu out", relerr(wide(o), O), 1e-2);
+    check("swiglu dgate", relerr(wide(dg), DG), 1e-2);
+    check("swiglu dup", relerr(wide(du), DU), 1e-2);
+}
+
+static void check_adamw() {
+    long long n = 4 * 50 + 3;
+    auto p = rf(n, 1), g = rf(n, 1);
+    std::vector<float> m(n, 0), v(n, 0), scale = {0.5f};
+    std::vector<unsigned short> pb(n, 0x7fc0);
+    float lr = 0.01f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    Vd P = widef(p), M(n, 0), V(n, 0);
+    for (int step = 1; step <= 2; ++step) {
+        float bc1 = 1 - powf(b1, step), bc2 = 1 - powf(b2, step);
+        launch({1, 1, 1}, 64, [&] { adamw_f32grad(p.data(), m.data(), v.data(), pb.data(), g.data(), scale.data(), n, lr, b1, b2, eps, wd, bc1, bc2); });
+        for (long long i = 0; i < n; ++i) {
+            double gi = g[i] * 0.5, pi = P[i] * (1 - (double)lr * wd);
+            M[i] = b1 * M[i] + (1 - (double)b1) * gi;
+            V[i] = b2 * V[i] + (1 - (double)b2) * gi * gi;
+            P[i] = pi - lr / (double)bc1 * M[i] / (sqrt(V[i]) / sqrt((double)bc2) + eps);
+        }
+    }
+    check("adamw master", relerr(widef(p), P), 1e-4);
+    check("adamw m", relerr(widef(m), M), 1e-4);
+    check("adamw v", relerr(widef(v), V), 1e-4);
+    check("adamw bf16 param", relerr(wide(pb), P), 1e-2);
+}
+
+static void check_embedding_and_norm() {
+    int V = 10, H = 70, N = 9;
+    auto table = rbf(V * H), dout = rbf(N * H);
+    std::vector<int> ids = {3, 3, 0, 9, 3, 5, 0, 1, 2};
+    std::vector<unsigned short> out(N * H, 0x7fc0);
+    std::vector<float> dt(V * H, 0);
+    launch({(unsigned)N, 1, 1}, 32, [&] { embedding_fwd(ids.data(), table.data(), out.data(), V, H); });
+    launch({(unsigned)N, 1, 1}, 32, [&] { embedding_bwd(ids.data(), dout.data(), dt.data(), V, H); });
+    Vd O(N * H), DT(V * H, 0);
+    for (int n = 0; n < N; ++n)
+        for (int h = 0; h < H; ++h) {
+            O[n * H + h] = frombf(table[ids[n] * H + h]);
+            DT[ids[n] * H + h] += frombf(dout[n * H + h]);
+        }
+    check("embedding out", relerr(wide(out), O), 1e-6);
+    check("embedding dtable", relerr(widef(dt), DT), 1e-4);
+
+    auto a = rf(1000, 1);
+    auto b = rbf(301);
+    std::vector<float> part(5, NAN), res(2, NAN);
+    launch({3, 1, 1}, 256, [&] { sumsq_f32(a.data(), 1000, part.data(), 0); });
+    launch({2, 1, 1}, 256, [&] { sumsq_bf16(b.data(), 301, part.data(), 3); });
+    launch({1, 1, 1}, 256, [&] { grad_norm_finish(part.data(), 5, 1.0f, res.data()); });
+    double ss = 0;
+    for (float x : a) ss += (double)x * x;
+    for (auto x : b) ss += frombf(x) * frombf(x);
+    double norm = sqrt(ss);
+    check("grad norm and clip", relerr(widef(res), Vd{norm, std::min(1.0, 1.0 / (norm + 1e-6))}), 1e-4);
+}
+
+static void check_attention(int D) {
     int B = 2, T = 45, Hq = 4, Hkv = 2;
-    for (int D : {64, 128}) {
         size_t ql = (size_t)B * T * Hq * D, kl = (size_t)B * T * Hkv * D, ll = (size_t)B * Hq * T;
         auto q = rbf(ql), k = rbf(kl), v = rbf(kl), g = rbf(ql);
         std::vector<unsigned short> o(ql, 0x7fc0), dq(ql, 0x7fc0), dk(kl, 0x7fc0), dv(kl, 0x7fc0);
@@ -81,7 +216,9 @@ int main() {
         launch({(unsigned)splits, (unsigned)Hkv, (unsigned)B}, 128, [&] { if (D == 64) decode_attn_partial_d64(qd.data(), k.data(), v.data(), lens.data(), po.data(), pml.data(), S, Hq, Hkv, split_len, scale); else decode_attn_partial_d128(qd.data(), k.data(), v.data(), lens.data(), po.data(), pml.data(), S, Hq, Hkv, split_len, scale); });
         launch({(unsigned)Hq, (unsigned)B, 1}, D, [&] { decode_attn_combine(po.data(), pml.data(), out.data(), Hq, splits); });
         check("decode out", relerr(wide(out), want), 1e-2);
-    }
+}
+
+static void check_sampling() {
     // sampling greedy + top-k=1 must agree with argmax; top-p tiny as well
     {
         int V = 3000, R = 2; std::vector<float> lg(R * V); std::normal_distribution<float> nd(0, 3); for (auto& x : lg) x = nd(rng);
@@ -98,6 +235,9 @@ int main() {
                 failures += !ok; }
         }
     }
+}
+
+static void check_cross_entropy() {
     // cross-entropy + rmsnorm quick
     {
         int R = 3, V = 1001; auto lg = rbf(R * V); std::vector<int> tg = {5, -100, 1000}; std::vector<float> w = {1, 1, 0.5}, lse(R, NAN), loss(R, NAN);
@@ -111,6 +251,21 @@ int main() {
         launch({(unsigned)R, 1, 1}, 512, [&] { cross_entropy_bwd(lg.data(), tg.data(), w.data(), lse.data(), 0.5f, V); });
         check("cross-entropy dlogits", relerr(wide(lg), Gw), 1e-2);
     }
+}
+
+int main() {
+    unsigned seed = getenv("POKER_PIPE_TEST_SEED") ? (unsigned)atoll(getenv("POKER_PIPE_TEST_SEED")) : (unsigned)time(nullptr);
+    printf("POKER_PIPE_TEST_SEED=%u\n", seed);
+    rng.seed(seed);
+    check_attention(64);
+    check_attention(128);
+    check_sampling();
+    check_cross_entropy();
+    check_rmsnorm();
+    check_rope();
+    check_swiglu();
+    check_adamw();
+    check_embedding_and_norm();
     printf(failures ? "FAILED: %d checks\n" : "all checks passed\n", failures);
     return failures ? 1 : 0;
 }

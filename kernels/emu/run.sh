@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build and run the CPU emulation check of the attention, decode, sampling and
-# cross-entropy kernels (needs g++ with C++20; about a minute on 2 cores).
+# Build and run the CPU emulation check of every kernel (kernels/emu/check.cpp)
+# against f64 references (needs g++ with C++20; about a minute on 2 cores).
 # POKER_PIPE_TEST_SEED replays a run.
 set -euo pipefail
 cd "$(dirname "$0")"

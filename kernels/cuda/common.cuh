@@ -73,14 +73,6 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(t);
 }
 
-// Merge two (max, sum of exp(x - max)) pairs of an online softmax.
-__device__ __forceinline__ void softmax_merge(float& m, float& l, float m2, float l2) {
-    float mn = fmaxf(m, m2);
-    if (mn == -PP_INF) return;
-    l = l * __expf(m - mn) + l2 * __expf(m2 - mn);
-    m = mn;
-}
-
 // SplitMix64 finaliser: the counter-based generator behind sampling. The CPU
 // reference uses the same function, so a seed picks the same token on both.
 __device__ __forceinline__ u64 splitmix64(u64 x) {

@@ -7,7 +7,6 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 
 #define PP_INF __int_as_float(0x7f800000)
-#define PP_NAN __int_as_float(0x7fc00000)
 #define PP_LOG2E 1.4426950408889634f
 #define PP_LN2 0.6931471805599453f
 

@@ -1,2 +1,7 @@
 //! No-limit hold'em: cards, evaluator, equity, scenarios and prompt text, the
 //! expert labeler, bots, arena and statistics. Stands alone.
+
+pub mod cards;
+pub mod equity;
+pub mod eval;
+pub mod range;

@@ -135,7 +135,12 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    pub fn new(message: impl Into<String>, offset: usize, len: usize, hint: impl Into<String>) -> Self {
+    pub fn new(
+        message: impl Into<String>,
+        offset: usize,
+        len: usize,
+        hint: impl Into<String>,
+    ) -> Self {
         ParseError {
             message: message.into(),
             offset,
@@ -240,7 +245,10 @@ pub fn parse_board(text: &str) -> Result<Vec<Card>, ParseError> {
         Ok(cards)
     } else {
         Err(ParseError::new(
-            format!("a board has 0, 3, 4 or 5 cards, `{text}` has {}", cards.len()),
+            format!(
+                "a board has 0, 3, 4 or 5 cards, `{text}` has {}",
+                cards.len()
+            ),
             0,
             text.len(),
             "e.g. a flop `Ts3s2d`, a turn `Ts3s2dKh`",

@@ -80,13 +80,10 @@ pub fn equity(
         return Err(EquityError::BoardSize(board.len()));
     }
     let mut known = CardSet::default();
-    for card in board
-        .iter()
-        .chain(holdings.iter().flat_map(|h| match h {
-            Holding::Hand(cards) => cards.as_slice(),
-            Holding::Range(_) => &[],
-        }))
-    {
+    for card in board.iter().chain(holdings.iter().flat_map(|h| match h {
+        Holding::Hand(cards) => cards.as_slice(),
+        Holding::Range(_) => &[],
+    })) {
         if known.contains(*card) {
             return Err(EquityError::Duplicate(*card));
         }
@@ -103,7 +100,11 @@ pub fn equity(
                     .filter(|c| !known.contains(c[0]) && !known.contains(c[1]))
                     .copied()
                     .collect();
-                if live.is_empty() { Err(EquityError::EmptyRange(i)) } else { Ok(live) }
+                if live.is_empty() {
+                    Err(EquityError::EmptyRange(i))
+                } else {
+                    Ok(live)
+                }
             }
         })
         .collect::<Result<_, _>>()?;
@@ -177,7 +178,10 @@ fn exact(seats: &[Vec<[Card; 2]>], board: CardSet, missing: u32) -> Equity {
         .par_iter()
         .map(|hands| {
             let used = hands.iter().fold(board.0, |m, h| m | h.0);
-            let deck: Vec<u64> = Card::all().map(Card::bit).filter(|b| b & used == 0).collect();
+            let deck: Vec<u64> = Card::all()
+                .map(Card::bit)
+                .filter(|b| b & used == 0)
+                .collect();
             let mut shares = vec![0.0; n];
             let mut count = 0u64;
             enumerate_boards(&deck, missing as usize, board.0, &mut |full| {
@@ -213,7 +217,13 @@ fn enumerate_boards(deck: &[u64], k: usize, base: u64, f: &mut impl FnMut(u64)) 
     }
 }
 
-fn monte_carlo(seats: &[Vec<[Card; 2]>], board: CardSet, missing: u32, iters: u64, seed: u64) -> Equity {
+fn monte_carlo(
+    seats: &[Vec<[Card; 2]>],
+    board: CardSet,
+    missing: u32,
+    iters: u64,
+    seed: u64,
+) -> Equity {
     let n = seats.len();
     let chunks = iters.div_ceil(CHUNK);
     let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..chunks)
@@ -305,13 +315,27 @@ mod tests {
     #[test]
     fn river_and_turn_are_exact_and_sum_to_one() {
         let board = parse_board("Ts9s2d3c").unwrap();
-        let eq = equity(&[hand("AsKs"), hand("TdTc"), hand("9h9c")], &board, 0, 0, DEFAULT_EXACT_LIMIT).unwrap();
+        let eq = equity(
+            &[hand("AsKs"), hand("TdTc"), hand("9h9c")],
+            &board,
+            0,
+            0,
+            DEFAULT_EXACT_LIMIT,
+        )
+        .unwrap();
         assert_eq!(eq.method, Method::Exact);
         assert_eq!(eq.samples, 42);
         assert!((eq.equity.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         // Identical hands on a river split the pot.
         let board = parse_board("Ts9s2dKc5h").unwrap();
-        let eq = equity(&[hand("AhKh"), hand("AdKd")], &board, 0, 0, DEFAULT_EXACT_LIMIT).unwrap();
+        let eq = equity(
+            &[hand("AhKh"), hand("AdKd")],
+            &board,
+            0,
+            0,
+            DEFAULT_EXACT_LIMIT,
+        )
+        .unwrap();
         assert_eq!(eq.equity, vec![0.5, 0.5]);
     }
 

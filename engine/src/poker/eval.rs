@@ -70,7 +70,11 @@ fn top_bits(mut mask: u32, n: u32) -> u32 {
 /// The highest set bit of `mask` as a mask.
 #[inline]
 fn top_bit(mask: u32) -> u32 {
-    if mask == 0 { 0 } else { 1 << (31 - mask.leading_zeros()) }
+    if mask == 0 {
+        0
+    } else {
+        1 << (31 - mask.leading_zeros())
+    }
 }
 
 /// The top rank (0..13, a five-high straight is 3) of the best straight in
@@ -133,11 +137,7 @@ pub fn evaluate(set: CardSet) -> HandValue {
         return value(Category::Straight, top, 0);
     }
     if three_plus != 0 {
-        return value(
-            Category::Trips,
-            three_plus,
-            top_bits(any & !three_plus, 2),
-        );
+        return value(Category::Trips, three_plus, top_bits(any & !three_plus, 2));
     }
     if two_plus.count_ones() >= 2 {
         let pairs = top_bits(two_plus, 2);
@@ -154,8 +154,8 @@ pub fn evaluate(set: CardSet) -> HandValue {
 mod tests {
     use super::*;
     use crate::poker::cards::{Card, parse_cards};
-    use rand::seq::SliceRandom;
     use rand::SeedableRng;
+    use rand::seq::SliceRandom;
 
     fn eval(text: &str) -> HandValue {
         evaluate(CardSet::of(&parse_cards(text).unwrap()))
@@ -170,7 +170,10 @@ mod tests {
             if mask.count_ones() != 5 {
                 continue;
             }
-            let five: Vec<Card> = (0..n).filter(|i| mask >> i & 1 == 1).map(|i| cards[i]).collect();
+            let five: Vec<Card> = (0..n)
+                .filter(|i| mask >> i & 1 == 1)
+                .map(|i| cards[i])
+                .collect();
             let score = reference5(&five);
             if score > best {
                 best = score;
@@ -250,7 +253,11 @@ mod tests {
         for pair in hands.windows(2) {
             let (fast_a, ref_a) = &pair[0];
             let (fast_b, ref_b) = &pair[1];
-            assert_eq!(fast_a.cmp(fast_b), ref_a.cmp(ref_b), "{ref_a:?} vs {ref_b:?}");
+            assert_eq!(
+                fast_a.cmp(fast_b),
+                ref_a.cmp(ref_b),
+                "{ref_a:?} vs {ref_b:?}"
+            );
             assert_eq!(fast_a.category() as u8, ref_a.0);
         }
     }

@@ -79,7 +79,10 @@ impl HandClass {
 
 impl fmt::Display for HandClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (h, l) = (RANKS[self.high as usize] as char, RANKS[self.low as usize] as char);
+        let (h, l) = (
+            RANKS[self.high as usize] as char,
+            RANKS[self.low as usize] as char,
+        );
         if self.is_pair() {
             write!(f, "{h}{l}")
         } else {
@@ -153,7 +156,11 @@ fn expand(token: &str) -> Option<Vec<HandClass>> {
         let mut out = Vec::new();
         for class in classes {
             if class.is_pair() {
-                out.extend((class.high..13).map(|r| HandClass { high: r, low: r, suited: false }));
+                out.extend((class.high..13).map(|r| HandClass {
+                    high: r,
+                    low: r,
+                    suited: false,
+                }));
             } else {
                 out.extend((class.low..class.high).map(|l| HandClass { low: l, ..class }));
             }
@@ -166,7 +173,11 @@ fn expand(token: &str) -> Option<Vec<HandClass>> {
         for (x, y) in a.into_iter().zip(b) {
             if x.is_pair() && y.is_pair() {
                 let (lo, hi) = (x.high.min(y.high), x.high.max(y.high));
-                out.extend((lo..=hi).map(|r| HandClass { high: r, low: r, suited: false }));
+                out.extend((lo..=hi).map(|r| HandClass {
+                    high: r,
+                    low: r,
+                    suited: false,
+                }));
             } else if x.high == y.high && x.suited == y.suited && !x.is_pair() && !y.is_pair() {
                 let (lo, hi) = (x.low.min(y.low), x.low.max(y.low));
                 out.extend((lo..=hi).map(|l| HandClass { low: l, ..x }));
@@ -210,7 +221,12 @@ pub fn parse_range(text: &str) -> Result<Range, ParseError> {
         }
     }
     if range.combos.is_empty() {
-        return Err(ParseError::new("the range is empty", 0, text.len(), RANGE_HINT));
+        return Err(ParseError::new(
+            "the range is empty",
+            0,
+            text.len(),
+            RANGE_HINT,
+        ));
     }
     Ok(range)
 }
@@ -246,7 +262,9 @@ mod tests {
         for i in 0..169 {
             assert_eq!(HandClass::from_index(i).index(), i);
         }
-        let total: u32 = (0..169).map(|i| HandClass::from_index(i).combo_count()).sum();
+        let total: u32 = (0..169)
+            .map(|i| HandClass::from_index(i).combo_count())
+            .sum();
         assert_eq!(total, 1326);
     }
 }

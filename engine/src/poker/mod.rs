@@ -4,4 +4,5 @@
 pub mod cards;
 pub mod equity;
 pub mod eval;
+pub mod game;
 pub mod range;

@@ -6,3 +6,4 @@ pub mod equity;
 pub mod eval;
 pub mod game;
 pub mod range;
+pub mod spot;

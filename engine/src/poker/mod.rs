@@ -5,5 +5,6 @@ pub mod cards;
 pub mod equity;
 pub mod eval;
 pub mod game;
+pub mod preflop;
 pub mod range;
 pub mod spot;

@@ -4,6 +4,7 @@
 pub mod cards;
 pub mod equity;
 pub mod eval;
+pub mod expert;
 pub mod game;
 pub mod preflop;
 pub mod range;

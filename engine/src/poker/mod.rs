@@ -8,4 +8,5 @@ pub mod expert;
 pub mod game;
 pub mod preflop;
 pub mod range;
+pub mod scenario;
 pub mod spot;

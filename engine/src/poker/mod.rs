@@ -2,6 +2,7 @@
 //! expert labeler, bots, arena and statistics. Stands alone.
 
 pub mod cards;
+pub mod dataset;
 pub mod equity;
 pub mod eval;
 pub mod expert;

@@ -1,6 +1,8 @@
 //! No-limit hold'em: cards, evaluator, equity, scenarios and prompt text, the
 //! expert labeler, bots, arena and statistics. Stands alone.
 
+pub mod arena;
+pub mod bots;
 pub mod cards;
 pub mod dataset;
 pub mod equity;

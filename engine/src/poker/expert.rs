@@ -32,10 +32,13 @@
 //!   fraction `d = 1 - X / (P + A) + 0.05` of their range (minimum defence
 //!   frequency, slightly over-defended as real opponents do), else folds:
 //!   `EV = (1 - d) P + d (r e_top (P + A + X) - A)`. Re-raises are ignored.
+//!   Against an all-in, two pair or better calls and at least 25% of the
+//!   range does (at most `d`).
 //! - preflop raise: each opponent continues with a fraction of their range
 //!   (a player yet to act 10%, the small blind 12%, the big blind 35%, 55%
-//!   heads-up, 4% facing a re-raise; an opener facing a 3-bet 45%; all-ins
-//!   are called 60% as often), everyone folding wins `P`. The main
+//!   heads-up, 4% facing a re-raise; a player who raised before 60%, one
+//!   who limped or called 50%; an all-in is called only by the top 6% of
+//!   all hands), everyone folding wins `P`. The main
 //!   continuing opponent re-raises with the top 35% of what continues, to
 //!   3x, where hero continues only if that is better than giving up `A`.
 //!
@@ -45,7 +48,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::cards::{Card, CardSet};
-use super::eval::evaluate;
+use super::eval::{Category, HandValue, evaluate};
 use super::game::{Action, BB, Event, Position, Street, Table};
 use super::preflop::{ClassWeights, PreflopTable, combos};
 use super::range::HandClass;
@@ -97,6 +100,9 @@ const REALISE_POSTFLOP: (f64, f64) = (0.95, 0.85);
 const REALISE_LIMP: f64 = 0.75;
 const OVER_DEFENCE: f64 = 0.05;
 const RERAISE_SHARE: f64 = 0.35;
+const ALL_IN_CALLERS: f64 = 0.06;
+const ALL_IN_FLOOR: f64 = 0.20;
+const SHOVE_CALLERS: f64 = 0.25;
 
 impl Expert {
     pub fn new(seed: u64) -> Expert {
@@ -182,9 +188,11 @@ fn bb(chips: u32) -> f64 {
     f64::from(chips) / f64::from(BB)
 }
 
-/// One opponent combo postflop: its weight and hero's equity against it.
+/// One opponent combo postflop: its weight, made-hand value now and hero's
+/// equity against it.
 struct Combo {
     weight: f64,
+    value: HandValue,
     equity: f64,
 }
 
@@ -290,6 +298,13 @@ impl<'a> Model<'a> {
         if den > 0.0 { num / den } else { 0.5 }
     }
 
+    /// Postflop: the weight share of the range holding `category` or better.
+    fn share_at_least(&self, category: Category) -> f64 {
+        let total: f64 = self.combos.iter().map(|c| c.weight).sum();
+        let strong: f64 = self.combos.iter().filter(|c| c.value.category() >= category).map(|c| c.weight).sum();
+        if total > 0.0 { strong / total } else { 0.0 }
+    }
+
     fn postflop_raise(&self, to: u32) -> f64 {
         let spot = self.spot;
         let matched = to.min(self.main_cover.max(spot.current_bet));
@@ -297,7 +312,13 @@ impl<'a> Model<'a> {
         let call = bb(matched.saturating_sub(self.main_in));
         let pot = bb(spot.pot);
         let all_in = to >= spot.all_in_to() || matched >= self.main_cover;
-        let defend = (1.0 - call / (pot + added) + OVER_DEFENCE).clamp(OVER_DEFENCE, 1.0);
+        let mut defend = (1.0 - call / (pot + added) + OVER_DEFENCE).clamp(OVER_DEFENCE, 1.0);
+        if all_in {
+            // Against a shove the caller's hand matters more than the
+            // price: two pair or better calls, and at least a quarter of
+            // the range (its strong one-pair hands) does.
+            defend = defend.min(self.share_at_least(Category::TwoPair).max(SHOVE_CALLERS));
+        }
         let r = if all_in { 1.0 } else { self.realise() };
         let e = self.equity_top(defend);
         (1.0 - defend) * pot + defend * (r * e * (pot + added + call) - added)
@@ -319,8 +340,18 @@ impl<'a> Model<'a> {
                     .iter()
                     .any(|e| e.position == o.position && e.street == Street::Preflop);
                 let range = preflop_range(spot.table, o.position, &spot.history);
-                let mut cont = if acted {
-                    0.45
+                let last_raised = spot.history.iter().rev().find(|e| e.position == o.position && e.street == Street::Preflop).is_some_and(|e| e.action.is_aggressive());
+                let cont = if all_in {
+                    // Stacking off 100 bb: only the top 6% of all hands.
+                    let callers = t.band(0.0, ALL_IN_CALLERS);
+                    let both: ClassWeights = std::array::from_fn(|c| range[c].min(callers[c]));
+                    // A capped range (a limp, a flat call) still calls
+                    // with the best of what it has.
+                    (combos(&both) / combos(&range).max(1e-9)).max(ALL_IN_FLOOR)
+                } else if last_raised {
+                    0.60
+                } else if acted {
+                    0.50
                 } else if raises_before > 0 {
                     0.04
                 } else {
@@ -331,9 +362,6 @@ impl<'a> Model<'a> {
                         _ => 0.10,
                     }
                 };
-                if all_in {
-                    cont *= 0.6;
-                }
                 (o.position, range, cont, o.street_in, o.street_in + o.stack)
             })
             .collect();
@@ -451,7 +479,7 @@ fn postflop_combos(expert: &Expert, spot: &Spot, villain: Position) -> Vec<Combo
         .collect();
     items
         .into_iter()
-        .map(|(weight, _, combo)| {
+        .map(|(weight, value, combo)| {
             let set = CardSet::of(&combo).0;
             let (mut won, mut n) = (0.0, 0.0);
             for (&r, &h) in runouts.iter().zip(&hero_values) {
@@ -464,6 +492,7 @@ fn postflop_combos(expert: &Expert, spot: &Spot, villain: Position) -> Vec<Combo
             }
             Combo {
                 weight,
+                value: HandValue(value),
                 equity: if n > 0.0 { won / n } else { 0.5 },
             }
         })

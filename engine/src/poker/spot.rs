@@ -114,7 +114,7 @@ impl Spot {
                 let limpers = self
                     .history
                     .iter()
-                    .filter(|e| e.action == Action::Call && e.position != Position::Sb)
+                    .filter(|e| e.action == Action::Call)
                     .count() as u32;
                 if limpers > 0 {
                     3 * BB + limpers * BB
@@ -189,6 +189,7 @@ pub enum Situation {
     /// Preflop, facing a single raise.
     FacingOpen,
     /// Preflop, facing a re-raise (3-bet) or more.
+    #[serde(rename = "facing-3bet")]
     Facing3Bet,
     /// Postflop, first to act.
     FirstToAct,
@@ -278,6 +279,11 @@ fn short(event: &Event) -> String {
     }
 }
 
+/// Hole cards high card first, so the same hand is always written the same way.
+fn hole_text(hole: [Card; 2]) -> [Card; 2] {
+    if hole[1] > hole[0] { [hole[1], hole[0]] } else { hole }
+}
+
 fn spaced(cards: &[Card]) -> String {
     cards.iter().map(Card::to_string).collect::<Vec<_>>().join(" ")
 }
@@ -320,7 +326,7 @@ fn render_natural(spot: &Spot) -> String {
         "No-limit hold'em, {} table, 100 big blind stacks, blinds 0.5/1. You are {} with {}.",
         spot.table.name(),
         spot.hero.name(),
-        spaced(&spot.hole)
+        spaced(&hole_text(spot.hole))
     );
     let pots = street_start_pots(spot);
     for street in [Street::Preflop, Street::Flop, Street::Turn, Street::River] {
@@ -384,7 +390,7 @@ fn render_compact(spot: &Spot) -> String {
         "{} {} {}",
         if spot.table == Table::HeadsUp { "HU" } else { "6max" },
         spot.hero.name(),
-        cards_text(&spot.hole)
+        cards_text(&hole_text(spot.hole))
     );
     let pots = street_start_pots(spot);
     for street in [Street::Preflop, Street::Flop, Street::Turn, Street::River] {
@@ -509,7 +515,7 @@ mod tests {
         assert_eq!(spot.spot_type().situation, Situation::FacingOpen);
         assert_eq!(spot.options(), vec![Action::Fold, Action::Call, Action::Raise(75), Action::AllIn]);
         let text = render(&spot, PromptStyle::Compact);
-        assert_eq!(text, "6max CO 3c3d | UTG r2.5 | pot 4 call 2.5 stack 100 | fold, call, raise 7.5, all in ->");
+        assert_eq!(text, "6max CO 3d3c | UTG r2.5 | pot 4 call 2.5 stack 100 | fold, call, raise 7.5, all in ->");
         let natural = render(&spot, PromptStyle::Natural);
         assert!(natural.contains("UTG raises to 2.5"), "{natural}");
     }

@@ -37,6 +37,9 @@ pub struct DataArgs {
     pub prompts: u64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Keep the files in this directory (default: a temporary one).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,7 +83,14 @@ pub fn evaluator(args: EvalArgs) -> CmdResult {
 
 /// Wall time to generate and label a data set with `poker::dataset`.
 pub fn data(args: DataArgs) -> CmdResult {
-    let dir = tempfile::tempdir().map_err(|e| Failure::runtime(miette!("cannot make a temp dir: {e}")))?;
+    let temp = tempfile::tempdir().map_err(|e| Failure::runtime(miette!("cannot make a temp dir: {e}")))?;
+    let dir = match &args.out {
+        Some(out) => {
+            std::fs::create_dir_all(out).map_err(|e| Failure::runtime(miette!("cannot create {}: {e}", out.display())))?;
+            out.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
     let params = PokerDataParams {
         scenarios: args.scenarios,
         pairs: args.pairs.unwrap_or(args.scenarios),
@@ -89,7 +99,7 @@ pub fn data(args: DataArgs) -> CmdResult {
         ..PokerDataParams::default()
     };
     let start = Instant::now();
-    let summary = generate(&params, dir.path(), |_, _| {}).map_err(Failure::runtime)?;
+    let summary = generate(&params, &dir, |_, _| {}).map_err(Failure::runtime)?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "{}",

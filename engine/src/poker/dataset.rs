@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use miette::Diagnostic;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::expert::Expert;
 use super::game::Action;
-use super::scenario::{SpotMix, random_spot};
+use super::scenario::{SpotMix, indexed_spot};
 use super::spot::{PromptStyle, Spot, render};
 
 /// Parameters of the `poker-data` stage kind.
@@ -245,10 +245,7 @@ enum Stream {
 
 /// The spot and its RNG for record `index` of `stream`.
 fn draw(params: &PokerDataParams, stream: Stream, index: u64) -> (Spot, ChaCha8Rng) {
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    rng.set_stream(((stream as u64) << 48) | index);
-    let spot = random_spot(&mut rng, &params.mix());
-    (spot, rng)
+    indexed_spot(params.seed, ((stream as u64) << 48) | index, &params.mix())
 }
 
 fn action_kind(action: Action) -> &'static str {

@@ -6,7 +6,7 @@
 //! range hero's own earlier actions imply (an opener holds an opening hand),
 //! so spots look like ones a sensible player reaches.
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -102,6 +102,15 @@ fn try_spot(rng: &mut ChaCha8Rng, mix: &SpotMix) -> Option<Spot> {
     }
     deal_hero(&mut hand, rng, i);
     Spot::from_hand(&hand)
+}
+
+/// Spot number `index` of the sequence for `seed`: each has its own RNG
+/// stream, so any subset can be drawn in any order or in parallel.
+pub fn indexed_spot(seed: u64, index: u64, mix: &SpotMix) -> (Spot, ChaCha8Rng) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index);
+    let spot = random_spot(&mut rng, mix);
+    (spot, rng)
 }
 
 /// A spot drawn from `mix`.
@@ -250,7 +259,6 @@ fn deal_hero(hand: &mut Hand, rng: &mut ChaCha8Rng, i: usize) {
 mod tests {
     use super::*;
     use crate::poker::spot::Situation;
-    use rand::SeedableRng;
     use std::collections::BTreeSet;
 
     #[test]

@@ -14,7 +14,7 @@ use crate::poker::cards::{Card, CardSet};
 use crate::poker::dataset::{PokerDataParams, generate};
 use crate::poker::eval::evaluate;
 use crate::poker::expert::Expert;
-use crate::poker::scenario::{SpotMix, random_spot};
+use crate::poker::scenario::{SpotMix, indexed_spot};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -123,9 +123,7 @@ pub fn stability(args: StabilityArgs) -> CmdResult {
         (0..args.spots)
             .into_par_iter()
             .map(|i| {
-                let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-                rng.set_stream(i);
-                let spot = random_spot(&mut rng, &mix);
+                let (spot, _) = indexed_spot(args.seed, i, &mix);
                 let same = a.judge(&spot).best_action() == b.judge(&spot).best_action();
                 (same, spot.street.name().to_string())
             })

@@ -29,7 +29,11 @@ fn main() {
     let ours: Vec<CardSet> = hands.iter().map(|h| CardSet::of(h)).collect();
     let theirs: Vec<Vec<RsCard>> = hands
         .iter()
-        .map(|h| h.iter().map(|c| RsCard::new(Value::from_u8(c.rank()), Suit::from_u8(c.suit()))).collect())
+        .map(|h| {
+            h.iter()
+                .map(|c| RsCard::new(Value::from_u8(c.rank()), Suit::from_u8(c.suit())))
+                .collect()
+        })
         .collect();
 
     // Both must order hands the same way, or the comparison is meaningless.

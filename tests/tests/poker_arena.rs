@@ -29,9 +29,17 @@ fn a_prompt_player_that_always_calls_matches_the_calling_station() -> TestResult
     // of "call" when checking is free is illegal and becomes a check, so
     // this player plays exactly like the calling station.
     let prompt_caller = |_seed| -> Box<dyn Player> {
-        Box::new(PromptPlayer::new("always-call", PromptStyle::Compact, |prompt: &str| {
-            if prompt.contains(" call ") { "call".to_string() } else { "check".to_string() }
-        }))
+        Box::new(PromptPlayer::new(
+            "always-call",
+            PromptStyle::Compact,
+            |prompt: &str| {
+                if prompt.contains(" call ") {
+                    "call".to_string()
+                } else {
+                    "check".to_string()
+                }
+            },
+        ))
     };
     let via_prompts = play_match(&make("tight-aggressive"), &prompt_caller, 200, 4)?;
     let direct = play_match(&make("tight-aggressive"), &make("calling-station"), 200, 4)?;

@@ -39,7 +39,10 @@ fn check_name(flag: &str, name: &str) -> Result<(), Failure> {
         .copied()
         .unwrap_or("random");
     Err(Failure::user(miette!(
-        help = format!("players are {}; did you mean `{closest}`?", BOT_NAMES.join(", ")),
+        help = format!(
+            "players are {}; did you mean `{closest}`?",
+            BOT_NAMES.join(", ")
+        ),
         "unknown player `{name}` for {flag}"
     )))
 }
@@ -55,9 +58,14 @@ pub fn run(args: Args) -> CmdResult {
         )));
     }
     let (a, b) = (args.a.clone(), args.b.clone());
-    let make_a = move |seed| -> Box<dyn Player> { bot(&a, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation)) };
-    let make_b = move |seed| -> Box<dyn Player> { bot(&b, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation)) };
-    let result = play_match(&make_a, &make_b, args.hands, args.seed).map_err(|e| Failure::runtime(miette!("{e}")))?;
+    let make_a = move |seed| -> Box<dyn Player> {
+        bot(&a, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
+    };
+    let make_b = move |seed| -> Box<dyn Player> {
+        bot(&b, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
+    };
+    let result = play_match(&make_a, &make_b, args.hands, args.seed)
+        .map_err(|e| Failure::runtime(miette!("{e}")))?;
     match args.format {
         Format::Json => {
             let json = serde_json::json!({"hands": result.hands, "bb_per_100": result.bb_per_100, "ci95": result.ci95});

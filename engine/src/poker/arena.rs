@@ -41,19 +41,40 @@ fn deal_cards(seed: u64, index: u64) -> ([Card; 2], [Card; 2], [Card; 5]) {
     rng.set_stream(index);
     let mut deck: Vec<Card> = Card::all().collect();
     deck.shuffle(&mut rng);
-    ([deck[0], deck[1]], [deck[2], deck[3]], [deck[4], deck[5], deck[6], deck[7], deck[8]])
+    (
+        [deck[0], deck[1]],
+        [deck[2], deck[3]],
+        [deck[4], deck[5], deck[6], deck[7], deck[8]],
+    )
 }
 
 /// Play one hand; returns the button's and the big blind's net chips.
-fn play_hand(button: &mut dyn Player, big_blind: &mut dyn Player, cards: &([Card; 2], [Card; 2], [Card; 5]), deal: u64) -> Result<[i64; 2], ArenaError> {
+fn play_hand(
+    button: &mut dyn Player,
+    big_blind: &mut dyn Player,
+    cards: &([Card; 2], [Card; 2], [Card; 5]),
+    deal: u64,
+) -> Result<[i64; 2], ArenaError> {
     let mut hand = Hand::new(Table::HeadsUp, &[cards.0, cards.1], cards.2);
     while let Some(spot) = Spot::from_hand(&hand) {
         let seat = hand.to_act.unwrap_or(0);
-        let player: &mut dyn Player = if seat == 0 { &mut *button } else { &mut *big_blind };
+        let player: &mut dyn Player = if seat == 0 {
+            &mut *button
+        } else {
+            &mut *big_blind
+        };
         let action = player.act(&spot);
         if hand.apply(action).is_err() {
-            let fallback = if spot.to_call == 0 { Action::Check } else { Action::Fold };
-            hand.apply(fallback).map_err(|e| ArenaError::ChipsNotConserved { deal, detail: e.to_string() })?;
+            let fallback = if spot.to_call == 0 {
+                Action::Check
+            } else {
+                Action::Fold
+            };
+            hand.apply(fallback)
+                .map_err(|e| ArenaError::ChipsNotConserved {
+                    deal,
+                    detail: e.to_string(),
+                })?;
         }
     }
     let paid = hand.payouts();
@@ -69,14 +90,22 @@ fn play_hand(button: &mut dyn Player, big_blind: &mut dyn Player, cards: &([Card
 }
 
 /// A's net chips on each of `deals`, playing both seats of every deal.
-pub fn play_deals(a: &mut dyn Player, b: &mut dyn Player, deals: std::ops::Range<u64>, seed: u64) -> Result<Vec<i64>, ArenaError> {
+pub fn play_deals(
+    a: &mut dyn Player,
+    b: &mut dyn Player,
+    deals: std::ops::Range<u64>,
+    seed: u64,
+) -> Result<Vec<i64>, ArenaError> {
     let mut out = Vec::with_capacity((deals.end - deals.start) as usize);
     for deal in deals {
         let cards = deal_cards(seed, deal);
         let first = play_hand(a, b, &cards, deal)?;
         let second = play_hand(b, a, &cards, deal)?;
         if first[0] + first[1] != 0 || second[0] + second[1] != 0 {
-            return Err(ArenaError::ChipsNotConserved { deal, detail: "net results do not sum to zero".into() });
+            return Err(ArenaError::ChipsNotConserved {
+                deal,
+                detail: "net results do not sum to zero".into(),
+            });
         }
         out.push(first[0] + second[1]);
     }
@@ -146,7 +175,8 @@ mod tests {
     #[test]
     fn a_player_against_itself_on_duplicate_deals_is_even() {
         // Calling stations are deterministic: swapped seats cancel exactly.
-        let result = play_match(&make("calling-station"), &make("calling-station"), 400, 3).unwrap();
+        let result =
+            play_match(&make("calling-station"), &make("calling-station"), 400, 3).unwrap();
         assert_eq!(result.hands, 400);
         assert_eq!(result.bb_per_100, 0.0);
     }

@@ -34,7 +34,9 @@ pub fn bot(name: &str, seed: u64) -> Option<Box<dyn Player>> {
         "random" => Box::new(RandomPlayer::new(seed)),
         "calling-station" => Box::new(CallingStation),
         "tight-aggressive" => Box::new(TightAggressive::new(seed)),
-        "expert" => Box::new(ExpertPlayer { expert: Expert::new(seed) }),
+        "expert" => Box::new(ExpertPlayer {
+            expert: Expert::new(seed),
+        }),
         _ => return None,
     })
 }
@@ -46,7 +48,9 @@ pub struct RandomPlayer {
 
 impl RandomPlayer {
     pub fn new(seed: u64) -> Self {
-        RandomPlayer { rng: ChaCha8Rng::seed_from_u64(seed) }
+        RandomPlayer {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 }
 
@@ -86,7 +90,9 @@ pub struct TightAggressive {
 
 impl TightAggressive {
     pub fn new(seed: u64) -> Self {
-        TightAggressive { rng: ChaCha8Rng::seed_from_u64(seed) }
+        TightAggressive {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// Equity against one random hand, 400 seeded samples.
@@ -98,15 +104,27 @@ impl TightAggressive {
         for _ in 0..400 {
             let villain = deal(&mut self.rng, hero | board, 2);
             let rest = deal(&mut self.rng, hero | board | villain, missing);
-            let (h, v) = (evaluate(CardSet(hero | board | rest)), evaluate(CardSet(villain | board | rest)));
-            won += if h > v { 1.0 } else if h == v { 0.5 } else { 0.0 };
+            let (h, v) = (
+                evaluate(CardSet(hero | board | rest)),
+                evaluate(CardSet(villain | board | rest)),
+            );
+            won += if h > v {
+                1.0
+            } else if h == v {
+                0.5
+            } else {
+                0.0
+            };
         }
         won / 400.0
     }
 }
 
 fn sized(options: &[Action], largest: bool) -> Option<Action> {
-    let mut sizes = options.iter().copied().filter(|a| matches!(a, Action::Bet(_) | Action::Raise(_)));
+    let mut sizes = options
+        .iter()
+        .copied()
+        .filter(|a| matches!(a, Action::Bet(_) | Action::Raise(_)));
     if largest { sizes.last() } else { sizes.next() }
 }
 
@@ -116,8 +134,16 @@ impl Player for TightAggressive {
     }
     fn act(&mut self, spot: &Spot) -> Action {
         let options = spot.options();
-        let passive = if spot.to_call == 0 { Action::Check } else { Action::Fold };
-        let call = if options.contains(&Action::Call) { Action::Call } else { Action::AllIn };
+        let passive = if spot.to_call == 0 {
+            Action::Check
+        } else {
+            Action::Fold
+        };
+        let call = if options.contains(&Action::Call) {
+            Action::Call
+        } else {
+            Action::AllIn
+        };
         let raise = |largest| sized(&options, largest).unwrap_or(Action::AllIn);
         if spot.street == Street::Preflop {
             let strength = PreflopTable::get().percentile(HandClass::of(spot.hole));
@@ -198,7 +224,11 @@ impl<F: FnMut(&str) -> String + Send> Player for PromptPlayer<F> {
             Ok(action) => action,
             Err(_) => {
                 self.illegal += 1;
-                if spot.to_call == 0 { Action::Check } else { Action::Fold }
+                if spot.to_call == 0 {
+                    Action::Check
+                } else {
+                    Action::Fold
+                }
             }
         }
     }

@@ -123,7 +123,11 @@ impl PokerDataParams {
     /// Check the ranges the schema states; each problem as (field, message).
     pub fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        for (field, value) in [("scenarios", self.scenarios), ("pairs", self.pairs), ("prompts", self.prompts)] {
+        for (field, value) in [
+            ("scenarios", self.scenarios),
+            ("pairs", self.pairs),
+            ("prompts", self.prompts),
+        ] {
             if value == 0 {
                 problems.push((field, "must be at least 1".to_string()));
             }
@@ -139,7 +143,10 @@ impl PokerDataParams {
             }
         }
         if !(50..=5000).contains(&self.flop_runouts) {
-            problems.push(("flop_runouts", format!("must be between 50 and 5000, got {}", self.flop_runouts)));
+            problems.push((
+                "flop_runouts",
+                format!("must be between 50 and 5000, got {}", self.flop_runouts),
+            ));
         }
         problems
     }
@@ -182,10 +189,19 @@ pub struct DatasetSummary {
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum DatasetError {
     #[error("invalid poker-data parameter `{field}`: {message}")]
-    #[diagnostic(code(poker::params), help("see `poker-pipe schema` for the allowed ranges"))]
-    Params { field: &'static str, message: String },
+    #[diagnostic(
+        code(poker::params),
+        help("see `poker-pipe schema` for the allowed ranges")
+    )]
+    Params {
+        field: &'static str,
+        message: String,
+    },
     #[error("cannot write {path}")]
-    #[diagnostic(code(poker::io), help("check that the output directory exists and is writable"))]
+    #[diagnostic(
+        code(poker::io),
+        help("check that the output directory exists and is writable")
+    )]
     Io {
         path: PathBuf,
         #[source]
@@ -219,14 +235,24 @@ impl Sink {
     }
 
     fn write(&mut self, line: &str) -> Result<(), DatasetError> {
-        let (path, out) = if self.written < self.train_count { &mut self.train } else { &mut self.test };
+        let (path, out) = if self.written < self.train_count {
+            &mut self.train
+        } else {
+            &mut self.test
+        };
         self.written += 1;
-        writeln!(out, "{line}").map_err(|source| DatasetError::Io { path: path.clone(), source })
+        writeln!(out, "{line}").map_err(|source| DatasetError::Io {
+            path: path.clone(),
+            source,
+        })
     }
 
     fn finish(mut self) -> Result<(), DatasetError> {
         for (path, out) in [&mut self.train, &mut self.test] {
-            out.flush().map_err(|source| DatasetError::Io { path: path.clone(), source })?;
+            out.flush().map_err(|source| DatasetError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -276,7 +302,12 @@ pub fn generate(
     let mut summary = DatasetSummary::default();
     let mut prompt_chars = 0u64;
 
-    let mut sft = Sink::new(out_dir, "sft", params.scenarios, params.held_out(params.scenarios))?;
+    let mut sft = Sink::new(
+        out_dir,
+        "sft",
+        params.scenarios,
+        params.held_out(params.scenarios),
+    )?;
     let mut start = 0;
     while start < params.scenarios {
         let end = (start + BATCH).min(params.scenarios);
@@ -293,7 +324,10 @@ pub fn generate(
         for (line, kind, best, chars) in lines {
             sft.write(&line)?;
             *summary.spot_types.entry(kind).or_default() += 1;
-            *summary.labels.entry(action_kind(best).to_string()).or_default() += 1;
+            *summary
+                .labels
+                .entry(action_kind(best).to_string())
+                .or_default() += 1;
             prompt_chars += chars as u64;
         }
         done += end - start;
@@ -302,7 +336,12 @@ pub fn generate(
     }
     sft.finish()?;
 
-    let mut pairs = Sink::new(out_dir, "pairs", params.pairs, params.held_out(params.pairs))?;
+    let mut pairs = Sink::new(
+        out_dir,
+        "pairs",
+        params.pairs,
+        params.held_out(params.pairs),
+    )?;
     let (mut written, mut next) = (0, 0);
     while written < params.pairs {
         let lines: Vec<Option<String>> = (next..next + BATCH)
@@ -346,7 +385,12 @@ pub fn generate(
     pairs.finish()?;
     done += written;
 
-    let mut prompts = Sink::new(out_dir, "prompts", params.prompts, params.held_out(params.prompts))?;
+    let mut prompts = Sink::new(
+        out_dir,
+        "prompts",
+        params.prompts,
+        params.held_out(params.prompts),
+    )?;
     let mut start = 0;
     while start < params.prompts {
         let end = (start + BATCH).min(params.prompts);
@@ -379,7 +423,11 @@ pub fn generate(
     }
     prompts.finish()?;
 
-    for (name, count) in [("sft", params.scenarios), ("pairs", params.pairs), ("prompts", params.prompts)] {
+    for (name, count) in [
+        ("sft", params.scenarios),
+        ("pairs", params.pairs),
+        ("prompts", params.prompts),
+    ] {
         let test = params.held_out(count);
         summary.files.insert(format!("{name}.jsonl"), count - test);
         summary.files.insert(format!("test_{name}.jsonl"), test);
@@ -408,9 +456,21 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         let summary = generate(&params, a.path(), |_, _| {}).unwrap();
-        let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        single.install(|| generate(&params, b.path(), |_, _| {})).unwrap();
-        for name in ["sft", "pairs", "prompts", "test_sft", "test_pairs", "test_prompts"] {
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        single
+            .install(|| generate(&params, b.path(), |_, _| {}))
+            .unwrap();
+        for name in [
+            "sft",
+            "pairs",
+            "prompts",
+            "test_sft",
+            "test_pairs",
+            "test_prompts",
+        ] {
             let file = format!("{name}.jsonl");
             let x = std::fs::read_to_string(a.path().join(&file)).unwrap();
             let y = std::fs::read_to_string(b.path().join(&file)).unwrap();
@@ -418,11 +478,23 @@ mod tests {
             assert_eq!(x.lines().count() as u64, summary.files[&file], "{file}");
         }
         assert_eq!(summary.files["test_sft.jsonl"], 12);
-        let first: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(a.path().join("pairs.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(a.path().join("pairs.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
         assert_ne!(first["chosen"], first["rejected"]);
-        let prompt: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(a.path().join("prompts.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        let prompt: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(a.path().join("prompts.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
         let spot: Spot = serde_json::from_value(prompt["spot"].clone()).unwrap();
         assert_eq!(render(&spot, params.style), prompt["prompt"]);
     }
@@ -436,7 +508,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = generate(&params, dir.path(), |_, _| {}).unwrap_err();
         assert!(err.to_string().contains("test_fraction"));
-        let parsed: Result<PokerDataParams, _> = serde_json::from_str(r#"{"scenarios": 3, "bogus": 1}"#);
+        let parsed: Result<PokerDataParams, _> =
+            serde_json::from_str(r#"{"scenarios": 3, "bogus": 1}"#);
         assert!(parsed.is_err());
     }
 }

@@ -123,10 +123,10 @@ impl Expert {
                 ev: model.ev(action),
             })
             .collect();
-        let best = values
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, v)| if v.ev > values[best].ev { i } else { best });
+        let best = values.iter().enumerate().fold(
+            0,
+            |best, (i, v)| if v.ev > values[best].ev { i } else { best },
+        );
         Judgement { values, best }
     }
 
@@ -212,7 +212,8 @@ impl<'a> Model<'a> {
     fn new(expert: &Expert, spot: &'a Spot) -> Model<'a> {
         let main = main_opponent(spot);
         let opponent = spot.opponents.iter().find(|o| o.position == main);
-        let (main_in, main_cover) = opponent.map_or((0, 0), |o| (o.street_in, o.street_in + o.stack));
+        let (main_in, main_cover) =
+            opponent.map_or((0, 0), |o| (o.street_in, o.street_in + o.stack));
         let in_position = spot
             .opponents
             .iter()
@@ -301,7 +302,12 @@ impl<'a> Model<'a> {
     /// Postflop: the weight share of the range holding `category` or better.
     fn share_at_least(&self, category: Category) -> f64 {
         let total: f64 = self.combos.iter().map(|c| c.weight).sum();
-        let strong: f64 = self.combos.iter().filter(|c| c.value.category() >= category).map(|c| c.weight).sum();
+        let strong: f64 = self
+            .combos
+            .iter()
+            .filter(|c| c.value.category() >= category)
+            .map(|c| c.weight)
+            .sum();
         if total > 0.0 { strong / total } else { 0.0 }
     }
 
@@ -340,7 +346,12 @@ impl<'a> Model<'a> {
                     .iter()
                     .any(|e| e.position == o.position && e.street == Street::Preflop);
                 let range = preflop_range(spot.table, o.position, &spot.history);
-                let last_raised = spot.history.iter().rev().find(|e| e.position == o.position && e.street == Street::Preflop).is_some_and(|e| e.action.is_aggressive());
+                let last_raised = spot
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|e| e.position == o.position && e.street == Street::Preflop)
+                    .is_some_and(|e| e.action.is_aggressive());
                 let cont = if all_in {
                     // Stacking off 100 bb: only the top 6% of all hands.
                     let callers = t.band(0.0, ALL_IN_CALLERS);
@@ -366,13 +377,13 @@ impl<'a> Model<'a> {
             })
             .collect();
         let all_fold: f64 = defenders.iter().map(|d| 1.0 - d.2).product();
-        let Some(main) = defenders
-            .iter()
-            .fold(None::<&(Position, ClassWeights, f64, u32, u32)>, |best, d| match best {
+        let Some(main) = defenders.iter().fold(
+            None::<&(Position, ClassWeights, f64, u32, u32)>,
+            |best, d| match best {
                 Some(b) if b.2 * combos(&b.1) >= d.2 * combos(&d.1) => Some(b),
                 _ => Some(d),
-            })
-        else {
+            },
+        ) else {
             return bb(spot.pot);
         };
         let (_, range, cont, main_in, main_cover) = main;
@@ -381,9 +392,17 @@ impl<'a> Model<'a> {
         let added = bb(matched - spot.hero_in);
         let call = bb(matched.saturating_sub(*main_in));
         let continuing = t.top_of(range, *cont);
-        let reraise = if all_in || matched >= *main_cover { 0.0 } else { RERAISE_SHARE };
+        let reraise = if all_in || matched >= *main_cover {
+            0.0
+        } else {
+            RERAISE_SHARE
+        };
         let callers = t.below_top_of(&continuing, reraise);
-        let r = if all_in || matched >= *main_cover { 1.0 } else { self.realise() };
+        let r = if all_in || matched >= *main_cover {
+            1.0
+        } else {
+            self.realise()
+        };
         let called = r * t.equity_vs(self.class, &callers) * (pot + added + call) - added;
         let reraised = if reraise > 0.0 {
             let raisers = t.top_of(&continuing, reraise);
@@ -403,12 +422,21 @@ impl<'a> Model<'a> {
 /// else the last to act before hero, else the first still in.
 fn main_opponent(spot: &Spot) -> Position {
     let in_hand = |p: Position| spot.opponents.iter().any(|o| o.position == p);
-    let street: Vec<&Event> = spot.history.iter().filter(|e| e.street == spot.street).collect();
+    let street: Vec<&Event> = spot
+        .history
+        .iter()
+        .filter(|e| e.street == spot.street)
+        .collect();
     street
         .iter()
         .rev()
         .find(|e| e.action.is_aggressive() && in_hand(e.position))
-        .or_else(|| street.iter().rev().find(|e| e.action != Action::Fold && in_hand(e.position)))
+        .or_else(|| {
+            street
+                .iter()
+                .rev()
+                .find(|e| e.action != Action::Fold && in_hand(e.position))
+        })
         .map(|e| e.position)
         .or_else(|| {
             // Preflop before anyone came in: the big blind defends most.
@@ -452,7 +480,11 @@ fn postflop_combos(expert: &Expert, spot: &Spot, villain: Position) -> Vec<Combo
             }
         }
     }
-    for e in spot.history.iter().filter(|e| e.street != Street::Preflop && e.position == villain) {
+    for e in spot
+        .history
+        .iter()
+        .filter(|e| e.street != Street::Preflop && e.position == villain)
+    {
         let keep = match (e.action, e.all_in) {
             (_, true) => 0.30,
             (Action::Bet(_), _) => 0.55,
@@ -487,7 +519,13 @@ fn postflop_combos(expert: &Expert, spot: &Spot, villain: Position) -> Vec<Combo
                     continue;
                 }
                 let v = evaluate(CardSet(set | board | r)).0;
-                won += if h > v { 1.0 } else if h == v { 0.5 } else { 0.0 };
+                won += if h > v {
+                    1.0
+                } else if h == v {
+                    0.5
+                } else {
+                    0.0
+                };
                 n += 1.0;
             }
             Combo {
@@ -502,7 +540,10 @@ fn postflop_combos(expert: &Expert, spot: &Spot, villain: Position) -> Vec<Combo
 /// Board completions to average over: none on the river, every river on
 /// the turn, a seeded sample of turn-river pairs on the flop.
 fn runouts(expert: &Expert, spot: &Spot, dead: CardSet) -> Vec<u64> {
-    let live: Vec<u64> = Card::all().map(Card::bit).filter(|b| b & dead.0 == 0).collect();
+    let live: Vec<u64> = Card::all()
+        .map(Card::bit)
+        .filter(|b| b & dead.0 == 0)
+        .collect();
     match spot.street {
         Street::River | Street::Preflop => vec![0],
         Street::Turn => live,
@@ -534,18 +575,33 @@ mod tests {
 
     /// A hand where seat `hero` holds `hole`, others hold fixed junk.
     fn hand(table: Table, hero: usize, hole: &str, board: &str) -> Hand {
-        let mut pool = parse_cards("2c3d4h5s6c7d8h9sTcJd2s3h4d5c6s7h8d9c").unwrap().into_iter();
+        let mut pool = parse_cards("2c3d4h5s6c7d8h9sTcJd2s3h4d5c6s7h8d9c")
+            .unwrap()
+            .into_iter();
         let hole = parse_cards(hole).unwrap();
         let board = parse_cards(board).unwrap();
-        let mut pool = std::iter::from_fn(|| pool.find(|c| !hole.contains(c) && !board.contains(c)));
+        let mut pool =
+            std::iter::from_fn(|| pool.find(|c| !hole.contains(c) && !board.contains(c)));
         let holes: Vec<[Card; 2]> = (0..table.positions().len())
-            .map(|i| if i == hero { [hole[0], hole[1]] } else { [pool.next().unwrap(), pool.next().unwrap()] })
+            .map(|i| {
+                if i == hero {
+                    [hole[0], hole[1]]
+                } else {
+                    [pool.next().unwrap(), pool.next().unwrap()]
+                }
+            })
             .collect();
-        Hand::new(table, &holes, [board[0], board[1], board[2], board[3], board[4]])
+        Hand::new(
+            table,
+            &holes,
+            [board[0], board[1], board[2], board[3], board[4]],
+        )
     }
 
     fn best(hand: &Hand) -> Action {
-        Expert::new(1).judge(&Spot::from_hand(hand).unwrap()).best_action()
+        Expert::new(1)
+            .judge(&Spot::from_hand(hand).unwrap())
+            .best_action()
     }
 
     #[test]
@@ -631,7 +687,15 @@ mod tests {
         let spot = Spot::from_hand(&h).unwrap();
         let judged = Expert::new(1).judge(&spot);
         assert_eq!(judged.best_action(), Action::Fold);
-        let call = judged.values.iter().find(|v| v.action == Action::Call).unwrap();
-        assert!((call.ev + 4.0).abs() < 1e-9, "drawing dead loses the call: {}", call.ev);
+        let call = judged
+            .values
+            .iter()
+            .find(|v| v.action == Action::Call)
+            .unwrap();
+        assert!(
+            (call.ev + 4.0).abs() < 1e-9,
+            "drawing dead loses the call: {}",
+            call.ev
+        );
     }
 }

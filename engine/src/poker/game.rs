@@ -304,7 +304,10 @@ impl Hand {
                 return Err(IllegalAction::TooLarge(bb_text(to), bb_text(max_to)));
             }
             Action::Bet(to) | Action::Raise(to) if to < min_to.max(BB.min(max_to)) => {
-                return Err(IllegalAction::TooSmall(bb_text(to), bb_text(min_to.max(BB.min(max_to)))));
+                return Err(IllegalAction::TooSmall(
+                    bb_text(to),
+                    bb_text(min_to.max(BB.min(max_to))),
+                ));
             }
             Action::AllIn if max_to <= self.current_bet => Action::Call,
             Action::AllIn if self.current_bet == 0 => Action::Bet(max_to),
@@ -362,9 +365,9 @@ impl Hand {
             return;
         }
         let n = self.seats.len();
-        let pending = (1..=n)
-            .map(|k| (from + k) % n)
-            .find(|&j| self.can_act(j) && (!self.acted[j] || self.seats[j].street_in < self.current_bet));
+        let pending = (1..=n).map(|k| (from + k) % n).find(|&j| {
+            self.can_act(j) && (!self.acted[j] || self.seats[j].street_in < self.current_bet)
+        });
         if let Some(j) = pending {
             // One player with chips facing no bet from anyone who can act
             // still has nothing to decide once all others are all in.
@@ -412,7 +415,12 @@ impl Hand {
         let values: Vec<u32> = self
             .seats
             .iter()
-            .map(|s| evaluate(CardSet(CardSet::of(&s.hole).0 | CardSet::of(&self.deck_board).0)).0)
+            .map(|s| {
+                evaluate(CardSet(
+                    CardSet::of(&s.hole).0 | CardSet::of(&self.deck_board).0,
+                ))
+                .0
+            })
             .collect();
         let mut levels: Vec<u32> = self.seats.iter().map(|s| s.total_in).collect();
         levels.sort_unstable();
@@ -434,12 +442,17 @@ impl Hand {
             // Chips nobody live matched (an uncalled bet) go back to who put
             // them in; otherwise the best live hand among the eligible wins.
             let contenders: Vec<usize> = if eligible.is_empty() {
-                (0..n).filter(|&j| self.seats[j].total_in >= level).collect()
+                (0..n)
+                    .filter(|&j| self.seats[j].total_in >= level)
+                    .collect()
             } else if eligible.len() == 1 || self.live().count() == 1 {
                 eligible
             } else {
                 let best = eligible.iter().map(|&j| values[j]).max().unwrap_or(0);
-                eligible.into_iter().filter(|&j| values[j] == best).collect()
+                eligible
+                    .into_iter()
+                    .filter(|&j| values[j] == best)
+                    .collect()
             };
             let share = slice / contenders.len() as u32;
             for &j in &contenders {
@@ -480,7 +493,10 @@ mod tests {
         assert_eq!(hand.seats[hand.to_act.unwrap()].position, Position::Bb);
         hand.apply(Action::Check).unwrap();
         hand.apply(Action::Bet(20)).unwrap();
-        assert_eq!(hand.apply(Action::Raise(25)), Err(IllegalAction::TooSmall("2.5".into(), "4".into())));
+        assert_eq!(
+            hand.apply(Action::Raise(25)),
+            Err(IllegalAction::TooSmall("2.5".into(), "4".into()))
+        );
         hand.apply(Action::AllIn).unwrap();
         hand.apply(Action::Call).unwrap();
         assert!(hand.is_over());
@@ -503,9 +519,19 @@ mod tests {
     #[test]
     fn six_max_side_pots_and_splits() {
         let holes = ["AhAd", "KcKd", "QhQd", "2c3c", "4d5d", "7h8h"];
-        let holes: Vec<[Card; 2]> = holes.iter().map(|t| { let c = cards(t); [c[0], c[1]] }).collect();
+        let holes: Vec<[Card; 2]> = holes
+            .iter()
+            .map(|t| {
+                let c = cards(t);
+                [c[0], c[1]]
+            })
+            .collect();
         let board = cards("AsKs2h9c9d");
-        let mut hand = Hand::new(Table::SixMax, &holes, [board[0], board[1], board[2], board[3], board[4]]);
+        let mut hand = Hand::new(
+            Table::SixMax,
+            &holes,
+            [board[0], board[1], board[2], board[3], board[4]],
+        );
         hand.apply(Action::Raise(25)).unwrap(); // UTG
         hand.apply(Action::AllIn).unwrap(); // HJ
         hand.apply(Action::Call).unwrap(); // CO

@@ -42,13 +42,18 @@ impl PreflopTable {
     }
 
     fn build() -> PreflopTable {
-        let pairs: Vec<(usize, usize)> = (0..169).flat_map(|h| (h..169).map(move |v| (h, v))).collect();
+        let pairs: Vec<(usize, usize)> = (0..169)
+            .flat_map(|h| (h..169).map(move |v| (h, v)))
+            .collect();
         let cells: Vec<f32> = pairs
             .par_iter()
             .map(|&(h, v)| {
                 let mut rng = ChaCha8Rng::seed_from_u64(TABLE_SEED);
                 rng.set_stream((h * 169 + v) as u64);
-                let (hc, vc) = (HandClass::from_index(h).combos(), HandClass::from_index(v).combos());
+                let (hc, vc) = (
+                    HandClass::from_index(h).combos(),
+                    HandClass::from_index(v).combos(),
+                );
                 let mut won = 0.0f64;
                 let mut n = 0;
                 while n < DEALS_PER_PAIR {
@@ -58,8 +63,17 @@ impl PreflopTable {
                         continue;
                     }
                     let board = deal(&mut rng, a.0 | b.0, 5);
-                    let (x, y) = (evaluate(CardSet(a.0 | board)), evaluate(CardSet(b.0 | board)));
-                    won += if x > y { 1.0 } else if x == y { 0.5 } else { 0.0 };
+                    let (x, y) = (
+                        evaluate(CardSet(a.0 | board)),
+                        evaluate(CardSet(b.0 | board)),
+                    );
+                    won += if x > y {
+                        1.0
+                    } else if x == y {
+                        0.5
+                    } else {
+                        0.0
+                    };
                     n += 1;
                 }
                 (won / f64::from(DEALS_PER_PAIR)) as f32
@@ -77,7 +91,10 @@ impl PreflopTable {
         let vs_random: Vec<f64> = (0..169)
             .map(|h| {
                 (0..169)
-                    .map(|v| f64::from(HandClass::from_index(v).combo_count()) * f64::from(equity[h * 169 + v]))
+                    .map(|v| {
+                        f64::from(HandClass::from_index(v).combo_count())
+                            * f64::from(equity[h * 169 + v])
+                    })
                     .sum::<f64>()
                     / 1326.0
             })
@@ -88,7 +105,11 @@ impl PreflopTable {
         for (i, &class) in order.iter().enumerate() {
             rank[class] = i;
         }
-        PreflopTable { equity, order, rank }
+        PreflopTable {
+            equity,
+            order,
+            rank,
+        }
     }
 
     pub fn equity(&self, hero: HandClass, villain: usize) -> f32 {
@@ -131,7 +152,8 @@ impl PreflopTable {
         let mut left = total * fraction.clamp(0.0, 1.0);
         let mut out = [0.0f32; 169];
         for &class in &self.order {
-            let have = f64::from(range[class]) * f64::from(HandClass::from_index(class).combo_count());
+            let have =
+                f64::from(range[class]) * f64::from(HandClass::from_index(class).combo_count());
             let take = have.min(left);
             if have > 0.0 {
                 out[class] = (f64::from(range[class]) * take / have) as f32;
@@ -212,7 +234,8 @@ mod tests {
             for a in hc.combos() {
                 for b in vc.combos() {
                     if CardSet::of(&a).0 & CardSet::of(&b).0 == 0 {
-                        let eq = equity(&[Holding::Hand(a), Holding::Hand(b)], &[], 20_000, 1, 0).unwrap();
+                        let eq = equity(&[Holding::Hand(a), Holding::Hand(b)], &[], 20_000, 1, 0)
+                            .unwrap();
                         sum += eq.equity[0];
                         n += 1.0;
                     }
@@ -220,7 +243,10 @@ mod tests {
             }
             let reference = sum / n;
             let cell = f64::from(table.equity(hc, v));
-            assert!((cell - reference).abs() < 4.0 * 0.016 + 0.01, "{hc} vs {vc}: {cell} vs {reference}");
+            assert!(
+                (cell - reference).abs() < 4.0 * 0.016 + 0.01,
+                "{hc} vs {vc}: {cell} vs {reference}"
+            );
         }
     }
 }

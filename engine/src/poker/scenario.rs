@@ -6,8 +6,8 @@
 //! range hero's own earlier actions imply (an opener holds an opening hand),
 //! so spots look like ones a sensible player reaches.
 
-use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::cards::{Card, CardSet};
@@ -84,7 +84,11 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
 /// A random spot; `None` when a drawn line did not work out (the caller
 /// draws again from the same RNG, so the sequence stays deterministic).
 fn try_spot(rng: &mut ChaCha8Rng, mix: &SpotMix) -> Option<Spot> {
-    let table = if rng.random_bool(mix.heads_up.clamp(0.0, 1.0)) { Table::HeadsUp } else { Table::SixMax };
+    let table = if rng.random_bool(mix.heads_up.clamp(0.0, 1.0)) {
+        Table::HeadsUp
+    } else {
+        Table::SixMax
+    };
     let positions = table.positions();
     let placeholder: Vec<[Card; 2]> = (0..positions.len() as u8)
         .map(|i| [Card::from_index(2 * i), Card::from_index(2 * i + 1)])
@@ -159,7 +163,11 @@ fn preflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) -
 
 /// A heads-up pot (single-raised, 3-bet or limped) played to a random
 /// street with checks, bets and calls, ending on a decision for hero.
-fn postflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) -> Option<Position> {
+fn postflop_line(
+    hand: &mut Hand,
+    rng: &mut ChaCha8Rng,
+    positions: &[Position],
+) -> Option<Position> {
     let n = positions.len();
     let opener = positions[rng.random_range(0..n - 1)];
     let caller = if n == 2 || rng.random_bool(0.5) {
@@ -189,7 +197,11 @@ fn postflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) 
     if hand.street != Street::Flop {
         return None;
     }
-    let (oop, ip) = if opener.postflop_order() < caller.postflop_order() { (opener, caller) } else { (caller, opener) };
+    let (oop, ip) = if opener.postflop_order() < caller.postflop_order() {
+        (opener, caller)
+    } else {
+        (caller, opener)
+    };
     let hero = if rng.random_bool(0.5) { oop } else { ip };
     let villain = if hero == oop { ip } else { oop };
     let target = pick(rng, &[Street::Flop, Street::Turn, Street::River]);
@@ -264,7 +276,10 @@ mod tests {
     #[test]
     fn draws_every_spot_type_with_consistent_pots() {
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let mix = SpotMix { preflop: 0.4, heads_up: 0.3 };
+        let mix = SpotMix {
+            preflop: 0.4,
+            heads_up: 0.3,
+        };
         let mut types = BTreeSet::new();
         let mut tables = BTreeSet::new();
         for _ in 0..2000 {
@@ -282,22 +297,45 @@ mod tests {
             assert!(CardSet::of(&spot.hole).0 & CardSet::of(&spot.board).0 == 0);
         }
         assert_eq!(tables.len(), 2);
-        for situation in [Situation::Unopened, Situation::FacingLimp, Situation::FacingOpen, Situation::Facing3Bet] {
-            assert!(types.iter().any(|t| t.situation == situation), "{situation:?}");
+        for situation in [
+            Situation::Unopened,
+            Situation::FacingLimp,
+            Situation::FacingOpen,
+            Situation::Facing3Bet,
+        ] {
+            assert!(
+                types.iter().any(|t| t.situation == situation),
+                "{situation:?}"
+            );
         }
         for street in [Street::Flop, Street::Turn, Street::River] {
-            for situation in [Situation::FirstToAct, Situation::CheckedTo, Situation::FacingBet, Situation::FacingRaise] {
-                assert!(types.iter().any(|t| t.street == street && t.situation == situation), "{street:?} {situation:?}");
+            for situation in [
+                Situation::FirstToAct,
+                Situation::CheckedTo,
+                Situation::FacingBet,
+                Situation::FacingRaise,
+            ] {
+                assert!(
+                    types
+                        .iter()
+                        .any(|t| t.street == street && t.situation == situation),
+                    "{street:?} {situation:?}"
+                );
             }
         }
     }
 
     #[test]
     fn same_seed_same_spots() {
-        let mix = SpotMix { preflop: 0.5, heads_up: 0.5 };
+        let mix = SpotMix {
+            preflop: 0.5,
+            heads_up: 0.5,
+        };
         let draw = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..50).map(|_| random_spot(&mut rng, &mix)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| random_spot(&mut rng, &mix))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(9), draw(9));
         assert_ne!(draw(9), draw(10));

@@ -57,7 +57,10 @@ impl Spot {
             street: hand.street,
             history: hand.history.clone(),
             pot: hand.pot(),
-            to_call: hand.current_bet.saturating_sub(seat.street_in).min(seat.stack),
+            to_call: hand
+                .current_bet
+                .saturating_sub(seat.street_in)
+                .min(seat.stack),
             hero_in: seat.street_in,
             current_bet: hand.current_bet,
             min_raise_to: hand.current_bet + hand.last_raise,
@@ -95,7 +98,9 @@ impl Spot {
     pub fn raises_this_street(&self) -> usize {
         self.history
             .iter()
-            .filter(|e| e.street == self.street && matches!(e.action, Action::Bet(_) | Action::Raise(_)))
+            .filter(|e| {
+                e.street == self.street && matches!(e.action, Action::Bet(_) | Action::Raise(_))
+            })
             .count()
     }
 
@@ -118,8 +123,14 @@ impl Spot {
                     .count() as u32;
                 if limpers > 0 {
                     3 * BB + limpers * BB
-                } else if self.hero == Position::Sb || (self.table == Table::HeadsUp && self.hero == Position::Btn) {
-                    if self.table == Table::HeadsUp { 25 } else { 3 * BB }
+                } else if self.hero == Position::Sb
+                    || (self.table == Table::HeadsUp && self.hero == Position::Btn)
+                {
+                    if self.table == Table::HeadsUp {
+                        25
+                    } else {
+                        3 * BB
+                    }
                 } else {
                     25
                 }
@@ -154,7 +165,11 @@ impl Spot {
         let can_raise = self.covered_to() > self.current_bet;
         if can_raise {
             for to in self.sizes() {
-                out.push(if self.current_bet == 0 { Action::Bet(to) } else { Action::Raise(to) });
+                out.push(if self.current_bet == 0 {
+                    Action::Bet(to)
+                } else {
+                    Action::Raise(to)
+                });
             }
         }
         if can_raise || self.to_call >= self.hero_stack {
@@ -179,7 +194,9 @@ impl Spot {
 }
 
 /// What kind of decision a spot is, for per-type baselines and reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Situation {
     /// Preflop, nobody has come in yet.
@@ -219,7 +236,11 @@ impl fmt::Display for SpotType {
 
 /// The type of `spot` from the action so far on its street.
 pub fn spot_type(spot: &Spot) -> SpotType {
-    let street_events: Vec<&Event> = spot.history.iter().filter(|e| e.street == spot.street).collect();
+    let street_events: Vec<&Event> = spot
+        .history
+        .iter()
+        .filter(|e| e.street == spot.street)
+        .collect();
     let raises = spot.raises_this_street();
     let situation = if spot.street == Street::Preflop {
         let limped = street_events.iter().any(|e| e.action == Action::Call);
@@ -281,11 +302,19 @@ fn short(event: &Event) -> String {
 
 /// Hole cards high card first, so the same hand is always written the same way.
 fn hole_text(hole: [Card; 2]) -> [Card; 2] {
-    if hole[1] > hole[0] { [hole[1], hole[0]] } else { hole }
+    if hole[1] > hole[0] {
+        [hole[1], hole[0]]
+    } else {
+        hole
+    }
 }
 
 fn spaced(cards: &[Card]) -> String {
-    cards.iter().map(Card::to_string).collect::<Vec<_>>().join(" ")
+    cards
+        .iter()
+        .map(Card::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Pot at the start of each street (before any bet on it).
@@ -295,7 +324,14 @@ fn street_start_pots(spot: &Spot) -> [u32; 4] {
     let mut total = 3 * BB / 2;
     let mut current = Street::Preflop;
     street_in.insert(Position::Bb, BB);
-    street_in.insert(if spot.table == Table::HeadsUp { Position::Btn } else { Position::Sb }, BB / 2);
+    street_in.insert(
+        if spot.table == Table::HeadsUp {
+            Position::Btn
+        } else {
+            Position::Sb
+        },
+        BB / 2,
+    );
     for event in &spot.history {
         if event.street != current {
             current = event.street;
@@ -363,7 +399,11 @@ fn render_natural(spot: &Spot) -> String {
         if street == Street::Preflop {
             let folds = events.iter().filter(|e| e.action == Action::Fold).count();
             if parts.is_empty() {
-                out.push_str(if folds > 0 { " folded to you." } else { " you are first to act." });
+                out.push_str(if folds > 0 {
+                    " folded to you."
+                } else {
+                    " you are first to act."
+                });
             } else {
                 let _ = write!(out, " {}.", parts.join(", "));
             }
@@ -388,7 +428,11 @@ fn render_natural(spot: &Spot) -> String {
 fn render_compact(spot: &Spot) -> String {
     let mut out = format!(
         "{} {} {}",
-        if spot.table == Table::HeadsUp { "HU" } else { "6max" },
+        if spot.table == Table::HeadsUp {
+            "HU"
+        } else {
+            "6max"
+        },
         spot.hero.name(),
         cards_text(&hole_text(spot.hole))
     );
@@ -401,7 +445,10 @@ fn render_compact(spot: &Spot) -> String {
             let _ = write!(
                 out,
                 " | {} {} {}",
-                cards_text(&spot.board[street.board_len() - if street == Street::Flop { 3 } else { 1 }..street.board_len()]),
+                cards_text(
+                    &spot.board[street.board_len() - if street == Street::Flop { 3 } else { 1 }
+                        ..street.board_len()]
+                ),
                 match street {
                     Street::Flop => "F",
                     Street::Turn => "T",
@@ -424,7 +471,12 @@ fn render_compact(spot: &Spot) -> String {
         let _ = write!(out, " call {}", bb_text(spot.to_call));
     }
     let options: Vec<String> = spot.options().iter().map(|a| a.answer()).collect();
-    let _ = write!(out, " stack {} | {} ->", bb_text(spot.hero_stack), options.join(", "));
+    let _ = write!(
+        out,
+        " stack {} | {} ->",
+        bb_text(spot.hero_stack),
+        options.join(", ")
+    );
     out
 }
 
@@ -445,11 +497,18 @@ pub fn parse_answer(spot: &Spot, text: &str) -> Result<Action, AnswerError> {
     let words: Vec<&str> = clean.split_whitespace().collect();
     let malformed = || AnswerError::Malformed(text.trim().to_string());
     let amount = |rest: &[&str]| -> Option<u32> {
-        let rest: Vec<&str> = rest.iter().copied().filter(|w| *w != "to" && *w != "bb").collect();
-        let [number] = rest.as_slice() else { return None };
+        let rest: Vec<&str> = rest
+            .iter()
+            .copied()
+            .filter(|w| *w != "to" && *w != "bb")
+            .collect();
+        let [number] = rest.as_slice() else {
+            return None;
+        };
         let value: f64 = number.trim_end_matches("bb").parse().ok()?;
         let chips = value * f64::from(BB);
-        (value.is_finite() && value > 0.0 && (chips - chips.round()).abs() < 1e-6).then_some(chips.round() as u32)
+        (value.is_finite() && value > 0.0 && (chips - chips.round()).abs() < 1e-6)
+            .then_some(chips.round() as u32)
     };
     let action = match words.as_slice() {
         ["fold"] => Action::Fold,
@@ -507,15 +566,24 @@ mod tests {
         let mut hand = six_max();
         let spot = Spot::from_hand(&hand).unwrap();
         assert_eq!(spot.spot_type().situation, Situation::Unopened);
-        assert_eq!(spot.options(), vec![Action::Fold, Action::Call, Action::Raise(25), Action::AllIn]);
+        assert_eq!(
+            spot.options(),
+            vec![Action::Fold, Action::Call, Action::Raise(25), Action::AllIn]
+        );
         hand.apply(Action::Raise(25)).unwrap();
         hand.apply(Action::Fold).unwrap();
         let spot = Spot::from_hand(&hand).unwrap();
         assert_eq!(spot.hero, Position::Co);
         assert_eq!(spot.spot_type().situation, Situation::FacingOpen);
-        assert_eq!(spot.options(), vec![Action::Fold, Action::Call, Action::Raise(75), Action::AllIn]);
+        assert_eq!(
+            spot.options(),
+            vec![Action::Fold, Action::Call, Action::Raise(75), Action::AllIn]
+        );
         let text = render(&spot, PromptStyle::Compact);
-        assert_eq!(text, "6max CO 3d3c | UTG r2.5 | pot 4 call 2.5 stack 100 | fold, call, raise 7.5, all in ->");
+        assert_eq!(
+            text,
+            "6max CO 3d3c | UTG r2.5 | pot 4 call 2.5 stack 100 | fold, call, raise 7.5, all in ->"
+        );
         let natural = render(&spot, PromptStyle::Natural);
         assert!(natural.contains("UTG raises to 2.5"), "{natural}");
     }
@@ -531,12 +599,23 @@ mod tests {
         let spot = Spot::from_hand(&hand).unwrap();
         assert_eq!(spot.hero, Position::Bb);
         assert_eq!(spot.spot_type().to_string(), "flop/first-to-act");
-        assert_eq!(spot.options(), vec![Action::Check, Action::Bet(20), Action::Bet(40), Action::AllIn]);
+        assert_eq!(
+            spot.options(),
+            vec![
+                Action::Check,
+                Action::Bet(20),
+                Action::Bet(40),
+                Action::AllIn
+            ]
+        );
         hand.apply(Action::Bet(20)).unwrap();
         let spot = Spot::from_hand(&hand).unwrap();
         assert_eq!(spot.spot_type().to_string(), "flop/facing-bet");
         let text = render(&spot, PromptStyle::Compact);
-        assert_eq!(text, "6max UTG AhKd | UTG r2.5 BB c | Ts9s8h F 5.5 BB b2 | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->");
+        assert_eq!(
+            text,
+            "6max UTG AhKd | UTG r2.5 BB c | Ts9s8h F 5.5 BB b2 | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->"
+        );
     }
 
     #[test]
@@ -548,12 +627,30 @@ mod tests {
         assert_eq!(parse_answer(&spot, "raise to 9 bb"), Ok(Action::Raise(90)));
         assert_eq!(parse_answer(&spot, "all-in"), Ok(Action::AllIn));
         assert_eq!(parse_answer(&spot, "raise 100"), Ok(Action::AllIn));
-        assert!(matches!(parse_answer(&spot, "check"), Err(AnswerError::Illegal(..))));
-        assert!(matches!(parse_answer(&spot, "raise 3"), Err(AnswerError::Illegal(..))));
-        assert!(matches!(parse_answer(&spot, "bet 3"), Err(AnswerError::Illegal(..))));
-        assert!(matches!(parse_answer(&spot, "raise 101"), Err(AnswerError::Illegal(..))));
-        assert!(matches!(parse_answer(&spot, "raise lots"), Err(AnswerError::Malformed(_))));
-        assert!(matches!(parse_answer(&spot, "I think I fold"), Err(AnswerError::Malformed(_))));
+        assert!(matches!(
+            parse_answer(&spot, "check"),
+            Err(AnswerError::Illegal(..))
+        ));
+        assert!(matches!(
+            parse_answer(&spot, "raise 3"),
+            Err(AnswerError::Illegal(..))
+        ));
+        assert!(matches!(
+            parse_answer(&spot, "bet 3"),
+            Err(AnswerError::Illegal(..))
+        ));
+        assert!(matches!(
+            parse_answer(&spot, "raise 101"),
+            Err(AnswerError::Illegal(..))
+        ));
+        assert!(matches!(
+            parse_answer(&spot, "raise lots"),
+            Err(AnswerError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_answer(&spot, "I think I fold"),
+            Err(AnswerError::Malformed(_))
+        ));
         for action in spot.options() {
             assert_eq!(parse_answer(&spot, &action.answer()), Ok(action));
         }

@@ -83,10 +83,12 @@ pub fn evaluator(args: EvalArgs) -> CmdResult {
 
 /// Wall time to generate and label a data set with `poker::dataset`.
 pub fn data(args: DataArgs) -> CmdResult {
-    let temp = tempfile::tempdir().map_err(|e| Failure::runtime(miette!("cannot make a temp dir: {e}")))?;
+    let temp = tempfile::tempdir()
+        .map_err(|e| Failure::runtime(miette!("cannot make a temp dir: {e}")))?;
     let dir = match &args.out {
         Some(out) => {
-            std::fs::create_dir_all(out).map_err(|e| Failure::runtime(miette!("cannot create {}: {e}", out.display())))?;
+            std::fs::create_dir_all(out)
+                .map_err(|e| Failure::runtime(miette!("cannot create {}: {e}", out.display())))?;
             out.clone()
         }
         None => temp.path().to_path_buf(),

@@ -127,3 +127,52 @@ pub fn run(args: Args) -> CmdResult {
     }
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(hands: &[&str], board: Option<&str>) -> Args {
+        Args {
+            hands: hands.iter().map(|h| h.to_string()).collect(),
+            board: board.map(str::to_string),
+            vs_range: None,
+            iters: 1000,
+            seed: 1,
+            format: Format::Json,
+        }
+    }
+
+    fn exit_of(result: CmdResult) -> Exit {
+        match result {
+            Ok(exit) => exit,
+            Err(failure) => failure.exit,
+        }
+    }
+
+    #[test]
+    fn bad_and_duplicated_cards_are_user_errors() {
+        assert_eq!(exit_of(run(args(&["AhKx", "QsQd"], None))), Exit::User);
+        assert_eq!(exit_of(run(args(&["AhKh", "AhQd"], None))), Exit::User);
+        assert_eq!(
+            exit_of(run(args(&["AhKh", "QsQd"], Some("Qs2c3d")))),
+            Exit::User
+        );
+        assert_eq!(exit_of(run(args(&["AhKh"], None))), Exit::User);
+        assert_eq!(
+            exit_of(run(args(&["AhKh", "QsQd"], Some("2c3d4h")))),
+            Exit::Ok
+        );
+    }
+
+    #[test]
+    fn duplicate_is_located_in_its_argument() {
+        let mut seen = CardSet::of(&parse_board("Qs2c3d").unwrap_or_default());
+        let hole = parse_hole("AhQs").unwrap_or([Card::from_index(0); 2]);
+        let failure = duplicate(&mut seen, &hole, "HAND 1", "AhQs").err();
+        let report = failure
+            .map(|f| format!("{:?}", f.report))
+            .unwrap_or_default();
+        assert!(report.contains("Qs is already used"), "{report}");
+    }
+}

@@ -125,7 +125,11 @@ fn sized(options: &[Action], largest: bool) -> Option<Action> {
         .iter()
         .copied()
         .filter(|a| matches!(a, Action::Bet(_) | Action::Raise(_)));
-    if largest { sizes.last() } else { sizes.next() }
+    if largest {
+        sizes.next_back()
+    } else {
+        sizes.next()
+    }
 }
 
 impl Player for TightAggressive {

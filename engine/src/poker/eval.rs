@@ -110,10 +110,10 @@ pub fn evaluate(set: CardSet) -> HandValue {
             flush = suit;
         }
     }
-    if flush != 0 {
-        if let Some(top) = straight_top(flush) {
-            return value(Category::StraightFlush, top, 0);
-        }
+    if flush != 0
+        && let Some(top) = straight_top(flush)
+    {
+        return value(Category::StraightFlush, top, 0);
     }
 
     let any = c | d | h | s;

@@ -52,7 +52,7 @@ use super::eval::{Category, HandValue, evaluate};
 use super::game::{Action, BB, Event, Position, Street, Table};
 use super::preflop::{ClassWeights, PreflopTable, combos};
 use super::range::HandClass;
-use super::spot::Spot;
+use super::spot::{AnswerError, Spot, parse_answer};
 
 /// The labeler. `seed` only affects flop spots (sampled runouts).
 #[derive(Clone, Copy, Debug)]
@@ -133,6 +133,43 @@ impl Expert {
     /// EV of any legal action (sizes off the grid included), for rewards.
     pub fn ev(&self, spot: &Spot, action: Action) -> f64 {
         Model::new(self, spot).ev(action)
+    }
+
+    /// Score a model's answer text: the parsed action (or why it is not
+    /// one), its EV, and the best EV among the offered actions. A PPO
+    /// reward is typically `-regret()` for legal answers and a fixed
+    /// penalty otherwise.
+    pub fn score_answer(&self, spot: &Spot, text: &str) -> AnswerScore {
+        let model = Model::new(self, spot);
+        let best_ev = spot
+            .options()
+            .into_iter()
+            .map(|a| model.ev(a))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let action = parse_answer(spot, text);
+        let ev = action.as_ref().ok().map(|&a| model.ev(a));
+        AnswerScore {
+            action,
+            ev,
+            best_ev,
+        }
+    }
+}
+
+/// A scored answer, see [`Expert::score_answer`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnswerScore {
+    pub action: Result<Action, AnswerError>,
+    /// EV in big blinds when the answer is a legal action.
+    pub ev: Option<f64>,
+    pub best_ev: f64,
+}
+
+impl AnswerScore {
+    /// How much worse than the best offered action, in big blinds (0 for
+    /// the best; `None` when the answer is not a legal action).
+    pub fn regret(&self) -> Option<f64> {
+        self.ev.map(|ev| (self.best_ev - ev).max(0.0))
     }
 }
 
@@ -451,7 +488,7 @@ fn main_opponent(spot: &Spot) -> Position {
 
 /// Keep the strongest `fraction` of weighted `(weight, value)` items.
 fn keep_top(items: &mut [(f64, u32, [Card; 2])], fraction: f64) {
-    items.sort_by(|a, b| b.1.cmp(&a.1));
+    items.sort_by_key(|item| std::cmp::Reverse(item.1));
     let total: f64 = items.iter().map(|i| i.0).sum();
     let mut left = total * fraction;
     for item in items.iter_mut() {
@@ -503,7 +540,7 @@ fn postflop_combos(expert: &Expert, spot: &Spot, villain: Position) -> Vec<Combo
     for item in items.iter_mut() {
         item.1 = evaluate(CardSet(CardSet::of(&item.2).0 | board)).0;
     }
-    items.sort_by(|a, b| b.1.cmp(&a.1));
+    items.sort_by_key(|item| std::cmp::Reverse(item.1));
     let runouts = runouts(expert, spot, dead);
     let hero_values: Vec<u32> = runouts
         .iter()
@@ -697,5 +734,12 @@ mod tests {
             "drawing dead loses the call: {}",
             call.ev
         );
+        let expert = Expert::new(1);
+        assert_eq!(expert.score_answer(&spot, "fold").regret(), Some(0.0));
+        let called = expert.score_answer(&spot, "Call.");
+        assert!((called.regret().unwrap() - 4.0).abs() < 1e-9);
+        assert_eq!(expert.score_answer(&spot, "check").regret(), None);
+        // Bet 4 into 8: a legal raise is any size from 8 bb to all in.
+        assert!(expert.score_answer(&spot, "raise 9").ev.is_some());
     }
 }

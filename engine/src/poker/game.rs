@@ -134,7 +134,7 @@ pub enum Action {
 
 /// Write a chip amount in big blinds: `2.5`, `8`.
 pub fn bb_text(chips: u32) -> String {
-    if chips % BB == 0 {
+    if chips.is_multiple_of(BB) {
         format!("{}", chips / BB)
     } else {
         format!("{}.{}", chips / BB, chips % BB)

@@ -21,7 +21,7 @@ use super::eval::evaluate;
 use super::range::HandClass;
 
 const DEALS_PER_PAIR: u32 = 1000;
-const TABLE_SEED: u64 = 0x5EED_0F_7AB1E;
+const TABLE_SEED: u64 = 0x05EE_D0F7_AB1E;
 
 pub struct PreflopTable {
     /// `equity[h * 169 + v]`: class `h` against class `v`, ties halved.

@@ -8,17 +8,20 @@ mod poker;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Seven-card hand evaluations per second.
-    PokerEval(poker::EvalArgs),
+    #[command(name = "poker-eval")]
+    Evaluator(poker::EvalArgs),
     /// Time to generate and label poker training data.
-    PokerData(poker::DataArgs),
+    #[command(name = "poker-data")]
+    Dataset(poker::DataArgs),
     /// How often the expert picks the same action under two Monte Carlo seeds.
-    PokerStability(poker::StabilityArgs),
+    #[command(name = "poker-stability")]
+    LabelStability(poker::StabilityArgs),
 }
 
 pub fn run(command: Command) -> CmdResult {
     match command {
-        Command::PokerEval(args) => poker::evaluator(args),
-        Command::PokerData(args) => poker::data(args),
-        Command::PokerStability(args) => poker::stability(args),
+        Command::Evaluator(args) => poker::evaluator(args),
+        Command::Dataset(args) => poker::data(args),
+        Command::LabelStability(args) => poker::stability(args),
     }
 }

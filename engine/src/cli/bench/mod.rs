@@ -3,9 +3,25 @@
 
 use crate::error::CmdResult;
 
+mod poker;
+
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Seven-card hand evaluations per second.
+    #[command(name = "poker-eval")]
+    Evaluator(poker::EvalArgs),
+    /// Time to generate and label poker training data.
+    #[command(name = "poker-data")]
+    Dataset(poker::DataArgs),
+    /// How often the expert picks the same action under two Monte Carlo seeds.
+    #[command(name = "poker-stability")]
+    LabelStability(poker::StabilityArgs),
+}
 
 pub fn run(command: Command) -> CmdResult {
-    match command {}
+    match command {
+        Command::Evaluator(args) => poker::evaluator(args),
+        Command::Dataset(args) => poker::data(args),
+        Command::LabelStability(args) => poker::stability(args),
+    }
 }

@@ -1,0 +1,192 @@
+//! Heads-up matches on duplicate deals: each deal (both hands and the board)
+//! is played twice with the seats swapped, so card luck cancels and the
+//! difference left is skill. Chips are checked to be conserved every hand.
+//! The result is A's win rate in big blinds per 100 hands with a 95%
+//! confidence interval over deals (normal approximation).
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::bots::Player;
+use super::cards::Card;
+use super::game::{Action, BB, Hand, STACK, Table};
+use super::spot::Spot;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArenaResult {
+    pub hands: u64,
+    pub bb_per_100: f64,
+    pub ci95: [f64; 2],
+    /// Answers of A and B that were not legal (replaced by check or fold).
+    pub illegal: [u64; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArenaError {
+    #[error("chips were not conserved in deal {deal}: {detail}")]
+    ChipsNotConserved { deal: u64, detail: String },
+    #[error("a match needs at least 2 hands (one duplicate deal)")]
+    TooFewHands,
+}
+
+/// Deals per parallel chunk; each chunk gets players seeded for it.
+const CHUNK: u64 = 100;
+
+/// The cards of deal `index`: button's hole, big blind's hole, board.
+fn deal_cards(seed: u64, index: u64) -> ([Card; 2], [Card; 2], [Card; 5]) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index);
+    let mut deck: Vec<Card> = Card::all().collect();
+    deck.shuffle(&mut rng);
+    (
+        [deck[0], deck[1]],
+        [deck[2], deck[3]],
+        [deck[4], deck[5], deck[6], deck[7], deck[8]],
+    )
+}
+
+/// Play one hand; returns the button's and the big blind's net chips.
+fn play_hand(
+    button: &mut dyn Player,
+    big_blind: &mut dyn Player,
+    cards: &([Card; 2], [Card; 2], [Card; 5]),
+    deal: u64,
+) -> Result<[i64; 2], ArenaError> {
+    let mut hand = Hand::new(Table::HeadsUp, &[cards.0, cards.1], cards.2);
+    while let Some(spot) = Spot::from_hand(&hand) {
+        let seat = hand.to_act.unwrap_or(0);
+        let player: &mut dyn Player = if seat == 0 {
+            &mut *button
+        } else {
+            &mut *big_blind
+        };
+        let action = player.act(&spot);
+        if hand.apply(action).is_err() {
+            let fallback = if spot.to_call == 0 {
+                Action::Check
+            } else {
+                Action::Fold
+            };
+            hand.apply(fallback)
+                .map_err(|e| ArenaError::ChipsNotConserved {
+                    deal,
+                    detail: e.to_string(),
+                })?;
+        }
+    }
+    let paid = hand.payouts();
+    let pot = hand.pot();
+    let stacks: u32 = hand.seats.iter().zip(&paid).map(|(s, p)| s.stack + p).sum();
+    if paid.iter().sum::<u32>() != pot || stacks != 2 * STACK {
+        return Err(ArenaError::ChipsNotConserved {
+            deal,
+            detail: format!("pot {pot}, paid {paid:?}, stacks after {stacks}"),
+        });
+    }
+    Ok([0, 1].map(|i| i64::from(paid[i]) - i64::from(hand.seats[i].total_in)))
+}
+
+/// A's net chips on each of `deals`, playing both seats of every deal.
+pub fn play_deals(
+    a: &mut dyn Player,
+    b: &mut dyn Player,
+    deals: std::ops::Range<u64>,
+    seed: u64,
+) -> Result<Vec<i64>, ArenaError> {
+    let mut out = Vec::with_capacity((deals.end - deals.start) as usize);
+    for deal in deals {
+        let cards = deal_cards(seed, deal);
+        let first = play_hand(a, b, &cards, deal)?;
+        let second = play_hand(b, a, &cards, deal)?;
+        if first[0] + first[1] != 0 || second[0] + second[1] != 0 {
+            return Err(ArenaError::ChipsNotConserved {
+                deal,
+                detail: "net results do not sum to zero".into(),
+            });
+        }
+        out.push(first[0] + second[1]);
+    }
+    Ok(out)
+}
+
+/// bb/100 and its 95% interval from A's net chips per duplicate deal.
+pub fn summarise(per_deal: &[i64], illegal: [u64; 2]) -> ArenaResult {
+    let n = per_deal.len() as f64;
+    let bb: Vec<f64> = per_deal.iter().map(|&c| c as f64 / f64::from(BB)).collect();
+    let mean = bb.iter().sum::<f64>() / n;
+    let var = bb.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    // Each deal is two hands: per-hand rate is half the per-deal mean.
+    let rate = mean / 2.0 * 100.0;
+    let half_width = 1.96 * (var / n).sqrt() / 2.0 * 100.0;
+    ArenaResult {
+        hands: 2 * per_deal.len() as u64,
+        bb_per_100: rate,
+        ci95: [rate - half_width, rate + half_width],
+        illegal,
+    }
+}
+
+/// A match of `hands` hands (rounded up to whole duplicate deals), deals
+/// spread over threads in chunks, each with players made by
+/// `make(seed_for_chunk)`. Deterministic for a seed on any thread count.
+pub fn play_match(
+    make_a: &(dyn Fn(u64) -> Box<dyn Player> + Sync),
+    make_b: &(dyn Fn(u64) -> Box<dyn Player> + Sync),
+    hands: u64,
+    seed: u64,
+) -> Result<ArenaResult, ArenaError> {
+    if hands < 2 {
+        return Err(ArenaError::TooFewHands);
+    }
+    let deals = hands.div_ceil(2);
+    let chunks: Vec<(Vec<i64>, [u64; 2])> = (0..deals.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut a = make_a(seed.wrapping_mul(1_000_003).wrapping_add(2 * chunk));
+            let mut b = make_b(seed.wrapping_mul(1_000_003).wrapping_add(2 * chunk + 1));
+            let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(deals);
+            let nets = play_deals(a.as_mut(), b.as_mut(), range, seed)?;
+            Ok((nets, [a.illegal_answers(), b.illegal_answers()]))
+        })
+        .collect::<Result<_, ArenaError>>()?;
+    let mut nets = Vec::with_capacity(deals as usize);
+    let mut illegal = [0, 0];
+    for (n, i) in chunks {
+        nets.extend(n);
+        illegal[0] += i[0];
+        illegal[1] += i[1];
+    }
+    Ok(summarise(&nets, illegal))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::poker::bots::bot;
+
+    fn make(name: &'static str) -> impl Fn(u64) -> Box<dyn Player> + Sync {
+        move |seed| bot(name, seed).unwrap()
+    }
+
+    #[test]
+    fn a_player_against_itself_on_duplicate_deals_is_even() {
+        // Calling stations are deterministic: swapped seats cancel exactly.
+        let result =
+            play_match(&make("calling-station"), &make("calling-station"), 400, 3).unwrap();
+        assert_eq!(result.hands, 400);
+        assert_eq!(result.bb_per_100, 0.0);
+    }
+
+    #[test]
+    fn matches_are_deterministic_and_random_loses_to_tight_aggressive() {
+        let x = play_match(&make("tight-aggressive"), &make("random"), 600, 5).unwrap();
+        let y = play_match(&make("tight-aggressive"), &make("random"), 600, 5).unwrap();
+        assert_eq!(x, y);
+        assert!(x.ci95[0] < x.bb_per_100 && x.bb_per_100 < x.ci95[1]);
+        assert!(x.bb_per_100 > 0.0, "{x:?}");
+    }
+}

@@ -1,2 +1,17 @@
 //! Our LLaMA: config, weights (safetensors, hf-hub), tokenizer, LoRA,
 //! forward/backward, reward head, generation. Written once over `Backend`.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod linear;
+pub mod llama;
+pub mod param;
+pub mod tokenizer;
+pub mod weights;
+
+pub use batch::Batch;
+pub use config::LlamaConfig;
+pub use error::ModelError;
+pub use llama::{Keep, Llama, TrainPass};
+pub use tokenizer::Tokenizer;

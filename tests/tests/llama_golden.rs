@@ -11,7 +11,9 @@ use poker_pipe::model::weights::{TensorMap, load_file};
 use poker_pipe::model::{Batch, Llama, TrainPass};
 
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/llama").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("golden/llama")
+        .join(name)
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -28,7 +30,10 @@ fn sft_batch(expected: &TensorMap) -> (Batch, Vec<u32>, Vec<f32>) {
     let (b, t) = (ids.shape[0], ids.shape[1]);
     let ids: Vec<u32> = ids.data.iter().map(|&x| x as u32).collect();
     let mask = &expected["loss_mask"].data;
-    let count: f32 = (0..b).flat_map(|r| (1..t).map(move |j| (r, j))).map(|(r, j)| mask[r * t + j]).sum();
+    let count: f32 = (0..b)
+        .flat_map(|r| (1..t).map(move |j| (r, j)))
+        .map(|(r, j)| mask[r * t + j])
+        .sum();
     let mut targets = vec![0; b * t];
     let mut weights = vec![0.0; b * t];
     for r in 0..b {
@@ -52,10 +57,16 @@ fn check_causal(name: &str, checkpoint: bool) -> Vec<(String, Vec<f32>)> {
     let logits = model.logits(&Cpu, &batch);
     let err = rel_err(&logits, &expected["logits"].data);
     assert!(err < 1e-4, "{name}: logits rel err {err}");
-    let pass = TrainPass { seed: 0, checkpoint };
+    let pass = TrainPass {
+        seed: 0,
+        checkpoint,
+    };
     let loss = model.loss_backward(&Cpu, &batch, &targets, &weights, pass);
     let want = expected["loss"].data[0];
-    assert!(((loss - want) / want).abs() < 1e-5, "{name}: loss {loss} vs {want}");
+    assert!(
+        ((loss - want) / want).abs() < 1e-5,
+        "{name}: loss {loss} vs {want}"
+    );
     let mut grads = Vec::new();
     for p in model.params_mut() {
         let want = &expected[&format!("grad.{}", p.name)];
@@ -65,7 +76,11 @@ fn check_causal(name: &str, checkpoint: bool) -> Vec<(String, Vec<f32>)> {
         grads.push((p.name.clone(), got));
     }
     let in_fixture = expected.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(grads.len(), in_fixture, "{name}: every parameter's gradient is checked");
+    assert_eq!(
+        grads.len(),
+        in_fixture,
+        "{name}: every parameter's gradient is checked"
+    );
     grads
 }
 

@@ -607,9 +607,16 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Per-row `weights[r] * -log p(targets[r])` over the batch, without
-    /// gradients.
-    pub fn token_nll(&self, be: &B, batch: &Batch, targets: &[u32], weights: &[f32]) -> Vec<f32> {
-        let (h, _) = self.forward(be, batch, Keep::Nothing, None);
+    /// gradients; `seed` turns LoRA dropout on as in a training step.
+    pub fn token_nll(
+        &self,
+        be: &B,
+        batch: &Batch,
+        targets: &[u32],
+        weights: &[f32],
+        seed: Option<u64>,
+    ) -> Vec<f32> {
+        let (h, _) = self.forward(be, batch, Keep::Nothing, seed);
         be.token_nll(
             &h,
             &self.head().value,

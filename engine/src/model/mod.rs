@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod linear;
 pub mod llama;
+pub mod lora;
 pub mod param;
 pub mod tokenizer;
 pub mod weights;

@@ -148,6 +148,11 @@ def lora(base_dir, seed):
         shutil.rmtree(out)
     peft.save_pretrained(out)
     os.remove(os.path.join(out, "README.md"))
+    with open(os.path.join(out, "adapter_config.json")) as f:
+        adapter_cfg = json.load(f)
+    adapter_cfg["base_model_name_or_path"] = "../mha"
+    with open(os.path.join(out, "adapter_config.json"), "w") as f:
+        json.dump(adapter_cfg, f, indent=2)
     ids, mask = batch(seed)
     logits = peft(input_ids=ids).logits
     loss = masked_loss(logits, ids, mask)

@@ -103,3 +103,29 @@ fn tied_embeddings_in_the_rope_parameters_form_match_transformers() {
 fn activation_checkpointing_gives_identical_gradients() {
     assert_eq!(check_causal("gqa", true), check_causal("gqa", false));
 }
+
+#[test]
+fn reward_model_scores_and_gradients_match_transformers() {
+    let dir = golden("reward");
+    let expected = load_file(&dir.join("expected.safetensors")).unwrap();
+    let mut model = Llama::load(&Cpu, &dir).unwrap();
+    assert!(model.lm_head.is_none() && model.score.is_some());
+    for p in model.params_mut() {
+        p.set_trainable(&Cpu, true);
+    }
+    let ids = &expected["input_ids"];
+    let batch = Batch::dense(ids.data.iter().map(|&x| x as u32).collect(), ids.shape[0]);
+    let want = &expected["scores"].data;
+    let got = model.scores(&Cpu, &batch).unwrap();
+    assert!(rel_err(&got, want) < 1e-4, "scores {got:?} vs {want:?}");
+    let pass = TrainPass { seed: 0, checkpoint: false };
+    let again = model.scores_backward(&Cpu, &batch, &expected["coef"].data, pass).unwrap();
+    assert_eq!(got, again);
+    let mut checked = 0;
+    for p in model.params_mut() {
+        let err = rel_err(p.grad.as_ref().unwrap(), &expected[&format!("grad.{}", p.name)].data);
+        assert!(err < 1e-3, "reward grad of {} rel err {err}", p.name);
+        checked += 1;
+    }
+    assert_eq!(checked, expected.keys().filter(|k| k.starts_with("grad.")).count());
+}

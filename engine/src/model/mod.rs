@@ -8,6 +8,7 @@ pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod param;
+pub mod reward;
 pub mod tokenizer;
 pub mod weights;
 

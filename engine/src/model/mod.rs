@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod linear;
 pub mod llama;
 pub mod lora;

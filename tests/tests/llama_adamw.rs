@@ -40,7 +40,10 @@ fn adamw_with_clipping_follows_torch_for_ten_steps() {
         b.grad = Some(t[&format!("step{step}.grad.b")].data.clone());
         let norm = clip_grad_norm(&Cpu, &mut [&mut a, &mut b], max_norm);
         let want = t[&format!("step{step}.norm")].data[0] as f64;
-        assert!((norm - want).abs() < 1e-5 * want, "step {step}: norm {norm} vs {want}");
+        assert!(
+            (norm - want).abs() < 1e-5 * want,
+            "step {step}: norm {norm} vs {want}"
+        );
         clipped += usize::from(norm > max_norm);
         opt.update(&Cpu, [&mut a, &mut b], t[&format!("step{step}.lr")].data[0]);
         for (p, key) in [(&a, "a"), (&b, "b")] {
@@ -48,7 +51,10 @@ fn adamw_with_clipping_follows_torch_for_ten_steps() {
             assert!(err < 1e-5, "step {step}: {key} rel err {err}");
         }
     }
-    assert!(clipped > 0 && clipped < 10, "clipping active on some steps only");
+    assert!(
+        clipped > 0 && clipped < 10,
+        "clipping active on some steps only"
+    );
 }
 
 #[test]
@@ -56,7 +62,9 @@ fn accumulating_micro_batches_equals_the_large_batch() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/llama/gqa");
     let ids: Vec<u32> = (0..4 * 6).map(|i| (i * 37 % 90 + 4) as u32).collect();
     let targets: Vec<u32> = (0..4 * 6).map(|i| (i * 11 % 90 + 3) as u32).collect();
-    let weights: Vec<f32> = (0..4 * 6).map(|i| if i % 6 == 5 { 0.0 } else { 1.0 / 20.0 }).collect();
+    let weights: Vec<f32> = (0..4 * 6)
+        .map(|i| if i % 6 == 5 { 0.0 } else { 1.0 / 20.0 })
+        .collect();
     let run = |micro: usize| {
         let mut model = Llama::load(&Cpu, &dir).unwrap();
         for p in model.params_mut() {
@@ -67,11 +75,18 @@ fn accumulating_micro_batches_equals_the_large_batch() {
         for m in 0..4 / micro {
             let span = m * rows..(m + 1) * rows;
             let batch = Batch::dense(ids[span.clone()].to_vec(), micro);
-            let pass = TrainPass { seed: 0, checkpoint: false };
+            let pass = TrainPass {
+                seed: 0,
+                checkpoint: false,
+            };
             loss += model.loss_backward(&Cpu, &batch, &targets[span.clone()], &weights[span], pass);
         }
         let mut opt = AdamW::<Cpu>::new(AdamWConfig::default());
-        let grads: Vec<Vec<f32>> = model.params_mut().iter().map(|p| p.grad.clone().unwrap()).collect();
+        let grads: Vec<Vec<f32>> = model
+            .params_mut()
+            .iter()
+            .map(|p| p.grad.clone().unwrap())
+            .collect();
         opt.update(&Cpu, model.params_mut(), 1e-3);
         let after: Vec<HostTensor> = model.params_mut().iter().map(|p| p.to_host(&Cpu)).collect();
         (loss, grads, after)

@@ -118,14 +118,25 @@ fn reward_model_scores_and_gradients_match_transformers() {
     let want = &expected["scores"].data;
     let got = model.scores(&Cpu, &batch).unwrap();
     assert!(rel_err(&got, want) < 1e-4, "scores {got:?} vs {want:?}");
-    let pass = TrainPass { seed: 0, checkpoint: false };
-    let again = model.scores_backward(&Cpu, &batch, &expected["coef"].data, pass).unwrap();
+    let pass = TrainPass {
+        seed: 0,
+        checkpoint: false,
+    };
+    let again = model
+        .scores_backward(&Cpu, &batch, &expected["coef"].data, pass)
+        .unwrap();
     assert_eq!(got, again);
     let mut checked = 0;
     for p in model.params_mut() {
-        let err = rel_err(p.grad.as_ref().unwrap(), &expected[&format!("grad.{}", p.name)].data);
+        let err = rel_err(
+            p.grad.as_ref().unwrap(),
+            &expected[&format!("grad.{}", p.name)].data,
+        );
         assert!(err < 1e-3, "reward grad of {} rel err {err}", p.name);
         checked += 1;
     }
-    assert_eq!(checked, expected.keys().filter(|k| k.starts_with("grad.")).count());
+    assert_eq!(
+        checked,
+        expected.keys().filter(|k| k.starts_with("grad.")).count()
+    );
 }

@@ -23,7 +23,12 @@ pub struct GenerateOptions {
 }
 
 /// The new tokens of each prompt, in prompt order.
-pub fn generate<B: Backend>(be: &B, model: &Llama<B>, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Vec<u32>> {
+pub fn generate<B: Backend>(
+    be: &B,
+    model: &Llama<B>,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+) -> Vec<Vec<u32>> {
     let n = prompts.len();
     let mut out = vec![Vec::new(); n];
     if n == 0 || opts.max_new_tokens == 0 {

@@ -7,9 +7,11 @@ pub mod error;
 pub mod generate;
 pub mod linear;
 pub mod llama;
+pub mod load;
 pub mod lora;
 pub mod param;
 pub mod reward;
+pub mod score;
 pub mod tokenizer;
 pub mod weights;
 

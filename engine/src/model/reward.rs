@@ -35,10 +35,12 @@ impl<B: Backend> Llama<B> {
     }
 
     fn score_head(&self) -> Result<&super::param::Param<B>> {
-        self.score.as_ref().ok_or_else(|| ModelError::MissingTensor {
-            name: "score.weight".into(),
-            dir: "<reward model>".into(),
-        })
+        self.score
+            .as_ref()
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: "score.weight".into(),
+                dir: "<reward model>".into(),
+            })
     }
 
     /// Scores `[batch, num_labels]` (host), pooled at the last non-pad
@@ -49,21 +51,42 @@ impl<B: Backend> Llama<B> {
         Ok(be.download(&self.pool_and_score(be, &h, batch, head)))
     }
 
-    fn pool_and_score(&self, be: &B, h: &B::Buf, batch: &Batch, head: &super::param::Param<B>) -> B::Buf {
+    fn pool_and_score(
+        &self,
+        be: &B,
+        h: &B::Buf,
+        batch: &Batch,
+        head: &super::param::Param<B>,
+    ) -> B::Buf {
         let d = self.cfg.hidden_size;
         let labels = head.shape[0];
         let rows = last_token_rows(batch, self.cfg.pad_token_id);
         let pooled = be.gather_rows(h, &rows, d);
         let mut out = be.zeros(batch.batch * labels);
-        be.matmul(&pooled, &head.value, &mut out, Gemm::linear(batch.batch, labels, d));
+        be.matmul(
+            &pooled,
+            &head.value,
+            &mut out,
+            Gemm::linear(batch.batch, labels, d),
+        );
         out
     }
 
     /// Forward and backward of `sum(dscores * scores)`: gradients of any
     /// loss of the scores whose gradient is `dscores` (`[batch,
     /// num_labels]`). Returns the scores.
-    pub fn scores_backward(&mut self, be: &B, batch: &Batch, dscores: &[f32], pass: TrainPass) -> Result<Vec<f32>> {
-        let keep = if pass.checkpoint { Keep::LayerInputs } else { Keep::All };
+    pub fn scores_backward(
+        &mut self,
+        be: &B,
+        batch: &Batch,
+        dscores: &[f32],
+        pass: TrainPass,
+    ) -> Result<Vec<f32>> {
+        let keep = if pass.checkpoint {
+            Keep::LayerInputs
+        } else {
+            Keep::All
+        };
         let (h, tape) = self.forward(be, batch, keep, Some(pass.seed));
         let Some(tape) = tape else {
             unreachable!("a training forward keeps a tape")
@@ -74,10 +97,20 @@ impl<B: Backend> Llama<B> {
         let head = self.score_head()?;
         let labels = head.shape[0];
         let mut out = be.zeros(batch.batch * labels);
-        be.matmul(&pooled, &head.value, &mut out, Gemm::linear(batch.batch, labels, d));
+        be.matmul(
+            &pooled,
+            &head.value,
+            &mut out,
+            Gemm::linear(batch.batch, labels, d),
+        );
         let ds = be.upload(dscores);
         let mut dpooled = be.zeros(batch.batch * d);
-        be.matmul(&ds, &head.value, &mut dpooled, Gemm::plain(batch.batch, d, labels));
+        be.matmul(
+            &ds,
+            &head.value,
+            &mut dpooled,
+            Gemm::plain(batch.batch, d, labels),
+        );
         if let Some(score) = self.score.as_mut()
             && let Some(g) = score.grad.as_mut()
         {

@@ -57,8 +57,12 @@ impl<B: Backend> AdamW<B> {
 
     /// Updates every parameter that has a gradient, with learning rate `lr`.
     /// Gradients are left as they are (the caller zeroes them).
-    pub fn update<'a>(&mut self, be: &B, params: impl IntoIterator<Item = &'a mut Param<B>>, lr: f32)
-    where
+    pub fn update<'a>(
+        &mut self,
+        be: &B,
+        params: impl IntoIterator<Item = &'a mut Param<B>>,
+        lr: f32,
+    ) where
         B: 'a,
     {
         self.step += 1;
@@ -71,12 +75,17 @@ impl<B: Backend> AdamW<B> {
             step: self.step,
         };
         for p in params {
-            let Some(grad) = p.grad.as_ref() else { continue };
+            let Some(grad) = p.grad.as_ref() else {
+                continue;
+            };
             let n = p.numel();
-            let state = self.moments.entry(p.name.clone()).or_insert_with(|| Moments {
-                m: be.zeros(n),
-                v: be.zeros(n),
-            });
+            let state = self
+                .moments
+                .entry(p.name.clone())
+                .or_insert_with(|| Moments {
+                    m: be.zeros(n),
+                    v: be.zeros(n),
+                });
             be.adamw(&mut p.value, grad, &mut state.m, &mut state.v, h);
         }
     }

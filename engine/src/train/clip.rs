@@ -4,7 +4,10 @@ use crate::backend::Backend;
 use crate::model::param::Param;
 
 /// The L2 norm of all gradients together.
-pub fn global_grad_norm<'a, B: Backend + 'a>(be: &B, params: impl IntoIterator<Item = &'a Param<B>>) -> f64 {
+pub fn global_grad_norm<'a, B: Backend + 'a>(
+    be: &B,
+    params: impl IntoIterator<Item = &'a Param<B>>,
+) -> f64 {
     params
         .into_iter()
         .filter_map(|p| p.grad.as_ref())

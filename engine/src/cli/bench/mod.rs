@@ -3,9 +3,16 @@
 
 use crate::error::CmdResult;
 
+mod train;
+
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Training steps (forward, backward, AdamW) of a LLaMA on random data.
+    Train(train::Args),
+}
 
 pub fn run(command: Command) -> CmdResult {
-    match command {}
+    match command {
+        Command::Train(args) => train::run(args),
+    }
 }

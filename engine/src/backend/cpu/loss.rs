@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::math::exp_shifted_sum;
 use super::matmul::matmul;
 use crate::backend::Gemm;
 
@@ -39,12 +40,14 @@ pub fn token_nll(
             .zip(chunk.par_iter())
             .map(|(row, &r)| {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+                let target_logit = row[targets[r] as usize];
+                // The row becomes exp(logit - max), then d value / d logits.
+                let sum = exp_shifted_sum(row, max);
                 let lse = max + sum.ln();
-                let value = weights[r] * (lse - row[targets[r] as usize]);
-                // Turn the row into d value / d logits for the backward pass.
+                let value = weights[r] * (lse - target_logit);
+                let norm = weights[r] / sum;
                 for x in row.iter_mut() {
-                    *x = weights[r] * (*x - lse).exp();
+                    *x *= norm;
                 }
                 row[targets[r] as usize] -= weights[r];
                 value

@@ -5,6 +5,7 @@
 mod attention;
 mod layers;
 mod loss;
+mod math;
 mod matmul;
 mod optim;
 #[cfg(test)]

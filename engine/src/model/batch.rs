@@ -14,7 +14,7 @@ pub struct Batch {
 impl Batch {
     /// Sequences of equal length, no padding.
     pub fn dense(ids: Vec<u32>, batch: usize) -> Self {
-        let seq = if batch == 0 { 0 } else { ids.len() / batch };
+        let seq = ids.len().checked_div(batch).unwrap_or(0);
         Batch {
             ids,
             batch,

@@ -10,7 +10,7 @@
 //! functional, so the error is relative to the larger of the derivative and
 //! a tenth of `sum |g_i d_i|`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

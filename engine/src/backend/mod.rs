@@ -1,7 +1,347 @@
 //! The Backend trait: the fixed set of ops a LLaMA forward/backward, LoRA,
 //! AdamW, reward head, PPO and sampling need, over device buffers.
+//!
+//! This is deliberately not a tensor library. Every op is one fused kernel on
+//! a GPU (or one rayon loop on the CPU), with shapes passed explicitly and all
+//! buffers dense and row-major. Buffers hold `f32` values as far as the model
+//! code is concerned; a backend may store activations in bf16 internally (the
+//! CUDA backend does) as long as it accumulates in f32 and keeps f32 master
+//! weights and optimizer state. The CPU backend in [`cpu`] is the reference:
+//! every op there is written plainly, and a second backend must agree with it
+//! on random inputs (see the tests in `cpu/tests.rs`).
+//!
+//! Conventions shared by all ops:
+//! - Token activations are `[rows, features]` with `rows = batch * seq`,
+//!   batch-major. Attention inputs are `[batch, seq, heads, head_dim]`, which
+//!   is what a projection `[rows, heads * head_dim]` already is.
+//! - Linear weights are in the HF layout `[out, in]`, so a projection is
+//!   `y = x W^T`.
+//! - Integer inputs (token ids, positions, pad offsets) are small host slices;
+//!   a device backend uploads them per call.
+//! - Ops that compute parameter gradients *accumulate* into the gradient
+//!   buffer, so micro-batches and tied weights sum naturally.
 
+use std::fmt::Debug;
+
+pub mod cpu;
 pub mod cuda;
 mod device;
 
+pub use cpu::Cpu;
 pub use device::{Device, UnknownDevice};
+
+/// `c = alpha * op(a) @ op(b) + beta * c` for row-major `a`, `b`, `c`, with
+/// `op(x)` the transpose when the flag is set. `op(a)` is `[m, k]`, `op(b)` is
+/// `[k, n]`, `c` is `[m, n]`. With `beta == 0` the old contents of `c` are
+/// ignored (even NaN), as in BLAS.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Gemm {
+    /// `y[m, n] = x[m, k] W^T` with `W` stored `[n, k]`: a linear layer.
+    pub fn linear(m: usize, n: usize, k: usize) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    /// `y[m, n] = x[m, k] W` with `W` stored `[k, n]`: the input gradient
+    /// of a linear layer (`dx = dy W`).
+    pub fn plain(m: usize, n: usize, k: usize) -> Self {
+        Gemm {
+            trans_b: false,
+            ..Self::linear(m, n, k)
+        }
+    }
+
+    /// `dW[m, n] += dy[k, m]^T x[k, n]`: the weight gradient of a linear
+    /// layer, accumulated.
+    pub fn weight_grad(m: usize, n: usize, k: usize) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            trans_a: true,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 1.0,
+        }
+    }
+
+    /// The same product with a different scale on the result.
+    pub fn scaled(self, alpha: f32) -> Self {
+        Gemm { alpha, ..self }
+    }
+
+    /// The same product, added to what `c` holds.
+    pub fn accumulate(self) -> Self {
+        Gemm { beta: 1.0, ..self }
+    }
+}
+
+/// Shapes of one causal attention call, for training (`q_len == kv_len`,
+/// `q_offset == 0`) and for decoding against a KV cache (`q_len` new tokens
+/// at absolute positions `q_offset..q_offset + q_len`).
+///
+/// `q` and the output are `[batch, q_len, heads, head_dim]`; `k` and `v` are
+/// `[batch, kv_cap, kv_heads, head_dim]` of which the first `kv_len`
+/// positions are used. `heads` must be a multiple of `kv_heads` (GQA: query
+/// head `h` reads key/value head `h / (heads / kv_heads)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub kv_cap: usize,
+    pub q_offset: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    /// The square causal shape of a training or prefill batch.
+    pub fn causal(
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Self {
+        AttnShape {
+            batch,
+            q_len: seq,
+            kv_len: seq,
+            kv_cap: seq,
+            q_offset: 0,
+            heads,
+            kv_heads,
+            head_dim,
+        }
+    }
+}
+
+/// Hyper-parameters of one AdamW step (decoupled weight decay, bias
+/// correction), as torch.optim.AdamW defines them. `step` counts from 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u32,
+}
+
+/// How the next token is drawn from a row of logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy (argmax); otherwise logits are divided by it.
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0: no limit).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose mass reaches
+    /// `top_p` (1.0: no limit).
+    pub top_p: f32,
+}
+
+impl Sampling {
+    pub const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
+}
+
+/// The ops. See the module docs for layouts; each method documents its own
+/// shapes. Methods never fail on valid shapes: shape errors are programming
+/// errors and may panic (the model code checks user-facing shapes first).
+pub trait Backend: Send + Sync + Debug {
+    /// A dense buffer of f32 values on the device.
+    type Buf: Send + Sync + Debug;
+
+    fn device(&self) -> Device;
+
+    // ---- memory ----------------------------------------------------------
+
+    fn upload(&self, data: &[f32]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    fn zeros(&self, len: usize) -> Self::Buf;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    fn set_zero(&self, buf: &mut Self::Buf);
+    fn duplicate(&self, buf: &Self::Buf) -> Self::Buf;
+    /// Strided row copy, see [`RowCopy`]. Writes new keys and values into a
+    /// KV cache: one block per sequence, `rows` new tokens each.
+    fn copy_rows(&self, src: &Self::Buf, dst: &mut Self::Buf, copy: RowCopy);
+
+    // ---- dense algebra ---------------------------------------------------
+
+    /// See [`Gemm`].
+    fn matmul(&self, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf, g: Gemm);
+    /// `dst += alpha * src` (residual adds, gradient accumulation).
+    fn axpy(&self, dst: &mut Self::Buf, alpha: f32, src: &Self::Buf);
+    /// `buf *= alpha` (gradient clipping, averaging).
+    fn scale(&self, buf: &mut Self::Buf, alpha: f32);
+    /// The sum of squares of all values, accumulated in f64 (global
+    /// gradient norm: the caller sums over buffers and takes the root).
+    fn sum_squares(&self, buf: &Self::Buf) -> f64;
+
+    // ---- LLaMA layers ----------------------------------------------------
+
+    /// `out[i] = table[ids[i]]`, rows of `dim` values.
+    fn embedding(&self, table: &Self::Buf, ids: &[u32], dim: usize) -> Self::Buf;
+    /// `dtable[ids[i]] += dout[i]`.
+    fn embedding_backward(&self, dout: &Self::Buf, ids: &[u32], dim: usize, dtable: &mut Self::Buf);
+
+    /// RMSNorm over rows of `dim`: `y = x / sqrt(mean(x^2) + eps) * w`.
+    /// Returns `y` and the per-row `1 / rms` for the backward pass.
+    fn rms_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dim: usize,
+        eps: f32,
+    ) -> (Self::Buf, Self::Buf);
+    /// Returns `dx`; adds the weight gradient into `dw` when given.
+    fn rms_norm_backward(
+        &self,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        inv_rms: &Self::Buf,
+        dim: usize,
+        dw: Option<&mut Self::Buf>,
+    ) -> Self::Buf;
+
+    /// Rotary embedding in place, HF rotate-half layout: within each head,
+    /// element `i < d/2` pairs with `i + d/2`. `x` is `[rows, heads,
+    /// head_dim]`, `positions[row]` the absolute position of each row, and
+    /// `inv_freq` the `head_dim / 2` frequencies (llama3 scaling already
+    /// applied, see `model::rope`). The angle is `position * inv_freq` in
+    /// f32. `inverse` rotates the other way: the backward pass.
+    fn rope(
+        &self,
+        x: &mut Self::Buf,
+        positions: &[u32],
+        heads: usize,
+        inv_freq: &[f32],
+        inverse: bool,
+    );
+
+    /// Causal multi-head attention with GQA, scale `1/sqrt(head_dim)`.
+    /// Query `i` of batch `b` sees key `j` iff `kv_start[b] <= j <= q_offset
+    /// + i`; `kv_start` masks left padding. Returns the output (zero for a
+    /// query that sees no key) and the per-(batch, head, query) logsumexp of
+    /// the scaled scores, `[batch, heads, q_len]`, for the backward pass.
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        shape: AttnShape,
+        kv_start: &[u32],
+    ) -> (Self::Buf, Self::Buf);
+    /// Gradients `(dq, dk, dv)` of [`Backend::attention`] from `dout`, with
+    /// the probabilities recomputed from the saved logsumexp (flash style).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        dout: &Self::Buf,
+        shape: AttnShape,
+        kv_start: &[u32],
+    ) -> (Self::Buf, Self::Buf, Self::Buf);
+
+    /// `silu(gate) * up`, elementwise.
+    fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf) -> Self::Buf;
+    /// `(dgate, dup)` of [`Backend::swiglu`].
+    fn swiglu_backward(
+        &self,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        dh: &Self::Buf,
+    ) -> (Self::Buf, Self::Buf);
+
+    /// Inverted dropout with a counter-based mask: element `i` is kept iff
+    /// `uniform(seed, i) >= p`, kept values are scaled by `1/(1-p)`. The mask
+    /// depends only on `(seed, i)`, so the backward pass is this same op on
+    /// the gradient with the same seed. The uniform is
+    /// `splitmix64(seed ^ i) >> 40` divided by `2^24`.
+    fn dropout(&self, x: &Self::Buf, p: f32, seed: u64) -> Self::Buf;
+
+    /// Fused LM head + cross-entropy, chunked over rows so the `[rows,
+    /// vocab]` logits never exist at once. `h` is `[rows, dim]`, `w` the
+    /// head `[vocab, dim]`. Returns per-row `-log softmax(h w^T)[target]`,
+    /// times `weights[row]` (0 for masked rows, which cost nothing). With
+    /// `grads`, writes `dh` (`[rows, dim]`, overwritten) and adds into `dw`
+    /// the gradient of `sum(returned values)`. A PPO step passes per-token
+    /// coefficients as weights; an SFT step passes `mask / count`.
+    fn token_nll(
+        &self,
+        h: &Self::Buf,
+        w: &Self::Buf,
+        dim: usize,
+        targets: &[u32],
+        weights: &[f32],
+        grads: Option<(&mut Self::Buf, Option<&mut Self::Buf>)>,
+    ) -> Vec<f32>;
+
+    /// Rows `idx[i]` of `x` (rows of `width`), for the reward head's last
+    /// token and the last position of each sequence when decoding.
+    fn gather_rows(&self, x: &Self::Buf, idx: &[u32], width: usize) -> Self::Buf;
+    /// `dx[idx[i]] += dy[i]`, the backward of [`Backend::gather_rows`].
+    fn scatter_add_rows(&self, dy: &Self::Buf, idx: &[u32], width: usize, dx: &mut Self::Buf);
+
+    // ---- optimisation and sampling ---------------------------------------
+
+    /// One fused AdamW update of `param` from `grad`, with moment buffers
+    /// `m` and `v`, exactly torch.optim.AdamW's arithmetic.
+    fn adamw(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        h: AdamWStep,
+    );
+
+    /// Draw one token per row of `logits` (`[rows, vocab]`). `uniforms[row]`
+    /// in `[0, 1)` comes from the caller's seeded generator, so every
+    /// backend draws the same tokens: after temperature, top-k and top-p
+    /// filtering, the token is the first whose cumulative probability (in
+    /// descending probability order, ties by lower id) exceeds the uniform.
+    fn sample(&self, logits: &Self::Buf, vocab: usize, how: Sampling, uniforms: &[f32])
+    -> Vec<u32>;
+}
+
+/// Arguments of [`Backend::copy_rows`]: for each block `c < count`, copy
+/// `rows` rows of `width` values from `src` row `c * src_block + src_row`
+/// to `dst` row `c * dst_block + dst_row`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowCopy {
+    pub count: usize,
+    pub rows: usize,
+    pub width: usize,
+    pub src_block: usize,
+    pub src_row: usize,
+    pub dst_block: usize,
+    pub dst_row: usize,
+}

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use crate::graph::{ArtifactType, OutputDecl, Registry};
 
 pub mod jsonl_data;
+pub mod poker_data;
 
 /// Supervised examples: JSONL of `{"prompt", "response"}`.
 pub const SFT_DATASET: ArtifactType = ArtifactType("sft-dataset");
@@ -44,7 +45,9 @@ pub fn dataset_output(name: &str) -> Option<OutputDecl> {
 
 /// The kinds this build knows.
 pub fn builtin() -> Registry {
-    Registry::new().with(jsonl_data::JsonlData)
+    Registry::new()
+        .with(jsonl_data::JsonlData)
+        .with(poker_data::PokerData)
 }
 
 static INSTALLED: OnceLock<Registry> = OnceLock::new();

@@ -1,7 +1,9 @@
 //! Training machinery shared by the stages: AdamW, schedules, clipping,
 //! checkpoints and resume, metrics, progress.
 
+pub mod adamw;
 pub mod checkpoint;
+pub mod clip;
 pub mod data_order;
 pub mod guard;
 pub mod metrics;

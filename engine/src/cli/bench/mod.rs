@@ -4,6 +4,7 @@
 use crate::error::CmdResult;
 
 mod poker;
+mod train;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -16,6 +17,8 @@ pub enum Command {
     /// How often the expert picks the same action under two Monte Carlo seeds.
     #[command(name = "poker-stability")]
     LabelStability(poker::StabilityArgs),
+    /// Training steps (forward, backward, AdamW) of a LLaMA on random data.
+    Train(train::Args),
 }
 
 pub fn run(command: Command) -> CmdResult {
@@ -23,5 +26,6 @@ pub fn run(command: Command) -> CmdResult {
         Command::Evaluator(args) => poker::evaluator(args),
         Command::Dataset(args) => poker::data(args),
         Command::LabelStability(args) => poker::stability(args),
+        Command::Train(args) => train::run(args),
     }
 }

@@ -1,0 +1,183 @@
+//! Host-side tensors read from and written to safetensors: one
+//! `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+//! Values are widened to f32 (the backend decides how to store them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::Deserialize;
+
+use super::error::{ModelError, Result};
+
+/// One tensor on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        HostTensor { shape, data }
+    }
+}
+
+/// Named tensors, sorted by name.
+pub type TensorMap = BTreeMap<String, HostTensor>;
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: HashMap<String, String>,
+}
+
+/// Reads the weights of a model directory.
+pub fn load_dir(dir: &Path) -> Result<TensorMap> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return load_file(&single);
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+        path: index_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut shards: Vec<&String> = index.weight_map.values().collect();
+    shards.sort();
+    shards.dedup();
+    let mut all = TensorMap::new();
+    for shard in shards {
+        all.extend(load_file(&dir.join(shard))?);
+    }
+    Ok(all)
+}
+
+/// Reads every tensor of one safetensors file.
+pub fn load_file(path: &Path) -> Result<TensorMap> {
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // SAFETY: the map is read-only and dropped before returning; a file
+    // truncated underneath us is the same hazard every safetensors reader
+    // accepts.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    let bad = |reason: String| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
+    let mut out = TensorMap::new();
+    for (name, view) in st.tensors() {
+        let data = to_f32(&view)
+            .map_err(|d| bad(format!("tensor `{name}` has unsupported dtype {d:?}")))?;
+        out.insert(name, HostTensor::new(view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+fn to_f32(view: &TensorView<'_>) -> std::result::Result<Vec<f32>, Dtype> {
+    let bytes = view.data();
+    let words = |n: usize| bytes.chunks_exact(n);
+    Ok(match view.dtype() {
+        Dtype::F32 => words(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::BF16 => words(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => words(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => words(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        Dtype::I64 => words(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        other => return Err(other),
+    })
+}
+
+/// Writes tensors as f32 safetensors, with `metadata` in the header (PEFT
+/// and transformers write `{"format": "pt"}`).
+pub fn save_file(
+    path: &Path,
+    tensors: &TensorMap,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let raw = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), raw, t.shape.clone())
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, raw, shape)| {
+            TensorView::new(Dtype::F32, shape.clone(), raw)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, metadata, path).map_err(|e| ModelError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// `{"format": "pt"}`, the header metadata PyTorch tools expect.
+pub fn pt_metadata() -> Option<HashMap<String, String>> {
+    Some(HashMap::from([("format".to_string(), "pt".to_string())]))
+}
+
+/// Takes a tensor out of the map, checking its shape.
+pub fn take(map: &mut TensorMap, name: &str, shape: &[usize], dir: &Path) -> Result<HostTensor> {
+    let t = map.remove(name).ok_or_else(|| ModelError::MissingTensor {
+        name: name.to_string(),
+        dir: PathBuf::from(dir),
+    })?;
+    if t.shape != shape {
+        return Err(ModelError::Shape {
+            name: name.to_string(),
+            found: t.shape,
+            expected: shape.to_vec(),
+        });
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_shards_are_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = TensorMap::new();
+        a.insert(
+            "x".into(),
+            HostTensor::new(vec![2, 3], vec![1.0, -2.0, 3.5, 0.25, 5.0, 6.0]),
+        );
+        let mut b = TensorMap::new();
+        b.insert("y".into(), HostTensor::new(vec![1], vec![7.0]));
+        save_file(&dir.path().join("s1.safetensors"), &a, pt_metadata()).unwrap();
+        save_file(&dir.path().join("s2.safetensors"), &b, None).unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"metadata": {}, "weight_map": {"x": "s1.safetensors", "y": "s2.safetensors"}}"#,
+        )
+        .unwrap();
+        let all = load_dir(dir.path()).unwrap();
+        assert_eq!(all["x"], a["x"]);
+        assert_eq!(all["y"], b["y"]);
+        let mut all = all;
+        let err = take(&mut all, "x", &[3, 2], dir.path()).unwrap_err();
+        assert!(err.to_string().contains("[2, 3]"));
+        assert!(take(&mut all, "z", &[1], dir.path()).is_err());
+    }
+}

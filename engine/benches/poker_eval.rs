@@ -54,11 +54,13 @@ fn main() {
     }
     let ours_s = start.elapsed().as_secs_f64();
 
+    // Count hands better than the first one so the work cannot be skipped.
+    let reference = theirs[0].rank();
     let start = Instant::now();
     let mut count = 0u64;
     for _ in 0..PASSES {
         for hand in &theirs {
-            count = count.wrapping_add(black_box(hand.as_slice()).rank().category() as u64);
+            count += u64::from(black_box(hand.as_slice()).rank() > reference);
         }
     }
     let theirs_s = start.elapsed().as_secs_f64();

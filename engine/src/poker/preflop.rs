@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use super::cards::CardSet;
 use super::equity::deal;
@@ -35,6 +34,39 @@ pub struct PreflopTable {
 /// Weights per class (the fraction of that class's combos in a range).
 pub type ClassWeights = [f32; 169];
 
+/// One table cell: class `h` against class `v` over its own seeded deals.
+fn cell(h: usize, v: usize) -> f32 {
+    let mut rng = ChaCha8Rng::seed_from_u64(TABLE_SEED);
+    rng.set_stream((h * 169 + v) as u64);
+    let (hc, vc) = (
+        HandClass::from_index(h).combos(),
+        HandClass::from_index(v).combos(),
+    );
+    let mut won = 0.0f64;
+    let mut n = 0;
+    while n < DEALS_PER_PAIR {
+        let a = CardSet::of(&hc[rng.random_range(0..hc.len())]);
+        let b = CardSet::of(&vc[rng.random_range(0..vc.len())]);
+        if a.0 & b.0 != 0 {
+            continue;
+        }
+        let board = deal(&mut rng, a.0 | b.0, 5);
+        let (x, y) = (
+            evaluate(CardSet(a.0 | board)),
+            evaluate(CardSet(b.0 | board)),
+        );
+        won += if x > y {
+            1.0
+        } else if x == y {
+            0.5
+        } else {
+            0.0
+        };
+        n += 1;
+    }
+    (won / f64::from(DEALS_PER_PAIR)) as f32
+}
+
 impl PreflopTable {
     pub fn get() -> &'static PreflopTable {
         static TABLE: OnceLock<PreflopTable> = OnceLock::new();
@@ -45,40 +77,25 @@ impl PreflopTable {
         let pairs: Vec<(usize, usize)> = (0..169)
             .flat_map(|h| (h..169).map(move |v| (h, v)))
             .collect();
-        let cells: Vec<f32> = pairs
-            .par_iter()
-            .map(|&(h, v)| {
-                let mut rng = ChaCha8Rng::seed_from_u64(TABLE_SEED);
-                rng.set_stream((h * 169 + v) as u64);
-                let (hc, vc) = (
-                    HandClass::from_index(h).combos(),
-                    HandClass::from_index(v).combos(),
-                );
-                let mut won = 0.0f64;
-                let mut n = 0;
-                while n < DEALS_PER_PAIR {
-                    let a = CardSet::of(&hc[rng.random_range(0..hc.len())]);
-                    let b = CardSet::of(&vc[rng.random_range(0..vc.len())]);
-                    if a.0 & b.0 != 0 {
-                        continue;
-                    }
-                    let board = deal(&mut rng, a.0 | b.0, 5);
-                    let (x, y) = (
-                        evaluate(CardSet(a.0 | board)),
-                        evaluate(CardSet(b.0 | board)),
-                    );
-                    won += if x > y {
-                        1.0
-                    } else if x == y {
-                        0.5
-                    } else {
-                        0.0
-                    };
-                    n += 1;
-                }
-                (won / f64::from(DEALS_PER_PAIR)) as f32
-            })
-            .collect();
+        // Plain scoped threads, not rayon: the table is first needed from
+        // inside rayon jobs (labelling, arena chunks), and a rayon worker
+        // that waits here could steal another job that waits on this same
+        // initialisation, a deadlock.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = pairs.len().div_ceil(threads);
+        let cells: Vec<f32> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pairs
+                .chunks(per)
+                .map(|chunk| {
+                    scope
+                        .spawn(move || chunk.iter().map(|&(h, v)| cell(h, v)).collect::<Vec<f32>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
         let mut equity = vec![0.5f32; 169 * 169];
         for (&(h, v), &e) in pairs.iter().zip(&cells) {
             if h == v {

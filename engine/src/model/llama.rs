@@ -72,7 +72,7 @@ pub struct Llama<B: Backend> {
 
 /// How much of the forward pass to keep for the backward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keep {
+enum Keep {
     /// Nothing: inference.
     Nothing,
     /// Every activation.
@@ -215,7 +215,7 @@ impl<B: Backend> Llama<B> {
 
     /// A model with random weights (normal, std 0.02; norms 1), for
     /// benchmarks and tests.
-    pub fn random(be: &B, cfg: LlamaConfig, seed: u64) -> Self {
+    pub fn random(be: &B, cfg: LlamaConfig, seed: u64) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut t = TensorMap::new();
         for (name, shape) in Self::tensor_shapes(&cfg) {
@@ -227,12 +227,7 @@ impl<B: Backend> Llama<B> {
             };
             t.insert(name, HostTensor::new(shape, data));
         }
-        // The names and shapes come from the config itself, so nothing can
-        // be missing; `from_tensors` only fails on a mismatch.
-        match Self::from_tensors(be, cfg, t, Path::new("<random>")) {
-            Ok(model) => model,
-            Err(e) => unreachable!("random weights built from their own config: {e}"),
-        }
+        Self::from_tensors(be, cfg, t, Path::new("<random>"))
     }
 
     /// Every tensor of a `LlamaForCausalLM` with this config.
@@ -325,15 +320,23 @@ impl<B: Backend> Llama<B> {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// Final hidden states `[rows, hidden]` (after the last norm) and, if
-    /// asked, the tape for [`Llama::backward_from_hidden`].
-    pub fn forward(
-        &self,
-        be: &B,
-        batch: &Batch,
-        keep: Keep,
-        seed: Option<u64>,
-    ) -> (B::Buf, Option<Tape<B>>) {
+    /// Final hidden states `[rows, hidden]` (after the last norm), for
+    /// inference; `seed` turns LoRA dropout on as in a training step.
+    pub fn forward(&self, be: &B, batch: &Batch, seed: Option<u64>) -> B::Buf {
+        self.run(be, batch, seed, Keep::Nothing).0
+    }
+
+    /// Final hidden states and the tape for [`Llama::backward_from_hidden`].
+    pub fn forward_train(&self, be: &B, batch: &Batch, pass: TrainPass) -> (B::Buf, Tape<B>) {
+        let keep = if pass.checkpoint {
+            Keep::LayerInputs
+        } else {
+            Keep::All
+        };
+        self.run(be, batch, Some(pass.seed), keep)
+    }
+
+    fn run(&self, be: &B, batch: &Batch, seed: Option<u64>, keep: Keep) -> (B::Buf, Tape<B>) {
         let mut x = be.embedding(&self.embed.value, &batch.ids, self.cfg.hidden_size);
         let step = Step {
             batch,
@@ -344,11 +347,11 @@ impl<B: Backend> Llama<B> {
         };
         let mut kept = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
-            let (out, saved) = self.block(be, layer, l, &x, &step, None, keep == Keep::All);
-            match (keep, saved) {
-                (Keep::All, Some(s)) => kept.push(Kept::All(Box::new(s))),
-                (Keep::LayerInputs, _) => kept.push(Kept::Input(x)),
-                _ => {}
+            let (out, saved) = self.block(be, layer, l, x, &step, None);
+            match keep {
+                Keep::All => kept.push(Kept::All(Box::new(saved))),
+                Keep::LayerInputs => kept.push(Kept::Input(saved.x)),
+                Keep::Nothing => {}
             }
             x = out;
         }
@@ -358,31 +361,31 @@ impl<B: Backend> Llama<B> {
             self.cfg.hidden_size,
             self.cfg.rms_norm_eps,
         );
-        let tape = (keep != Keep::Nothing).then_some(Tape {
+        let tape = Tape {
             layers: kept,
             final_x: x,
             final_inv: inv,
             seed,
-        });
+        };
         (h, tape)
     }
 
-    /// One block. Returns its output and, with `save`, its activations.
+    /// One block. Returns its output and its activations (which inference
+    /// simply drops).
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         be: &B,
         layer: &Layer<B>,
         l: usize,
-        x: &B::Buf,
+        x: B::Buf,
         step: &Step<'_>,
         cache: Option<(&mut B::Buf, &mut B::Buf, usize)>,
-        save: bool,
-    ) -> (B::Buf, Option<Saved<B>>) {
+    ) -> (B::Buf, Saved<B>) {
         let c = &self.cfg;
         let (d, rows) = (c.hidden_size, step.batch.batch * step.len);
         let seed = |site| site_seed(step.seed, l, site);
-        let (h1, inv1) = be.rms_norm(x, &layer.input_norm.value, d, c.rms_norm_eps);
+        let (h1, inv1) = be.rms_norm(&x, &layer.input_norm.value, d, c.rms_norm_eps);
         let (mut q, xa_q) = layer.q.forward(be, &h1, rows, seed(0));
         let (mut k, xa_k) = layer.k.forward(be, &h1, rows, seed(1));
         let (v, xa_v) = layer.v.forward(be, &h1, rows, seed(2));
@@ -431,7 +434,7 @@ impl<B: Backend> Llama<B> {
             }
         };
         let (o, xa_o) = layer.o.forward(be, &attn, rows, seed(3));
-        let mut x2 = be.duplicate(x);
+        let mut x2 = be.duplicate(&x);
         be.axpy(&mut x2, 1.0, &o);
         let (h2, inv2) = be.rms_norm(&x2, &layer.post_norm.value, d, c.rms_norm_eps);
         let (gate, xa_g) = layer.gate.forward(be, &h2, rows, seed(4));
@@ -440,11 +443,8 @@ impl<B: Backend> Llama<B> {
         let (down, xa_d) = layer.down.forward(be, &act, rows, seed(6));
         let mut out = be.duplicate(&x2);
         be.axpy(&mut out, 1.0, &down);
-        if !save {
-            return (out, None);
-        }
         let saved = Saved {
-            x: be.duplicate(x),
+            x,
             h1,
             inv1,
             q,
@@ -460,7 +460,7 @@ impl<B: Backend> Llama<B> {
             act,
             xa: [xa_q, xa_k, xa_v, xa_o, xa_g, xa_u, xa_d],
         };
-        (out, Some(saved))
+        (out, saved)
     }
 
     /// The backward pass of [`Llama::forward`] from `dh`, the gradient of
@@ -486,11 +486,7 @@ impl<B: Backend> Llama<B> {
         for (l, kept) in tape.layers.into_iter().enumerate().rev() {
             let saved = match kept {
                 Kept::All(s) => *s,
-                Kept::Input(x) => match self.block(be, &self.layers[l], l, &x, &step, None, true).1
-                {
-                    Some(s) => s,
-                    None => unreachable!("block always saves when asked"),
-                },
+                Kept::Input(x) => self.block(be, &self.layers[l], l, x, &step, None).1,
             };
             dx = self.block_backward(be, l, saved, dx, &step, rows);
         }
@@ -602,7 +598,7 @@ impl<B: Backend> Llama<B> {
 
     /// Logits of every position of the batch, on the host.
     pub fn logits(&self, be: &B, batch: &Batch) -> Vec<f32> {
-        let (h, _) = self.forward(be, batch, Keep::Nothing, None);
+        let h = self.forward(be, batch, None);
         be.download(&self.logits_of(be, &h, batch.rows()))
     }
 
@@ -616,7 +612,7 @@ impl<B: Backend> Llama<B> {
         weights: &[f32],
         seed: Option<u64>,
     ) -> Vec<f32> {
-        let (h, _) = self.forward(be, batch, Keep::Nothing, seed);
+        let h = self.forward(be, batch, seed);
         be.token_nll(
             &h,
             &self.head().value,
@@ -638,15 +634,7 @@ impl<B: Backend> Llama<B> {
         weights: &[f32],
         pass: TrainPass,
     ) -> f32 {
-        let keep = if pass.checkpoint {
-            Keep::LayerInputs
-        } else {
-            Keep::All
-        };
-        let (h, tape) = self.forward(be, batch, keep, Some(pass.seed));
-        let Some(tape) = tape else {
-            unreachable!("a training forward keeps a tape")
-        };
+        let (h, tape) = self.forward_train(be, batch, pass);
         let d = self.cfg.hidden_size;
         let mut dh = be.zeros(0);
         let nll = match self.lm_head.as_mut() {
@@ -701,7 +689,7 @@ impl<B: Backend> Llama<B> {
         };
         for (l, layer) in self.layers.iter().enumerate() {
             let cached = Some((&mut cache.k[l], &mut cache.v[l], cache.cap));
-            x = self.block(be, layer, l, &x, &step, cached, false).0;
+            x = self.block(be, layer, l, x, &step, cached).0;
         }
         cache.len += len;
         let last: Vec<u32> = (0..batch.batch)

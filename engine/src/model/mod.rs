@@ -20,5 +20,5 @@ pub mod weights;
 pub use batch::Batch;
 pub use config::LlamaConfig;
 pub use error::ModelError;
-pub use llama::{Keep, Llama, TrainPass};
+pub use llama::{Llama, TrainPass};
 pub use tokenizer::Tokenizer;

@@ -6,7 +6,7 @@ use crate::backend::{Backend, Gemm};
 
 use super::batch::Batch;
 use super::error::{ModelError, Result};
-use super::llama::{Keep, Llama, TrainPass};
+use super::llama::{Llama, TrainPass};
 use super::weights::HostTensor;
 
 /// Row index (into `[batch * seq]`) of each sequence's last token that is
@@ -47,7 +47,7 @@ impl<B: Backend> Llama<B> {
     /// token of each row.
     pub fn scores(&self, be: &B, batch: &Batch) -> Result<Vec<f32>> {
         let head = self.score_head()?;
-        let (h, _) = self.forward(be, batch, Keep::Nothing, None);
+        let h = self.forward(be, batch, None);
         Ok(be.download(&self.pool_and_score(be, &h, batch, head)))
     }
 
@@ -82,15 +82,7 @@ impl<B: Backend> Llama<B> {
         dscores: &[f32],
         pass: TrainPass,
     ) -> Result<Vec<f32>> {
-        let keep = if pass.checkpoint {
-            Keep::LayerInputs
-        } else {
-            Keep::All
-        };
-        let (h, tape) = self.forward(be, batch, keep, Some(pass.seed));
-        let Some(tape) = tape else {
-            unreachable!("a training forward keeps a tape")
-        };
+        let (h, tape) = self.forward_train(be, batch, pass);
         let d = self.cfg.hidden_size;
         let rows = last_token_rows(batch, self.cfg.pad_token_id);
         let pooled = be.gather_rows(&h, &rows, d);

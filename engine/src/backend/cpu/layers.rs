@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use super::math::exp;
+
 pub fn embedding(table: &[f32], ids: &[u32], dim: usize) -> Vec<f32> {
     let mut out = vec![0.0; ids.len() * dim];
     out.par_chunks_mut(dim).zip(ids).for_each(|(row, &id)| {
@@ -91,8 +93,12 @@ pub fn rope(x: &mut [f32], positions: &[u32], heads: usize, inv_freq: &[f32], in
         });
 }
 
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
 fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x * sigmoid(x)
 }
 
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
@@ -107,7 +113,7 @@ pub fn swiglu_backward(gate: &[f32], up: &[f32], dh: &[f32]) -> (Vec<f32>, Vec<f
         .zip(up)
         .zip(dh)
         .map(|((&g, &u), &d)| {
-            let s = 1.0 / (1.0 + (-g).exp());
+            let s = sigmoid(g);
             let dsilu = s * (1.0 + g * (1.0 - s));
             (d * u * dsilu, d * g * s)
         })

@@ -75,7 +75,7 @@ pub fn run(args: Args) -> CmdResult {
     }
     let cfg = LlamaConfig::load(&args.model_config).map_err(Failure::user)?;
     let be = Cpu;
-    let mut model = Llama::random(&be, cfg.clone(), 0);
+    let mut model = Llama::random(&be, cfg.clone(), 0).map_err(Failure::user)?;
     match args.lora_rank {
         Some(rank) => {
             let lc = LoraConfig {

@@ -132,7 +132,7 @@ fn a_diverging_run_names_the_step_and_keeps_the_last_checkpoint() {
     let root = f.dir.path().join("nan");
     // An infinite learning rate turns the adapter weights into NaN at the
     // first update; the next step's loss is then not finite.
-    let p = params(serde_json::json!({"actor_lr": 1e30, "critic_lr": 1e30, "batch_size": 6, "max_grad_norm": 1e30}));
+    let p = params(serde_json::json!({"actor_lr": 1e30, "critic_lr": 1e30, "batch_size": 6, "max_grad_norm": 1e30, "ppo_epochs": 1}));
     let mut ctx = context("rlhf", &root, &ppo_inputs(&f), Cancel::new()).unwrap();
     let err = match Ppo.run(&p, &mut ctx) {
         Ok(o) => panic!("diverging run ended with {o:?}"),

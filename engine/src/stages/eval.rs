@@ -152,7 +152,7 @@ impl StageKind for Eval {
 
     fn run(&self, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         match ctx.device {
-            Device::Cpu => run(&Cpu, p, ctx),
+            Device::Cpu => run(p, ctx),
             Device::Cuda(_) => Err(StageError::user(miette!(
                 help = "run this pipeline with --device cpu",
                 "the eval stage has no CUDA backend in this build"
@@ -352,7 +352,8 @@ fn mean(v: &[f32]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
 }
 
-fn run<B: Backend + Clone + 'static>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
+fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
+    let be = &Cpu;
     let scenarios = read_scenarios(&ctx.input("scenarios")?.path.clone())?;
     let train = read_scenarios(&ctx.input("train_prompts")?.path.clone())?;
     let model_dir = ctx.input("model")?.path.clone();
@@ -394,11 +395,16 @@ fn run<B: Backend + Clone + 'static>(be: &B, p: &EvalParams, ctx: &mut StageCont
                         StageError::user(miette!("{}:{line}: no string field `{k}`", pairs.display()))
                     })
                 };
-                let enc = |t: String| rm.tokenizer.encode(&t, true);
+                // Prompt and answer ids side by side, as roll-outs make them.
+                let enc = |prompt: &str, answer: &str| -> Result<Vec<u32>, StageError> {
+                    let to_err = |e| StageError::runtime(miette::Report::new(e));
+                    let mut ids = rm.tokenizer.encode(prompt, true).map_err(to_err)?;
+                    ids.extend(rm.tokenizer.encode(answer, false).map_err(to_err)?);
+                    Ok(ids)
+                };
                 let (pr, c, r) = (field("prompt")?, field("chosen")?, field("rejected")?);
-                let to_err = |e: crate::model::ModelError| StageError::runtime(miette::Report::new(e));
-                chosen.push(enc(format!("{pr} {c}")).map_err(to_err)?);
-                rejected.push(enc(format!("{pr} {r}")).map_err(to_err)?);
+                chosen.push(enc(pr, c)?);
+                rejected.push(enc(pr, r)?);
             }
             let (sc, sr) = (rm_scores(be, &rm.model, &chosen)?, rm_scores(be, &rm.model, &rejected)?);
             let wins = sc.iter().zip(&sr).filter(|(c, r)| c > r).count();

@@ -373,9 +373,11 @@ fn build_roles<B: Backend>(
 
 /// Running numbers of the whole run that the summary reports.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Kept as f32: serde_json reads f64 text back to within one ulp only, and
+/// a resumed run must write the same summary.
 struct History {
-    reward_means: Vec<f64>,
-    kls: Vec<f64>,
+    reward_means: Vec<f32>,
+    kls: Vec<f32>,
 }
 
 fn to_data<B: Backend>(be: &B, buf: &B::Buf, shape: &[usize]) -> TensorData {
@@ -592,8 +594,8 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             }
         }
         step += 1;
-        history.reward_means.push(numbers[0].1);
-        history.kls.push(numbers[1].1);
+        history.reward_means.push(numbers[0].1 as f32);
+        history.kls.push(numbers[1].1 as f32);
         metrics
             .record(step, &numbers)
             .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
@@ -637,7 +639,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     }
     std::fs::copy(metrics_dir.join(crate::train::metrics::METRICS_FILE), out.join("metrics.jsonl"))
         .map_err(|e| StageError::runtime(miette!("cannot copy metrics.jsonl: {e}")))?;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
     let k = history.reward_means.len().div_ceil(4).max(1);
     let summary = json!({
         "steps": step,

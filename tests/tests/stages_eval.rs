@@ -66,7 +66,11 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
             "spot_type_baseline"
         ]
     );
-    for k in ["legal_action_rate", "action_accuracy", "rm_pairwise_accuracy"] {
+    for k in [
+        "legal_action_rate",
+        "action_accuracy",
+        "rm_pairwise_accuracy",
+    ] {
         let v = s[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{k} {v}");
     }
@@ -92,10 +96,18 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
             *c.entry(x).or_default() += 1;
         }
         let best = c.values().copied().max().unwrap();
-        c.into_iter().find(|(_, n)| *n == best).unwrap().0.to_string()
+        c.into_iter()
+            .find(|(_, n)| *n == best)
+            .unwrap()
+            .0
+            .to_string()
     };
     let majority = most_common(train.iter().map(|v| v["best"].as_str().unwrap()).collect());
-    let want = test.iter().filter(|v| v["best"] == majority.as_str()).count() as f64 / test.len() as f64;
+    let want = test
+        .iter()
+        .filter(|v| v["best"] == majority.as_str())
+        .count() as f64
+        / test.len() as f64;
     assert!((s["majority_baseline"].as_f64().unwrap() - want).abs() < 1e-12);
     let mut per_type: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for v in &train {
@@ -104,11 +116,17 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
             .or_default()
             .push(v["best"].as_str().unwrap());
     }
-    let guess: BTreeMap<String, String> =
-        per_type.into_iter().map(|(k, v)| (k, most_common(v))).collect();
+    let guess: BTreeMap<String, String> = per_type
+        .into_iter()
+        .map(|(k, v)| (k, most_common(v)))
+        .collect();
     let want = test
         .iter()
-        .filter(|v| guess.get(v["spot_type"].as_str().unwrap()).is_some_and(|g| v["best"] == g.as_str()))
+        .filter(|v| {
+            guess
+                .get(v["spot_type"].as_str().unwrap())
+                .is_some_and(|g| v["best"] == g.as_str())
+        })
         .count() as f64
         / test.len() as f64;
     assert!((s["spot_type_baseline"].as_f64().unwrap() - want).abs() < 1e-12);

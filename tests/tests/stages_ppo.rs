@@ -51,7 +51,10 @@ fn ppo_trains_and_writes_loadable_actor_and_ema() {
     for line in metrics.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         for key in ["reward", "kl", "entropy", "clip_fraction", "value_loss"] {
-            assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key} in {line}");
+            assert!(
+                v[key].as_f64().is_some_and(f64::is_finite),
+                "{key} in {line}"
+            );
         }
     }
     let summary: serde_json::Value =
@@ -67,7 +70,11 @@ fn ppo_trains_and_writes_loadable_actor_and_ema() {
     let adapter = |d: &Path| {
         poker_pipe::model::weights::load_file(&d.join("adapter_model.safetensors")).unwrap()
     };
-    let (a, e, s) = (adapter(&out.join("actor")), adapter(&out.join("actor_ema")), adapter(&f.sft));
+    let (a, e, s) = (
+        adapter(&out.join("actor")),
+        adapter(&out.join("actor_ema")),
+        adapter(&f.sft),
+    );
     let dist = |x: &poker_pipe::model::weights::TensorMap| -> f64 {
         x.iter()
             .map(|(k, t)| {
@@ -81,7 +88,12 @@ fn ppo_trains_and_writes_loadable_actor_and_ema() {
             .sqrt()
     };
     assert!(dist(&a) > 0.0);
-    assert!(dist(&e) > 0.0 && dist(&e) < dist(&a), "{} {}", dist(&e), dist(&a));
+    assert!(
+        dist(&e) > 0.0 && dist(&e) < dist(&a),
+        "{} {}",
+        dist(&e),
+        dist(&a)
+    );
     drop(sft);
 }
 
@@ -123,7 +135,10 @@ fn interrupted_ppo_resumes_to_identical_outputs() {
         );
     }
     let log = std::fs::read_to_string(parts.join("work").join("training.log")).unwrap();
-    assert!(log.contains("resuming from the checkpoint of step"), "{log}");
+    assert!(
+        log.contains("resuming from the checkpoint of step"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -132,7 +147,9 @@ fn a_diverging_run_names_the_step_and_keeps_the_last_checkpoint() {
     let root = f.dir.path().join("nan");
     // An infinite learning rate turns the adapter weights into NaN at the
     // first update; the next step's loss is then not finite.
-    let p = params(serde_json::json!({"actor_lr": 1e30, "critic_lr": 1e30, "batch_size": 6, "max_grad_norm": 1e30, "ppo_epochs": 1}));
+    let p = params(
+        serde_json::json!({"actor_lr": 1e30, "critic_lr": 1e30, "batch_size": 6, "max_grad_norm": 1e30, "ppo_epochs": 1}),
+    );
     let mut ctx = context("rlhf", &root, &ppo_inputs(&f), Cancel::new()).unwrap();
     let err = match Ppo.run(&p, &mut ctx) {
         Ok(o) => panic!("diverging run ended with {o:?}"),

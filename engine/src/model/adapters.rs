@@ -58,7 +58,11 @@ impl<B: Backend> AdapterSet<B> {
     /// frozen as asked.
     pub fn deep_copy(&self, be: &B, trainable: bool) -> Self {
         let copy = |p: &Param<B>| {
-            let mut q = Param::new(be, p.name.clone(), &HostTensor::new(p.shape.clone(), be.download(&p.value)));
+            let mut q = Param::new(
+                be,
+                p.name.clone(),
+                &HostTensor::new(p.shape.clone(), be.download(&p.value)),
+            );
             q.set_trainable(be, trainable);
             q
         };
@@ -90,10 +94,7 @@ impl<B: Backend> AdapterSet<B> {
 
     /// Every LoRA matrix of the set, A before B, in slot order.
     pub fn params(&self) -> impl Iterator<Item = &Param<B>> {
-        self.slots
-            .iter()
-            .flatten()
-            .flat_map(|l| [&l.a, &l.b])
+        self.slots.iter().flatten().flat_map(|l| [&l.a, &l.b])
     }
 
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param<B>> {

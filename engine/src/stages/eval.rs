@@ -114,7 +114,11 @@ impl StageKind for Eval {
     const DESCRIPTION: &'static str = "Held-out legal-action rate and accuracy against card-blind baselines, reward-model accuracy and means, arena bb/100 against baseline bots.";
 
     fn outputs(&self, _: &EvalParams) -> Vec<OutputDecl> {
-        vec![OutputDecl::new("summary", super::EVAL_REPORT, "summary.json")]
+        vec![OutputDecl::new(
+            "summary",
+            super::EVAL_REPORT,
+            "summary.json",
+        )]
     }
 
     fn inputs(&self, p: &EvalParams) -> Vec<InputDecl> {
@@ -225,7 +229,10 @@ pub fn baselines(train: &[Scenario]) -> (String, BTreeMap<String, String>) {
         }
         counts
             .into_iter()
-            .fold(("", 0), |best, (a, n)| if n > best.1 { (a, n) } else { best })
+            .fold(
+                ("", 0),
+                |best, (a, n)| if n > best.1 { (a, n) } else { best },
+            )
             .0
             .to_string()
     }
@@ -243,7 +250,10 @@ pub fn baselines(train: &[Scenario]) -> (String, BTreeMap<String, String>) {
 
 /// Whether `answer` is the expert's best action in this spot.
 fn correct(s: &Scenario, answer: &str) -> bool {
-    match (parse_answer(&s.spot, answer), parse_answer(&s.spot, &s.best)) {
+    match (
+        parse_answer(&s.spot, answer),
+        parse_answer(&s.spot, &s.best),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -260,7 +270,8 @@ pub struct LmAnswerer<B: Backend> {
 impl<B: Backend + Clone> LmAnswerer<B> {
     /// Loads a model folder (adapter merged into the weights for speed).
     pub fn load(be: &B, dir: &Path, max_new_tokens: usize) -> Result<Self, StageError> {
-        let mut loaded = load_dir(be, dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        let mut loaded =
+            load_dir(be, dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         lora::set_merged(be, &mut loaded.model, true);
         Ok(LmAnswerer {
             be: be.clone(),
@@ -285,7 +296,10 @@ impl<B: Backend + Clone> LmAnswerer<B> {
     }
 
     /// Prompt and response token ids of each prompt (greedy answers).
-    pub fn generate_ids(&self, prompts: &[String]) -> Result<Vec<(Vec<u32>, Vec<u32>)>, StageError> {
+    pub fn generate_ids(
+        &self,
+        prompts: &[String],
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, StageError> {
         let ids: Vec<Vec<u32>> = prompts
             .iter()
             .map(|p| self.tokenizer.encode(p, true))
@@ -342,7 +356,13 @@ fn rm_scores<B: Backend>(be: &B, rm: &Llama<B>, seqs: &[Vec<u32>]) -> Result<Vec
             .ok_or_else(|| StageError::user(miette!("the reward model has no score.weight")))?;
         for b in 0..batch.batch {
             let r = b * batch.seq + batch.seq - 1;
-            out.push(h[r * d..(r + 1) * d].iter().zip(&head).map(|(x, w)| x * w).sum());
+            out.push(
+                h[r * d..(r + 1) * d]
+                    .iter()
+                    .zip(&head)
+                    .map(|(x, w)| x * w)
+                    .sum(),
+            );
         }
     }
     Ok(out)
@@ -369,7 +389,12 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         .filter(|(s, a)| parse_answer(&s.spot, a).is_ok())
         .count() as f64
         / n;
-    let accuracy = scenarios.iter().zip(&answers).filter(|(s, a)| correct(s, a)).count() as f64 / n;
+    let accuracy = scenarios
+        .iter()
+        .zip(&answers)
+        .filter(|(s, a)| correct(s, a))
+        .count() as f64
+        / n;
     let (majority, per_type) = baselines(&train);
     let majority_acc = scenarios.iter().filter(|s| correct(s, &majority)).count() as f64 / n;
     let type_acc = scenarios
@@ -384,7 +409,8 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
     let (mut rm_acc, mut reward_sft, mut reward_ppo) = (None, None, None);
     if ctx.input("reward").is_ok() {
         let rm_dir = ctx.input("reward")?.path.clone();
-        let mut rm = load_dir(be, &rm_dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        let mut rm =
+            load_dir(be, &rm_dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         lora::set_merged(be, &mut rm.model, true);
         if let Ok(pairs) = ctx.input("pairs").map(|i| i.path.clone()) {
             let mut chosen = Vec::new();
@@ -392,7 +418,10 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             for (line, v) in read_lines(&pairs)? {
                 let field = |k: &str| {
                     v.get(k).and_then(Value::as_str).ok_or_else(|| {
-                        StageError::user(miette!("{}:{line}: no string field `{k}`", pairs.display()))
+                        StageError::user(miette!(
+                            "{}:{line}: no string field `{k}`",
+                            pairs.display()
+                        ))
                     })
                 };
                 // Prompt and answer ids side by side, as roll-outs make them.
@@ -406,17 +435,26 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
                 chosen.push(enc(pr, c)?);
                 rejected.push(enc(pr, r)?);
             }
-            let (sc, sr) = (rm_scores(be, &rm.model, &chosen)?, rm_scores(be, &rm.model, &rejected)?);
+            let (sc, sr) = (
+                rm_scores(be, &rm.model, &chosen)?,
+                rm_scores(be, &rm.model, &rejected)?,
+            );
             let wins = sc.iter().zip(&sr).filter(|(c, r)| c > r).count();
             rm_acc = (!sc.is_empty()).then(|| wins as f64 / sc.len() as f64);
         }
         let seqs = |g: &[(Vec<u32>, Vec<u32>)]| -> Vec<Vec<u32>> {
-            g.iter().map(|(p, r)| [p.as_slice(), r.as_slice()].concat()).collect()
+            g.iter()
+                .map(|(p, r)| [p.as_slice(), r.as_slice()].concat())
+                .collect()
         };
         reward_ppo = mean(&rm_scores(be, &rm.model, &seqs(&generated))?);
         if let Ok(sft) = ctx.input("sft").map(|i| i.path.clone()) {
             let sft_lm = LmAnswerer::load(be, &sft, p.max_new_tokens as usize)?;
-            reward_sft = mean(&rm_scores(be, &rm.model, &seqs(&sft_lm.generate_ids(&prompts)?))?);
+            reward_sft = mean(&rm_scores(
+                be,
+                &rm.model,
+                &seqs(&sft_lm.generate_ids(&prompts)?),
+            )?);
         }
         ctx.log(format!(
             "reward model: pairwise accuracy {rm_acc:?}, mean reward sft {reward_sft:?}, evaluated model {reward_ppo:?}"
@@ -433,7 +471,9 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         let style = p.style;
         let make_lm = move |_seed: u64| -> Box<dyn Player> {
             let lm = Arc::clone(&lm);
-            Box::new(PromptPlayer::new("model", style, move |prompt: &str| lm.answer(prompt)))
+            Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
+                lm.answer(prompt)
+            }))
         };
         let name = opponent.clone();
         let make_bot = move |seed: u64| -> Box<dyn Player> {

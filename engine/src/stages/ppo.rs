@@ -229,7 +229,11 @@ fn read_prompts(path: &Path) -> Result<Vec<PromptRecord>, StageError> {
         StageError::runtime(miette!("cannot read prompts `{}`: {e}", path.display()))
     })?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let bad = |why: String| {
             StageError::user(miette!(
                 help = "each line must be a JSON object with a string field `prompt`",
@@ -272,7 +276,12 @@ fn read_prompts(path: &Path) -> Result<Vec<PromptRecord>, StageError> {
 
 /// The expert's verifiable reward of an answer: minus its EV regret in big
 /// blinds, `-penalty` when it is not a legal action, 0 without a spot.
-pub fn verifiable_reward(spot: Option<&Spot>, evs: &BTreeMap<String, f64>, answer: &str, penalty: f64) -> f64 {
+pub fn verifiable_reward(
+    spot: Option<&Spot>,
+    evs: &BTreeMap<String, f64>,
+    answer: &str,
+    penalty: f64,
+) -> f64 {
     let Some(spot) = spot else {
         return 0.0;
     };
@@ -324,7 +333,11 @@ fn build_roles<B: Backend>(
         None => {
             let cfg = fresh_lora(p.lora_rank);
             lora::attach(be, &mut sft.model, &cfg, p.seed).map_err(model_err)?;
-            (AdapterSet::bare(&sft.model), AdapterSet::take(&mut sft.model), cfg)
+            (
+                AdapterSet::bare(&sft.model),
+                AdapterSet::take(&mut sft.model),
+                cfg,
+            )
         }
     };
     let mut rm = load_dir(be, rm_dir).map_err(model_err)?;
@@ -402,7 +415,10 @@ fn state_tensors<B: Backend>(
     ];
     for ((role, params), opt) in groups.into_iter().zip(opts) {
         for p in params {
-            t.insert(format!("{role}/{}", p.name), to_data(be, &p.value, &p.shape));
+            t.insert(
+                format!("{role}/{}", p.name),
+                to_data(be, &p.value, &p.shape),
+            );
             if let Some(m) = opt.moments.get(&p.name) {
                 t.insert(format!("{role}.m/{}", p.name), to_data(be, &m.m, &p.shape));
                 t.insert(format!("{role}.v/{}", p.name), to_data(be, &m.v, &p.shape));
@@ -433,7 +449,10 @@ fn restore<B: Backend>(
     let err = |e: checkpoint::CheckpointError| StageError::runtime(miette::Report::new(e));
     for (p, e) in roles.actor.params().zip(ema.iter_mut()) {
         if !e.is_empty() {
-            *e = resume.take(&format!("ema/{}", p.name), &p.shape).map_err(err)?.data;
+            *e = resume
+                .take(&format!("ema/{}", p.name), &p.shape)
+                .map_err(err)?
+                .data;
         }
     }
     let Roles {
@@ -443,7 +462,12 @@ fn restore<B: Backend>(
         ..
     } = roles;
     let groups: [(&str, Vec<&mut Param<B>>, &mut AdamW<B>, u32); 2] = [
-        ("actor", actor.params_mut().collect(), actor_opt, opt_steps[0]),
+        (
+            "actor",
+            actor.params_mut().collect(),
+            actor_opt,
+            opt_steps[0],
+        ),
         (
             "critic",
             critic.params_mut().chain([value_head]).collect(),
@@ -455,10 +479,19 @@ fn restore<B: Backend>(
         opt.step = steps;
         for p in params {
             let shape = p.shape.clone();
-            p.value = be.upload(&resume.take(&format!("{role}/{}", p.name), &shape).map_err(err)?.data);
+            p.value = be.upload(
+                &resume
+                    .take(&format!("{role}/{}", p.name), &shape)
+                    .map_err(err)?
+                    .data,
+            );
             if steps > 0 {
-                let m = resume.take(&format!("{role}.m/{}", p.name), &shape).map_err(err)?;
-                let v = resume.take(&format!("{role}.v/{}", p.name), &shape).map_err(err)?;
+                let m = resume
+                    .take(&format!("{role}.m/{}", p.name), &shape)
+                    .map_err(err)?;
+                let v = resume
+                    .take(&format!("{role}.v/{}", p.name), &shape)
+                    .map_err(err)?;
                 opt.moments.insert(
                     p.name.clone(),
                     Moments {
@@ -535,7 +568,13 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     let mut ema: Vec<Vec<f32>> = roles
         .actor
         .params()
-        .map(|q| if p.ema > 0.0 { be.download(&q.value) } else { Vec::new() })
+        .map(|q| {
+            if p.ema > 0.0 {
+                be.download(&q.value)
+            } else {
+                Vec::new()
+            }
+        })
         .collect();
 
     let work = ctx.work_dir().to_path_buf();
@@ -543,7 +582,8 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     let mut step = 0u64;
     let mut cursor = Cursor::default();
     let mut history = History::default();
-    let resumed = checkpoint::load(&work).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+    let resumed =
+        checkpoint::load(&work).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
     let mut metrics = match resumed {
         Some(mut resume) => {
             let state = resume.checkpoint.state.clone();
@@ -551,7 +591,14 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
                 .map_err(|e| StageError::runtime(miette!("checkpoint state: {e}")))?;
             history = serde_json::from_value(state.extra["history"].clone())
                 .map_err(|e| StageError::runtime(miette!("checkpoint state: {e}")))?;
-            restore(be, &mut resume, &mut roles, [&mut actor_opt, &mut critic_opt], &mut ema, steps)?;
+            restore(
+                be,
+                &mut resume,
+                &mut roles,
+                [&mut actor_opt, &mut critic_opt],
+                &mut ema,
+                steps,
+            )?;
             step = state.step;
             cursor = state.cursor;
             ctx.log(format!("resuming from the checkpoint of step {step}"));
@@ -587,7 +634,16 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         };
         let rollout = roles.rollout(be, &chosen, &opts);
         let scores = mixed_scores(p, &prompts, &batch.indices, &rollout, &tokenizer)?;
-        let numbers = train_step(be, p, &mut roles, &rollout, &scores, [&mut actor_opt, &mut critic_opt], step, &guard)?;
+        let numbers = train_step(
+            be,
+            p,
+            &mut roles,
+            &rollout,
+            &scores,
+            [&mut actor_opt, &mut critic_opt],
+            step,
+            &guard,
+        )?;
         if p.ema > 0.0 {
             for (q, e) in roles.actor.params().zip(ema.iter_mut()) {
                 ppo::ema_update(e, &be.download(&q.value), p.ema as f32);
@@ -627,18 +683,45 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         base_dir.join("tokenizer.json")
     };
     let Roles { policy, actor, .. } = &mut roles;
-    write_model(be, policy, actor, &actor_cfg, &base_dir, &tok, &out.join("actor"))?;
+    write_model(
+        be,
+        policy,
+        actor,
+        &actor_cfg,
+        &base_dir,
+        &tok,
+        &out.join("actor"),
+    )?;
     if p.ema > 0.0 {
         let mut ema_set = actor.deep_copy(be, false);
         for (q, e) in ema_set.params_mut().zip(&ema) {
             q.value = be.upload(e);
         }
-        write_model(be, policy, &mut ema_set, &actor_cfg, &base_dir, &tok, &out.join("actor_ema"))?;
+        write_model(
+            be,
+            policy,
+            &mut ema_set,
+            &actor_cfg,
+            &base_dir,
+            &tok,
+            &out.join("actor_ema"),
+        )?;
     } else {
-        write_model(be, policy, actor, &actor_cfg, &base_dir, &tok, &out.join("actor_ema"))?;
+        write_model(
+            be,
+            policy,
+            actor,
+            &actor_cfg,
+            &base_dir,
+            &tok,
+            &out.join("actor_ema"),
+        )?;
     }
-    std::fs::copy(metrics_dir.join(crate::train::metrics::METRICS_FILE), out.join("metrics.jsonl"))
-        .map_err(|e| StageError::runtime(miette!("cannot copy metrics.jsonl: {e}")))?;
+    std::fs::copy(
+        metrics_dir.join(crate::train::metrics::METRICS_FILE),
+        out.join("metrics.jsonl"),
+    )
+    .map_err(|e| StageError::runtime(miette!("cannot copy metrics.jsonl: {e}")))?;
     let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
     let k = history.reward_means.len().div_ceil(4).max(1);
     let summary = json!({
@@ -709,7 +792,12 @@ fn train_step<B: Backend>(
             p.reward_clip as f32,
         );
         kl_sum += f64::from(kl);
-        let (a, r) = ppo::gae(&rewards, &rollout.values[span.clone()], p.gamma as f32, p.lambda as f32);
+        let (a, r) = ppo::gae(
+            &rewards,
+            &rollout.values[span.clone()],
+            p.gamma as f32,
+            p.lambda as f32,
+        );
         adv.extend(a);
         returns.extend(r);
     }
@@ -727,7 +815,9 @@ fn train_step<B: Backend>(
             roles.actor_logp(be, rollout)
         };
         let s = ppo::surrogate(&logp, &rollout.old_logp, &adv, p.clip_range as f32);
-        guard.check_loss(step + 1, f64::from(s.loss)).map_err(to_err)?;
+        guard
+            .check_loss(step + 1, f64::from(s.loss))
+            .map_err(to_err)?;
         for q in roles.actor.params_mut() {
             q.set_trainable(be, true);
         }

@@ -246,7 +246,12 @@ mod tests {
         // d loss / d logp = -w, since the model minimises sum(w * -logp).
         let g = numeric_grad(&logp, |l| surrogate(l, &old, &adv, 0.2).loss);
         for i in 0..n {
-            assert!((g[i] + s.weights[i]).abs() < 2e-3, "{i}: {} {}", g[i], s.weights[i]);
+            assert!(
+                (g[i] + s.weights[i]).abs() < 2e-3,
+                "{i}: {} {}",
+                g[i],
+                s.weights[i]
+            );
         }
         assert!(s.clip_fraction > 0.0 && s.clip_fraction < 1.0);
     }

@@ -176,9 +176,9 @@ impl<B: Backend> Roles<B> {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.value_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
-        let h = self
-            .critic
-            .with(model, |m| m.forward(be, &rollout.batch, Keep::Nothing, None).0);
+        let h = self.critic.with(model, |m| {
+            m.forward(be, &rollout.batch, Keep::Nothing, None).0
+        });
         let h = be.download(&h);
         rollout
             .rows

@@ -55,13 +55,19 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Random weights with some LoRA adapters of random (non-zero) B.
-fn adapted(cfg: &LlamaConfig, seed: u64, score: bool) -> Result<Llama<Cpu>, Box<dyn std::error::Error>> {
+fn adapted(
+    cfg: &LlamaConfig,
+    seed: u64,
+    score: bool,
+) -> Result<Llama<Cpu>, Box<dyn std::error::Error>> {
     let be = Cpu;
     let mut m = Llama::random(&be, cfg.clone(), 5);
     if score {
         m.add_score_head(&be, 1);
         let d = cfg.hidden_size;
-        let v: Vec<f32> = (0..d).map(|i| ((i as f32 * 0.37 + seed as f32).sin()) * 0.5).collect();
+        let v: Vec<f32> = (0..d)
+            .map(|i| ((i as f32 * 0.37 + seed as f32).sin()) * 0.5)
+            .collect();
         m.score = Some(poker_pipe::model::param::Param::new(
             &be,
             "score.weight",
@@ -73,7 +79,9 @@ fn adapted(cfg: &LlamaConfig, seed: u64, score: bool) -> Result<Llama<Cpu>, Box<
         for (_, lin) in layer.projections_mut() {
             if let Some(l) = lin.lora.as_mut() {
                 let n = l.b.numel();
-                let v: Vec<f32> = (0..n).map(|i| ((i as f32 + seed as f32) * 0.61).sin() * 0.05).collect();
+                let v: Vec<f32> = (0..n)
+                    .map(|i| ((i as f32 + seed as f32) * 0.61).sin() * 0.05)
+                    .collect();
                 l.b.value = poker_pipe::backend::Backend::upload(&be, &v);
             }
         }
@@ -102,7 +110,14 @@ pub fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
     }))?;
     dataset::generate(&params, &data, |_, _| {})?;
     let mut vocab = BTreeSet::new();
-    for file in ["sft.jsonl", "pairs.jsonl", "prompts.jsonl", "test_sft.jsonl", "test_pairs.jsonl", "test_prompts.jsonl"] {
+    for file in [
+        "sft.jsonl",
+        "pairs.jsonl",
+        "prompts.jsonl",
+        "test_sft.jsonl",
+        "test_pairs.jsonl",
+        "test_prompts.jsonl",
+    ] {
         let text = std::fs::read_to_string(data.join(file))?;
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line)?;
@@ -145,7 +160,11 @@ pub fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
         write(&out.join("tokenizer.json"), &tokenizer.to_string())?;
         let mut m = adapted(&cfg, if score { 2 } else { 1 }, score)?;
         let tensors = m.base_tensors(&be);
-        weights::save_file(&out.join("model.safetensors"), &tensors, weights::pt_metadata())?;
+        weights::save_file(
+            &out.join("model.safetensors"),
+            &tensors,
+            weights::pt_metadata(),
+        )?;
         lora::save(&be, &mut m, &lora_cfg(), out, ".")?;
     }
     Ok(Fixture {

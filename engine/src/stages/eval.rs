@@ -259,6 +259,9 @@ fn correct(s: &Scenario, answer: &str) -> bool {
     }
 }
 
+/// Token ids of a prompt and of the model's answer to it.
+pub type PromptAndAnswer = (Vec<u32>, Vec<u32>);
+
 /// A language model answering prompts greedily, shareable across threads.
 pub struct LmAnswerer<B: Backend> {
     be: B,
@@ -296,10 +299,7 @@ impl<B: Backend + Clone> LmAnswerer<B> {
     }
 
     /// Prompt and response token ids of each prompt (greedy answers).
-    pub fn generate_ids(
-        &self,
-        prompts: &[String],
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, StageError> {
+    pub fn generate_ids(&self, prompts: &[String]) -> Result<Vec<PromptAndAnswer>, StageError> {
         let ids: Vec<Vec<u32>> = prompts
             .iter()
             .map(|p| self.tokenizer.encode(p, true))
@@ -442,7 +442,7 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             let wins = sc.iter().zip(&sr).filter(|(c, r)| c > r).count();
             rm_acc = (!sc.is_empty()).then(|| wins as f64 / sc.len() as f64);
         }
-        let seqs = |g: &[(Vec<u32>, Vec<u32>)]| -> Vec<Vec<u32>> {
+        let seqs = |g: &[PromptAndAnswer]| -> Vec<Vec<u32>> {
             g.iter()
                 .map(|(p, r)| [p.as_slice(), r.as_slice()].concat())
                 .collect()

@@ -384,10 +384,10 @@ fn build_roles<B: Backend>(
     Ok((roles, actor_cfg, sft.tokenizer))
 }
 
-/// Running numbers of the whole run that the summary reports.
+/// Running numbers of the whole run that the summary reports, kept as f32:
+/// serde_json reads f64 text back to within one ulp only, and a resumed run
+/// must write the same summary.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-/// Kept as f32: serde_json reads f64 text back to within one ulp only, and
-/// a resumed run must write the same summary.
 struct History {
     reward_means: Vec<f32>,
     kls: Vec<f32>,
@@ -437,6 +437,9 @@ fn state_tensors<B: Backend>(
     t
 }
 
+/// One model's checkpoint prefix, parameters, optimizer and step count.
+type RestoreGroup<'a, B> = (&'static str, Vec<&'a mut Param<B>>, &'a mut AdamW<B>, u32);
+
 fn restore<B: Backend>(
     be: &B,
     resume: &mut Resume,
@@ -461,7 +464,7 @@ fn restore<B: Backend>(
         value_head,
         ..
     } = roles;
-    let groups: [(&str, Vec<&mut Param<B>>, &mut AdamW<B>, u32); 2] = [
+    let groups: [RestoreGroup<'_, B>; 2] = [
         (
             "actor",
             actor.params_mut().collect(),

@@ -245,13 +245,8 @@ mod tests {
         let s = surrogate(&logp, &old, &adv, 0.2);
         // d loss / d logp = -w, since the model minimises sum(w * -logp).
         let g = numeric_grad(&logp, |l| surrogate(l, &old, &adv, 0.2).loss);
-        for i in 0..n {
-            assert!(
-                (g[i] + s.weights[i]).abs() < 2e-3,
-                "{i}: {} {}",
-                g[i],
-                s.weights[i]
-            );
+        for (i, (g, w)) in g.iter().zip(&s.weights).enumerate() {
+            assert!((g + w).abs() < 2e-3, "{i}: {g} {w}");
         }
         assert!(s.clip_fraction > 0.0 && s.clip_fraction < 1.0);
     }
@@ -274,8 +269,8 @@ mod tests {
         let ret = random(&mut rng, n, 1.0);
         let (_, grad) = value_loss(&values, &old, &ret, 0.2);
         let g = numeric_grad(&values, |v| value_loss(v, &old, &ret, 0.2).0);
-        for i in 0..n {
-            assert!((g[i] - grad[i]).abs() < 2e-3, "{i}: {} {}", g[i], grad[i]);
+        for (i, (g, want)) in g.iter().zip(&grad).enumerate() {
+            assert!((g - want).abs() < 2e-3, "{i}: {g} {want}");
         }
     }
 

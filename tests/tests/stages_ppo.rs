@@ -12,7 +12,7 @@ use poker_pipe::backend::Cpu;
 use poker_pipe::graph::{Cancel, Outcome, StageKind};
 use poker_pipe::model::load::load_dir;
 use poker_pipe::stages::ppo::{Ppo, PpoParams};
-use stages_ppo_support::{Fixture, context, fixture, ppo_inputs};
+use stages_ppo_support::{Fixture, context, fixture, ppo_inputs, ppo_inputs_at};
 
 fn params(extra: serde_json::Value) -> PpoParams {
     let mut base = serde_json::json!({
@@ -197,4 +197,70 @@ fn ppo_step_speed() {
         serde_json::json!({"bench": "ppo_step", "steps": 6, "prompts_per_step": 6,
             "new_tokens": 8, "seconds": secs, "ms_per_step": secs * 1000.0 / 6.0})
     );
+}
+
+/// Parameters of the SIGKILL test: enough steps that the kill lands mid-run.
+fn kill_params() -> PpoParams {
+    params(serde_json::json!({"batch_size": 4, "epochs": 3}))
+}
+
+/// The child process of `a_killed_ppo_stage_resumes_to_identical_outputs`:
+/// runs the stage on the fixture and run folders its parent names.
+#[test]
+#[ignore = "run as a child process by the SIGKILL test"]
+fn ppo_child_process() {
+    let (Ok(fixture_dir), Ok(root)) = (std::env::var("PPO_FIXTURE"), std::env::var("PPO_ROOT"))
+    else {
+        return;
+    };
+    let inputs = ppo_inputs_at(Path::new(&fixture_dir));
+    let mut ctx = context("rlhf", Path::new(&root), &inputs, Cancel::new()).unwrap();
+    if let Err(e) = Ppo.run(&kill_params(), &mut ctx) {
+        panic!("{:?}", e.report);
+    }
+}
+
+#[test]
+fn a_killed_ppo_stage_resumes_to_identical_outputs() {
+    let f = fixture().unwrap();
+    let p = kill_params();
+    let whole = f.dir.path().join("whole");
+    assert_eq!(run(&f, &whole, &p, Cancel::new()), Outcome::Done);
+
+    // A separate process trains; SIGKILL it once its first checkpoint is on
+    // disk, then run the stage again on the same work folder.
+    let killed = f.dir.path().join("killed");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "ppo_child_process", "--ignored", "--nocapture"])
+        .env("PPO_FIXTURE", f.dir.path())
+        .env("PPO_ROOT", &killed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = killed.join("work").join("checkpoint.safetensors");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ckpt.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(ckpt.exists(), "the child wrote no checkpoint");
+    assert!(
+        !killed.join("out").join("summary.json").exists(),
+        "the child finished before it was killed"
+    );
+    let _ = std::fs::remove_dir_all(killed.join("out"));
+    assert_eq!(run(&f, &killed, &p, Cancel::new()), Outcome::Done);
+    for file in [
+        "actor/adapter_model.safetensors",
+        "actor_ema/adapter_model.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+    ] {
+        assert!(
+            read(&whole.join("out").join(file)) == read(&killed.join("out").join(file)),
+            "{file} differs after the SIGKILL and resume"
+        );
+    }
 }

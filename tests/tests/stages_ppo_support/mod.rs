@@ -215,9 +215,18 @@ pub fn context(
 }
 
 pub fn ppo_inputs(f: &Fixture) -> Vec<(&'static str, PathBuf, poker_pipe::graph::ArtifactType)> {
+    ppo_inputs_at(f.dir.path())
+}
+
+/// The ppo inputs of the fixture made in `dir` (by another process).
+pub fn ppo_inputs_at(dir: &Path) -> Vec<(&'static str, PathBuf, poker_pipe::graph::ArtifactType)> {
     vec![
-        ("actor", f.sft.clone(), CAUSAL_LM),
-        ("critic", f.reward.clone(), REWARD_MODEL),
-        ("prompts", f.data.join("prompts.jsonl"), PROMPT_SET),
+        ("actor", dir.join("sft"), CAUSAL_LM),
+        ("critic", dir.join("reward"), REWARD_MODEL),
+        (
+            "prompts",
+            dir.join("data").join("prompts.jsonl"),
+            PROMPT_SET,
+        ),
     ]
 }

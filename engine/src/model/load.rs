@@ -32,7 +32,7 @@ struct AdapterBase {
 /// The base model directory for `dir`: `dir` itself when it holds
 /// config.json, else the local `base_model_name_or_path` of its adapter
 /// (relative to `dir` or absolute).
-fn base_dir(dir: &Path) -> Result<PathBuf> {
+pub fn base_dir(dir: &Path) -> Result<PathBuf> {
     if dir.join("config.json").exists() {
         return Ok(dir.to_path_buf());
     }

@@ -1,6 +1,7 @@
 //! Our LLaMA: config, weights (safetensors, hf-hub), tokenizer, LoRA,
 //! forward/backward, reward head, generation. Written once over `Backend`.
 
+pub mod adapters;
 pub mod batch;
 pub mod config;
 pub mod error;

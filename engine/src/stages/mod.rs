@@ -6,8 +6,10 @@ use std::sync::OnceLock;
 
 use crate::graph::{ArtifactType, OutputDecl, Registry};
 
+pub mod eval;
 pub mod jsonl_data;
 pub mod poker_data;
+pub mod ppo;
 
 /// Supervised examples: JSONL of `{"prompt", "response"}`.
 pub const SFT_DATASET: ArtifactType = ArtifactType("sft-dataset");
@@ -19,6 +21,8 @@ pub const PROMPT_SET: ArtifactType = ArtifactType("prompt-set");
 pub const CAUSAL_LM: ArtifactType = ArtifactType("causal-lm");
 /// A reward model folder (LlamaForSequenceClassification layout).
 pub const REWARD_MODEL: ArtifactType = ArtifactType("reward-model");
+/// An evaluation report (summary.json).
+pub const EVAL_REPORT: ArtifactType = ArtifactType("eval-report");
 /// A tokenizer folder (tokenizer.json).
 pub const TOKENIZER: ArtifactType = ArtifactType("tokenizer");
 
@@ -48,6 +52,8 @@ pub fn builtin() -> Registry {
     Registry::new()
         .with(jsonl_data::JsonlData)
         .with(poker_data::PokerData)
+        .with(ppo::Ppo)
+        .with(eval::Eval)
 }
 
 static INSTALLED: OnceLock<Registry> = OnceLock::new();

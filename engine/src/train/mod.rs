@@ -7,5 +7,7 @@ pub mod clip;
 pub mod data_order;
 pub mod guard;
 pub mod metrics;
+pub mod ppo;
+pub mod ppo_roles;
 pub mod progress;
 pub mod schedule;

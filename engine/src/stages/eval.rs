@@ -1,0 +1,509 @@
+//! `eval`: how well a trained model plays, on held-out spots and at the
+//! table. On the held-out PPO prompts (which carry each spot) it measures
+//! the rate of answers that are legal actions and the accuracy against the
+//! expert's best action, beside two baselines that never look at the cards
+//! (the most common best answer of the training prompts, and the most
+//! common one per spot type); the reward model's accuracy on held-out
+//! preference pairs; the reward model's mean score of the SFT and final
+//! models' answers; and bb/100 with a 95% interval against baseline bots,
+//! the model playing through [`PromptPlayer`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use miette::miette;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL};
+use crate::backend::{Backend, Cpu, Device, Sampling};
+use crate::graph::{
+    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+};
+use crate::model::batch::Batch;
+use crate::model::generate::{GenerateOptions, generate};
+use crate::model::llama::Llama;
+use crate::model::load::load_dir;
+use crate::model::lora;
+use crate::model::tokenizer::Tokenizer;
+use crate::poker::arena::play_match;
+use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
+use crate::poker::spot::{PromptStyle, Spot, parse_answer};
+
+/// Arena settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArenaParams {
+    /// Baseline bots to play: random, calling-station, tight-aggressive, expert.
+    #[serde(default = "defaults::opponents")]
+    pub opponents: Vec<String>,
+    /// Hands per opponent (rounded up to whole duplicate deals).
+    #[serde(default = "defaults::hands")]
+    #[schemars(range(min = 2))]
+    pub hands: u64,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+}
+
+impl Default for ArenaParams {
+    fn default() -> Self {
+        ArenaParams {
+            opponents: defaults::opponents(),
+            hands: defaults::hands(),
+            seed: defaults::seed(),
+        }
+    }
+}
+
+/// Parameters of an `eval` stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalParams {
+    /// The model to evaluate (`rlhf`, `sft`, ...).
+    pub model: String,
+    /// The SFT model, for `reward_mean_sft`.
+    #[serde(default)]
+    pub sft: Option<String>,
+    /// The reward model: pairwise accuracy and reward means.
+    #[serde(default)]
+    pub reward: Option<String>,
+    /// Held-out prompts with their spots (`data.test_prompts`).
+    pub scenarios: String,
+    /// Training prompts (`data.prompts`): the baselines learn from them.
+    pub train_prompts: String,
+    /// Held-out preference pairs (`data.test_pairs`).
+    #[serde(default)]
+    pub pairs: Option<String>,
+    /// The style the prompts were written in (as the data stage's).
+    #[serde(default)]
+    pub style: PromptStyle,
+    /// Tokens generated per answer (greedy).
+    #[serde(default = "defaults::max_new_tokens")]
+    #[schemars(range(min = 1, max = 512))]
+    pub max_new_tokens: u32,
+    #[serde(default)]
+    pub arena: ArenaParams,
+}
+
+mod defaults {
+    pub fn opponents() -> Vec<String> {
+        ["random", "calling-station", "tight-aggressive"]
+            .map(String::from)
+            .to_vec()
+    }
+    pub fn hands() -> u64 {
+        2000
+    }
+    pub fn seed() -> u64 {
+        1
+    }
+    pub fn max_new_tokens() -> u32 {
+        8
+    }
+}
+
+/// The `eval` stage kind.
+pub struct Eval;
+
+impl StageKind for Eval {
+    type Params = EvalParams;
+    const NAME: &'static str = "eval";
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "Held-out legal-action rate and accuracy against card-blind baselines, reward-model accuracy and means, arena bb/100 against baseline bots.";
+
+    fn outputs(&self, _: &EvalParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new(
+            "summary",
+            super::EVAL_REPORT,
+            "summary.json",
+        )]
+    }
+
+    fn inputs(&self, p: &EvalParams) -> Vec<InputDecl> {
+        let mut v = vec![
+            InputDecl::stage("model", &p.model, &[CAUSAL_LM]),
+            InputDecl::stage("scenarios", &p.scenarios, &[PROMPT_SET]),
+            InputDecl::stage("train_prompts", &p.train_prompts, &[PROMPT_SET]),
+        ];
+        if let Some(s) = &p.sft {
+            v.push(InputDecl::stage("sft", s, &[CAUSAL_LM]));
+        }
+        if let Some(r) = &p.reward {
+            v.push(InputDecl::stage("reward", r, &[REWARD_MODEL]));
+        }
+        if let Some(pairs) = &p.pairs {
+            v.push(InputDecl::stage("pairs", pairs, &[PAIRS_DATASET]));
+        }
+        v
+    }
+
+    fn check(&self, p: &EvalParams) -> Vec<(String, String)> {
+        p.arena
+            .opponents
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !BOT_NAMES.contains(&o.as_str()))
+            .map(|(i, o)| {
+                (
+                    format!("arena.opponents.{i}"),
+                    format!("unknown bot `{o}` (known: {})", BOT_NAMES.join(", ")),
+                )
+            })
+            .collect()
+    }
+
+    fn run(&self, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
+        match ctx.device {
+            Device::Cpu => run(p, ctx),
+            Device::Cuda(_) => Err(StageError::user(miette!(
+                help = "run this pipeline with --device cpu",
+                "the eval stage has no CUDA backend in this build"
+            ))),
+        }
+    }
+}
+
+/// A held-out spot: its prompt, the spot, its type and the expert's answer.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub prompt: String,
+    pub spot: Spot,
+    pub spot_type: String,
+    pub best: String,
+}
+
+fn read_lines(path: &Path) -> Result<Vec<(usize, Value)>, StageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StageError::runtime(miette!("cannot read `{}`: {e}", path.display())))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map(|v| (i + 1, v)).map_err(|e| {
+                StageError::user(miette!("{}:{}: not JSON: {e}", path.display(), i + 1))
+            })
+        })
+        .collect()
+}
+
+/// Reads poker-data prompts (`prompt`, `spot`, `spot_type`, `best`).
+pub fn read_scenarios(path: &Path) -> Result<Vec<Scenario>, StageError> {
+    read_lines(path)?
+        .into_iter()
+        .map(|(line, v)| {
+            let bad = |what: &str| {
+                StageError::user(miette!(
+                    help = "eval needs poker-data prompt files, which carry each spot",
+                    "{}:{line}: {what}",
+                    path.display()
+                ))
+            };
+            let text = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .ok_or_else(|| bad(&format!("no string field `{k}`")))
+            };
+            Ok(Scenario {
+                prompt: text("prompt")?,
+                spot_type: text("spot_type")?,
+                best: text("best")?,
+                spot: v
+                    .get("spot")
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+                    .ok_or_else(|| bad("no readable `spot`"))?,
+            })
+        })
+        .collect()
+}
+
+/// The card-blind baselines: the most common best answer overall, and per
+/// spot type (ties broken by the answer text, so the result is stable).
+pub fn baselines(train: &[Scenario]) -> (String, BTreeMap<String, String>) {
+    fn most_common<'a>(answers: impl Iterator<Item = &'a str>) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in answers {
+            *counts.entry(a).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .fold(
+                ("", 0),
+                |best, (a, n)| if n > best.1 { (a, n) } else { best },
+            )
+            .0
+            .to_string()
+    }
+    let majority = most_common(train.iter().map(|s| s.best.as_str()));
+    let mut types: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in train {
+        types.entry(&s.spot_type).or_default().push(&s.best);
+    }
+    let per_type = types
+        .into_iter()
+        .map(|(t, answers)| (t.to_string(), most_common(answers.into_iter())))
+        .collect();
+    (majority, per_type)
+}
+
+/// Whether `answer` is the expert's best action in this spot.
+fn correct(s: &Scenario, answer: &str) -> bool {
+    match (
+        parse_answer(&s.spot, answer),
+        parse_answer(&s.spot, &s.best),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Token ids of a prompt and of the model's answer to it.
+pub type PromptAndAnswer = (Vec<u32>, Vec<u32>);
+
+/// A language model answering prompts greedily, shareable across threads.
+pub struct LmAnswerer<B: Backend> {
+    be: B,
+    model: Llama<B>,
+    tokenizer: Tokenizer,
+    max_new_tokens: usize,
+}
+
+impl<B: Backend + Clone> LmAnswerer<B> {
+    /// Loads a model folder (adapter merged into the weights for speed).
+    pub fn load(be: &B, dir: &Path, max_new_tokens: usize) -> Result<Self, StageError> {
+        let mut loaded =
+            load_dir(be, dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        lora::set_merged(be, &mut loaded.model, true);
+        Ok(LmAnswerer {
+            be: be.clone(),
+            model: loaded.model,
+            tokenizer: loaded.tokenizer,
+            max_new_tokens,
+        })
+    }
+
+    fn options(&self) -> GenerateOptions {
+        let cfg = &self.model.cfg;
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            sampling: Sampling::GREEDY,
+            seed: 0,
+            eos: cfg.eos_token_ids.clone(),
+            pad_id: cfg
+                .pad_token_id
+                .or_else(|| cfg.eos_token_ids.first().copied())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Prompt and response token ids of each prompt (greedy answers).
+    pub fn generate_ids(&self, prompts: &[String]) -> Result<Vec<PromptAndAnswer>, StageError> {
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(p, true))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(16) {
+            let resp = generate(&self.be, &self.model, chunk, &self.options());
+            out.extend(chunk.iter().cloned().zip(resp));
+        }
+        Ok(out)
+    }
+
+    /// The answer texts of `prompts`.
+    pub fn answer_all(&self, prompts: &[String]) -> Result<Vec<String>, StageError> {
+        self.generate_ids(prompts)?
+            .iter()
+            .map(|(_, r)| {
+                self.tokenizer
+                    .decode(r)
+                    .map_err(|e| StageError::runtime(miette::Report::new(e)))
+            })
+            .collect()
+    }
+
+    /// One answer; a tokenizer failure is an empty (illegal) answer, which
+    /// the arena counts.
+    pub fn answer(&self, prompt: &str) -> String {
+        self.answer_all(&[prompt.to_string()])
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+}
+
+/// Reward-model scores of (prompt ids + response ids) sequences.
+fn rm_scores<B: Backend>(be: &B, rm: &Llama<B>, seqs: &[Vec<u32>]) -> Result<Vec<f32>, StageError> {
+    let pad = rm
+        .cfg
+        .pad_token_id
+        .or_else(|| rm.cfg.eos_token_ids.first().copied())
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(seqs.len());
+    for chunk in seqs.chunks(16) {
+        // Left padding: the last position of every row is a real token.
+        let batch = Batch::left_padded(chunk, pad);
+        let d = rm.cfg.hidden_size;
+        let (h, _) = rm.forward(be, &batch, crate::model::llama::Keep::Nothing, None);
+        let h = be.download(&h);
+        let head = rm
+            .score
+            .as_ref()
+            .map(|s| be.download(&s.value))
+            .ok_or_else(|| StageError::user(miette!("the reward model has no score.weight")))?;
+        for b in 0..batch.batch {
+            let r = b * batch.seq + batch.seq - 1;
+            out.push(
+                h[r * d..(r + 1) * d]
+                    .iter()
+                    .zip(&head)
+                    .map(|(x, w)| x * w)
+                    .sum(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn mean(v: &[f32]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
+}
+
+fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
+    let be = &Cpu;
+    let scenarios = read_scenarios(&ctx.input("scenarios")?.path.clone())?;
+    let train = read_scenarios(&ctx.input("train_prompts")?.path.clone())?;
+    let model_dir = ctx.input("model")?.path.clone();
+    let lm = Arc::new(LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize)?);
+    ctx.log(format!("answering {} held-out spots", scenarios.len()));
+    let prompts: Vec<String> = scenarios.iter().map(|s| s.prompt.clone()).collect();
+    let generated = lm.generate_ids(&prompts)?;
+    let answers = lm.answer_all(&prompts)?;
+    let n = scenarios.len().max(1) as f64;
+    let legal = scenarios
+        .iter()
+        .zip(&answers)
+        .filter(|(s, a)| parse_answer(&s.spot, a).is_ok())
+        .count() as f64
+        / n;
+    let accuracy = scenarios
+        .iter()
+        .zip(&answers)
+        .filter(|(s, a)| correct(s, a))
+        .count() as f64
+        / n;
+    let (majority, per_type) = baselines(&train);
+    let majority_acc = scenarios.iter().filter(|s| correct(s, &majority)).count() as f64 / n;
+    let type_acc = scenarios
+        .iter()
+        .filter(|s| per_type.get(&s.spot_type).is_some_and(|a| correct(s, a)))
+        .count() as f64
+        / n;
+    ctx.log(format!(
+        "legal {legal:.3}, accuracy {accuracy:.3}, majority baseline {majority_acc:.3} (`{majority}`), spot-type baseline {type_acc:.3}"
+    ));
+
+    let (mut rm_acc, mut reward_sft, mut reward_ppo) = (None, None, None);
+    if ctx.input("reward").is_ok() {
+        let rm_dir = ctx.input("reward")?.path.clone();
+        let mut rm =
+            load_dir(be, &rm_dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        lora::set_merged(be, &mut rm.model, true);
+        if let Ok(pairs) = ctx.input("pairs").map(|i| i.path.clone()) {
+            let mut chosen = Vec::new();
+            let mut rejected = Vec::new();
+            for (line, v) in read_lines(&pairs)? {
+                let field = |k: &str| {
+                    v.get(k).and_then(Value::as_str).ok_or_else(|| {
+                        StageError::user(miette!(
+                            "{}:{line}: no string field `{k}`",
+                            pairs.display()
+                        ))
+                    })
+                };
+                // Prompt and answer ids side by side, as roll-outs make them.
+                let enc = |prompt: &str, answer: &str| -> Result<Vec<u32>, StageError> {
+                    let to_err = |e| StageError::runtime(miette::Report::new(e));
+                    let mut ids = rm.tokenizer.encode(prompt, true).map_err(to_err)?;
+                    ids.extend(rm.tokenizer.encode(answer, false).map_err(to_err)?);
+                    Ok(ids)
+                };
+                let (pr, c, r) = (field("prompt")?, field("chosen")?, field("rejected")?);
+                chosen.push(enc(pr, c)?);
+                rejected.push(enc(pr, r)?);
+            }
+            let (sc, sr) = (
+                rm_scores(be, &rm.model, &chosen)?,
+                rm_scores(be, &rm.model, &rejected)?,
+            );
+            let wins = sc.iter().zip(&sr).filter(|(c, r)| c > r).count();
+            rm_acc = (!sc.is_empty()).then(|| wins as f64 / sc.len() as f64);
+        }
+        let seqs = |g: &[PromptAndAnswer]| -> Vec<Vec<u32>> {
+            g.iter()
+                .map(|(p, r)| [p.as_slice(), r.as_slice()].concat())
+                .collect()
+        };
+        reward_ppo = mean(&rm_scores(be, &rm.model, &seqs(&generated))?);
+        if let Ok(sft) = ctx.input("sft").map(|i| i.path.clone()) {
+            let sft_lm = LmAnswerer::load(be, &sft, p.max_new_tokens as usize)?;
+            reward_sft = mean(&rm_scores(
+                be,
+                &rm.model,
+                &seqs(&sft_lm.generate_ids(&prompts)?),
+            )?);
+        }
+        ctx.log(format!(
+            "reward model: pairwise accuracy {rm_acc:?}, mean reward sft {reward_sft:?}, evaluated model {reward_ppo:?}"
+        ));
+    }
+
+    let mut arena = serde_json::Map::new();
+    for opponent in &p.arena.opponents {
+        if ctx.is_cancelled() {
+            ctx.finish();
+            return Ok(Outcome::Interrupted);
+        }
+        let lm = Arc::clone(&lm);
+        let style = p.style;
+        let make_lm = move |_seed: u64| -> Box<dyn Player> {
+            let lm = Arc::clone(&lm);
+            Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
+                lm.answer(prompt)
+            }))
+        };
+        let name = opponent.clone();
+        let make_bot = move |seed: u64| -> Box<dyn Player> {
+            bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
+        };
+        let result = play_match(&make_lm, &make_bot, p.arena.hands, p.arena.seed)
+            .map_err(|e| StageError::runtime(miette!("arena against {opponent}: {e}")))?;
+        ctx.log(format!(
+            "arena vs {opponent}: {:.1} bb/100, 95% CI [{:.1}, {:.1}] over {} hands, {} illegal answers",
+            result.bb_per_100, result.ci95[0], result.ci95[1], result.hands, result.illegal[0]
+        ));
+        arena.insert(
+            opponent.clone(),
+            json!({"bb_per_100": result.bb_per_100, "ci95": result.ci95, "hands": result.hands}),
+        );
+    }
+
+    let summary = json!({
+        "legal_action_rate": legal,
+        "action_accuracy": accuracy,
+        "majority_baseline": majority_acc,
+        "spot_type_baseline": type_acc,
+        "rm_pairwise_accuracy": rm_acc,
+        "reward_mean_sft": reward_sft,
+        "reward_mean_ppo": reward_ppo,
+        "arena": arena,
+    });
+    crate::train::metrics::write_summary(ctx.out_dir(), &summary)
+        .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+    ctx.log(format!("summary {summary}"));
+    ctx.finish();
+    Ok(Outcome::Done)
+}

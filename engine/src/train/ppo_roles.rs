@@ -1,0 +1,262 @@
+//! The four models of PPO over shared frozen bases: the actor (trainable
+//! adapter) and the reference (the SFT policy, frozen) on the policy base;
+//! the critic (trainable adapter and value head, initialised from the
+//! reward model) and the reward model (frozen adapter and `score` head) on
+//! the reward model's base, which is the policy base itself whenever the
+//! weights are the same. Each role is an [`AdapterSet`] lent to its base for
+//! a call, so the base weights are held once.
+//!
+//! A [`Rollout`] is one batch of prompts with their sampled responses, and
+//! everything PPO needs per response token.
+
+use std::ops::Range;
+
+use crate::backend::{Backend, Sampling};
+use crate::model::adapters::AdapterSet;
+use crate::model::batch::Batch;
+use crate::model::generate::{GenerateOptions, generate};
+use crate::model::llama::{Keep, Llama, TrainPass};
+use crate::model::param::Param;
+
+/// The models of a PPO run.
+#[derive(Debug)]
+pub struct Roles<B: Backend> {
+    /// The policy base: actor and reference, and critic and reward model
+    /// when `value_base` is `None`.
+    pub policy: Llama<B>,
+    /// The reward model's base when its weights differ from the policy's.
+    pub value_base: Option<Llama<B>>,
+    pub actor: AdapterSet<B>,
+    pub reference: AdapterSet<B>,
+    pub critic: AdapterSet<B>,
+    pub reward: AdapterSet<B>,
+    /// The critic's head `[1, hidden]`: a value per token.
+    pub value_head: Param<B>,
+    /// The reward model's `score` head `[1, hidden]`, frozen.
+    pub reward_head: Param<B>,
+}
+
+/// Sampled responses and their per-token quantities. Token quantities are
+/// flat over the batch: response `i` owns `spans[i]`.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    /// Prompt + response of every sequence, left-padded.
+    pub batch: Batch,
+    /// For every row of `batch`, the token after it (0 where unused).
+    pub targets: Vec<u32>,
+    /// The row whose logits predict each response token.
+    pub rows: Vec<usize>,
+    pub spans: Vec<Range<usize>>,
+    pub responses: Vec<Vec<u32>>,
+    pub old_logp: Vec<f32>,
+    pub ref_logp: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub values: Vec<f32>,
+    /// Reward model score of each sequence.
+    pub scores: Vec<f32>,
+}
+
+impl Rollout {
+    /// Row weights that are `w[i]` on response token `i`'s row and 0
+    /// elsewhere: the weights of [`Llama::loss_backward`].
+    pub fn row_weights(&self, w: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; self.batch.rows()];
+        for (&row, &v) in self.rows.iter().zip(w) {
+            out[row] = v;
+        }
+        out
+    }
+}
+
+/// What sampling a rollout uses.
+#[derive(Clone, Debug)]
+pub struct RolloutOptions {
+    pub max_new_tokens: usize,
+    pub temperature: f32,
+    pub seed: u64,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl<B: Backend> Roles<B> {
+    fn pad_id(&self) -> u32 {
+        let cfg = &self.policy.cfg;
+        cfg.pad_token_id
+            .or_else(|| cfg.eos_token_ids.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// Samples responses to `prompts` from the actor and scores them with
+    /// every role.
+    pub fn rollout(&mut self, be: &B, prompts: &[Vec<u32>], opts: &RolloutOptions) -> Rollout {
+        let gen_opts = GenerateOptions {
+            max_new_tokens: opts.max_new_tokens,
+            sampling: Sampling {
+                temperature: opts.temperature,
+                top_k: 0,
+                top_p: 1.0,
+            },
+            seed: opts.seed,
+            eos: self.policy.cfg.eos_token_ids.clone(),
+            pad_id: self.pad_id(),
+        };
+        let responses = self
+            .actor
+            .with(&mut self.policy, |m| generate(be, m, prompts, &gen_opts));
+        let seqs: Vec<Vec<u32>> = prompts
+            .iter()
+            .zip(&responses)
+            .map(|(p, r)| [p.as_slice(), r.as_slice()].concat())
+            .collect();
+        let batch = Batch::left_padded(&seqs, self.pad_id());
+        let mut targets = vec![0u32; batch.rows()];
+        let (mut rows, mut spans) = (Vec::new(), Vec::new());
+        for (b, (p, r)) in prompts.iter().zip(&responses).enumerate() {
+            let start = b * batch.seq + batch.pad[b] as usize + p.len();
+            let first = rows.len();
+            for (j, &t) in r.iter().enumerate() {
+                let row = start + j - 1;
+                targets[row] = t;
+                rows.push(row);
+            }
+            spans.push(first..rows.len());
+        }
+        let mut rollout = Rollout {
+            batch,
+            targets,
+            rows,
+            spans,
+            responses,
+            old_logp: Vec::new(),
+            ref_logp: Vec::new(),
+            entropy: Vec::new(),
+            values: Vec::new(),
+            scores: Vec::new(),
+        };
+        rollout.old_logp = self.actor_logp(be, &rollout);
+        rollout.ref_logp = {
+            let ones = rollout.row_weights(&vec![1.0; rollout.rows.len()]);
+            let nll = self.reference.with(&mut self.policy, |m| {
+                m.token_nll(be, &rollout.batch, &rollout.targets, &ones, None)
+            });
+            rollout.rows.iter().map(|&r| -nll[r]).collect()
+        };
+        rollout.entropy = {
+            let vocab = self.policy.cfg.vocab_size;
+            let logits = self
+                .actor
+                .with(&mut self.policy, |m| m.logits(be, &rollout.batch));
+            rollout
+                .rows
+                .iter()
+                .map(|&r| {
+                    let row = &logits[r * vocab..(r + 1) * vocab];
+                    super::ppo::logp_and_entropy(row, rollout.targets[r]).1
+                })
+                .collect()
+        };
+        rollout.values = self.values(be, &rollout);
+        rollout.scores = self.scores(be, &rollout.batch);
+        rollout
+    }
+
+    /// The actor's log-probability of every response token.
+    pub fn actor_logp(&mut self, be: &B, rollout: &Rollout) -> Vec<f32> {
+        let ones = rollout.row_weights(&vec![1.0; rollout.rows.len()]);
+        let nll = self.actor.with(&mut self.policy, |m| {
+            m.token_nll(be, &rollout.batch, &rollout.targets, &ones, None)
+        });
+        rollout.rows.iter().map(|&r| -nll[r]).collect()
+    }
+
+    /// The critic's value at every response token's predicting row.
+    pub fn values(&mut self, be: &B, rollout: &Rollout) -> Vec<f32> {
+        let d = self.policy.cfg.hidden_size;
+        let head = be.download(&self.value_head.value);
+        let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
+        let h = self.critic.with(model, |m| {
+            m.forward(be, &rollout.batch, Keep::Nothing, None).0
+        });
+        let h = be.download(&h);
+        rollout
+            .rows
+            .iter()
+            .map(|&r| dot(&h[r * d..(r + 1) * d], &head))
+            .collect()
+    }
+
+    /// The reward model's score of each sequence of a left-padded batch,
+    /// pooled at its last position (always a real token).
+    pub fn scores(&mut self, be: &B, batch: &Batch) -> Vec<f32> {
+        let d = self.policy.cfg.hidden_size;
+        let head = be.download(&self.reward_head.value);
+        let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
+        let h = self
+            .reward
+            .with(model, |m| m.forward(be, batch, Keep::Nothing, None).0);
+        let h = be.download(&h);
+        (0..batch.batch)
+            .map(|b| {
+                let r = b * batch.seq + batch.seq - 1;
+                dot(&h[r * d..(r + 1) * d], &head)
+            })
+            .collect()
+    }
+
+    /// Accumulates the actor's gradient of the clipped surrogate, given its
+    /// per-token weights (see [`super::ppo::Surrogate::weights`]).
+    pub fn actor_backward(&mut self, be: &B, rollout: &Rollout, weights: &[f32], pass: TrainPass) {
+        let w = rollout.row_weights(weights);
+        self.actor.with(&mut self.policy, |m| {
+            m.loss_backward(be, &rollout.batch, &rollout.targets, &w, pass);
+        });
+    }
+
+    /// Forward and backward of the critic: `grad(values)` comes from the
+    /// value loss of the values this returns, so the caller passes a
+    /// closure that turns values into their gradient and a loss.
+    pub fn critic_backward(
+        &mut self,
+        be: &B,
+        rollout: &Rollout,
+        pass: TrainPass,
+        loss: impl FnOnce(&[f32]) -> (f32, Vec<f32>),
+    ) -> f32 {
+        let d = self.policy.cfg.hidden_size;
+        let head = be.download(&self.value_head.value);
+        let keep = if pass.checkpoint {
+            Keep::LayerInputs
+        } else {
+            Keep::All
+        };
+        let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
+        let value_head = &mut self.value_head;
+        self.critic.with(model, |m| {
+            let (h, tape) = m.forward(be, &rollout.batch, keep, Some(pass.seed));
+            let host = be.download(&h);
+            let values: Vec<f32> = rollout
+                .rows
+                .iter()
+                .map(|&r| dot(&host[r * d..(r + 1) * d], &head))
+                .collect();
+            let (value, grad) = loss(&values);
+            let mut dh = vec![0.0; rollout.batch.rows() * d];
+            let mut dw = vec![0.0; d];
+            for (&r, &g) in rollout.rows.iter().zip(&grad) {
+                for k in 0..d {
+                    dh[r * d + k] += g * head[k];
+                    dw[k] += g * host[r * d + k];
+                }
+            }
+            if let Some(tape) = tape {
+                m.backward_from_hidden(be, &rollout.batch, tape, &be.upload(&dh));
+            }
+            if let Some(g) = value_head.grad.as_mut() {
+                be.axpy(g, 1.0, &be.upload(&dw));
+            }
+            value
+        })
+    }
+}

@@ -219,13 +219,15 @@ pub fn fits(bytes: u64, gpu_memory_gib: f64) -> bool {
     bytes as f64 <= gpu_memory_gib * GIB * USABLE_FRACTION
 }
 
-/// `16106127360` -> `"15.0 GiB"`.
+/// `16106127360` -> `"15.0 GiB"`, `570425344` -> `"544.0 MiB"`.
 pub fn gib_text(bytes: u64) -> String {
-    let gib = bytes as f64 / GIB;
-    if gib >= 0.1 {
-        format!("{gib:.1} GiB")
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", b / MIB as f64)
     } else {
-        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+        format!("{:.1} KiB", b / 1024.0)
     }
 }
 

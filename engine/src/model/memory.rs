@@ -447,6 +447,9 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
     }
 }
 
+/// Config lookups by (source, base folder), for [`model_config`].
+type ConfigMemo = HashMap<(String, PathBuf), Result<LlamaConfig, String>>;
+
 /// The model shape of a `model:` source, for planning: a local folder's
 /// `config.json`, or a hub repository's from the hub cache, else fetched
 /// alone (a few kB), never the weights. `Err` carries a note for `plan`
@@ -455,8 +458,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
 /// Answers are remembered for the process, so planning every preset asks
 /// once.
 pub fn model_config(source_text: &str, base_dir: &Path) -> Result<LlamaConfig, String> {
-    static SEEN: OnceLock<Mutex<HashMap<(String, PathBuf), Result<LlamaConfig, String>>>> =
-        OnceLock::new();
+    static SEEN: OnceLock<Mutex<ConfigMemo>> = OnceLock::new();
     let key = (source_text.to_string(), base_dir.to_path_buf());
     let seen = SEEN.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(answer) = seen.lock().ok().and_then(|m| m.get(&key).cloned()) {

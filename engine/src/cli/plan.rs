@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::backend::Device;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::graph::{Plan, PlanOptions, Registry, Store, cache_root, check_stage_name, plan};
-use crate::spec::{MemoryPreset, Pipeline, load_and_check, select_preset};
+use crate::model::memory::{StageMemory, fits, gib_text};
+use crate::spec::{MemoryPreset, Pipeline, exec_settings, load_and_check, select_preset};
 use crate::stages;
 
 use super::validate::print_problems;
@@ -16,7 +17,8 @@ pub enum Format {
     /// A table.
     #[default]
     Human,
-    /// {"pipeline", "preset", "stages": [{name, kind, hash, status, reasons, memory_estimate_bytes}]}
+    /// {"pipeline", "preset", "stages": [{name, kind, hash, status, reasons,
+    /// memory_estimate_bytes, memory_breakdown?, memory_note?, fits_preset?}]}
     Json,
 }
 
@@ -59,7 +61,10 @@ pub fn run(args: Args) -> CmdResult {
             "{}",
             serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default()
         ),
-        Format::Human => print_plan(&plan),
+        Format::Human => {
+            print_plan(&plan);
+            print_memory(&plan, &pipeline);
+        }
     }
     Ok(Exit::Ok)
 }
@@ -131,10 +136,10 @@ fn print_plan(plan: &Plan) {
     );
     for stage in &plan.stages {
         let why: Vec<String> = stage.reasons.iter().map(ToString::to_string).collect();
-        let memory = stage
-            .memory_estimate
-            .map(|b| format!("  (memory ~{})", human_bytes(b)))
-            .unwrap_or_default();
+        let memory = match (stage.memory_estimate, stage.memory.breakdown()) {
+            (Some(b), None) => format!("  (memory ~{})", human_bytes(b)),
+            _ => String::new(),
+        };
         println!(
             "{:width$}  {:kind_width$}  {:12}  {:6}  {}{memory}",
             stage.name,
@@ -144,6 +149,82 @@ fn print_plan(plan: &Plan) {
             why.join("; ")
         );
     }
+}
+
+/// The planner's view: each training stage's peak memory part by part under
+/// the chosen preset, then its total under every preset of the pipeline.
+fn print_memory(plan: &Plan, pipeline: &Pipeline) {
+    let planned: Vec<_> = plan
+        .stages
+        .iter()
+        .filter(|s| s.memory != StageMemory::NotApplicable)
+        .collect();
+    if planned.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "peak GPU memory (preset {}):",
+        plan.preset.as_deref().unwrap_or("none")
+    );
+    for stage in &planned {
+        let exec = &stage.exec;
+        match &stage.memory {
+            StageMemory::Estimated(b) => {
+                let verdict = match exec.gpu_memory_gib {
+                    Some(gib) if fits(b.total(), gib) => format!("fits {gib} GiB"),
+                    Some(gib) => format!("DOES NOT FIT {gib} GiB"),
+                    None => String::new(),
+                };
+                println!(
+                    "  {} (micro-batch {} x {} accumulation{}): {}  {verdict}",
+                    stage.name,
+                    exec.micro_batch,
+                    exec.grad_accum,
+                    if exec.activation_checkpointing {
+                        ", checkpointing"
+                    } else {
+                        ""
+                    },
+                    b.summary()
+                );
+            }
+            StageMemory::Unknown(note) => println!("  {}: not estimated: {note}", stage.name),
+            StageMemory::NotApplicable => {}
+        }
+    }
+    let mut presets: Vec<(&String, &MemoryPreset)> = pipeline.presets.iter().collect();
+    if presets.is_empty() {
+        return;
+    }
+    presets.sort_by(|a, b| a.1.gpu_memory_gib.total_cmp(&b.1.gpu_memory_gib));
+    let width = planned
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut header = format!("{:width$}", "STAGE");
+    for (name, _) in &presets {
+        header.push_str(&format!("  {name:>14}"));
+    }
+    println!();
+    println!("{header}");
+    for stage in &planned {
+        let mut line = format!("{:width$}", stage.name);
+        let spec_stage = &pipeline.stages[stage.index];
+        for (name, preset) in &presets {
+            let exec = exec_settings(spec_stage, Some(&((*name).clone(), (*preset).clone())));
+            let cell = match spec_stage.kind.memory(&spec_stage.params, &exec).total() {
+                Some(bytes) if fits(bytes, preset.gpu_memory_gib) => gib_text(bytes),
+                Some(bytes) => format!("{} !", gib_text(bytes)),
+                None => "?".to_string(),
+            };
+            line.push_str(&format!("  {cell:>14}"));
+        }
+        println!("{line}");
+    }
+    println!("(! = does not fit the preset's GPU memory)");
 }
 
 /// 1536 -> "1.5 KiB".

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use crate::backend::Device;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::graph::{
-    Cancel, Executor, PlanOptions, RunReport, Selection, StageStatus, Store, cache_root, select,
+    Cancel, Executor, Plan, PlanOptions, RunReport, Selection, StageReport, StageStatus, Store,
+    cache_root, select,
 };
+use crate::model::memory;
+use crate::spec::Pipeline;
 use crate::stages;
 
 use super::plan::{choose_preset, load_pipeline, make_plan};
@@ -91,7 +94,7 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(err) = report.error {
         return Err(Failure {
             exit: err.exit,
-            report: err.report,
+            report: explain_failure(err.report, &report.stages, &plan, &pipeline),
         });
     }
     if report.interrupted {
@@ -101,6 +104,39 @@ pub fn run(args: Args) -> CmdResult {
         )));
     }
     Ok(Exit::Ok)
+}
+
+/// An out-of-memory failure names the stage, its preset, the planner's
+/// estimate and the next smaller preset; other failures pass unchanged.
+fn explain_failure(
+    error: miette::Report,
+    stages: &[StageReport],
+    plan: &Plan,
+    pipeline: &Pipeline,
+) -> miette::Report {
+    let failed = stages
+        .iter()
+        .rev()
+        .find(|s| s.status == StageStatus::Failed)
+        .and_then(|s| plan.stage(&s.name));
+    let Some(stage) = failed else {
+        return error;
+    };
+    let presets = pipeline
+        .presets
+        .iter()
+        .map(|(name, p)| (name.as_str(), p.gpu_memory_gib))
+        .collect();
+    memory::explain_out_of_memory(
+        error,
+        &memory::OomContext {
+            stage: &stage.name,
+            preset: stage.exec.preset.as_deref(),
+            gpu_memory_gib: stage.exec.gpu_memory_gib,
+            estimate: stage.memory_estimate,
+            presets,
+        },
+    )
 }
 
 fn print_table(report: &RunReport) {

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use crate::error::{CmdResult, Exit};
-use crate::spec::{FileProblems, JsonProblem, load_and_check};
+use crate::model::memory::{fits, gib_text};
+use crate::spec::{
+    FileProblems, JsonProblem, MemoryPreset, Pipeline, exec_settings, load_and_check,
+};
 use crate::stages;
 
 /// How to print problems.
@@ -41,6 +44,9 @@ pub fn run(args: Args) -> CmdResult {
                         pipeline.stages.len()
                     );
                 }
+                for warning in memory_warnings(&pipeline) {
+                    eprintln!("warning: {}: {warning}", file.display());
+                }
             }
             Err(problems) => {
                 failed += 1;
@@ -58,6 +64,53 @@ pub fn run(args: Args) -> CmdResult {
         );
     }
     Ok(if failed == 0 { Exit::Ok } else { Exit::User })
+}
+
+/// One line per (stage, preset) whose planned peak memory exceeds the
+/// preset's GPU: every preset claims the pipeline fits that card. These are
+/// warnings: the estimate errs high, and a preset may be meant for later.
+pub fn memory_warnings(pipeline: &Pipeline) -> Vec<String> {
+    let mut presets: Vec<(&String, &MemoryPreset)> = pipeline.presets.iter().collect();
+    presets.sort_by(|a, b| a.1.gpu_memory_gib.total_cmp(&b.1.gpu_memory_gib));
+    let mut warnings = Vec::new();
+    for stage in &pipeline.stages {
+        for (i, (name, preset)) in presets.iter().enumerate() {
+            let exec = exec_settings(stage, Some(&((*name).clone(), (*preset).clone())));
+            let Some(bytes) = stage.kind.memory(&stage.params, &exec).total() else {
+                continue;
+            };
+            if fits(bytes, preset.gpu_memory_gib) {
+                continue;
+            }
+            let bigger = presets[i + 1..]
+                .iter()
+                .find(|(_, p)| {
+                    let exec = exec_settings(stage, Some(&((*name).clone(), (*p).clone())));
+                    stage
+                        .kind
+                        .memory(&stage.params, &exec)
+                        .total()
+                        .is_some_and(|b| fits(b, p.gpu_memory_gib))
+                })
+                .map(|(n, _)| format!("preset `{n}` fits it"))
+                .unwrap_or_else(|| "no preset of this pipeline fits it".into());
+            warnings.push(format!(
+                "stage `{}` needs about {} under preset `{name}` ({} GiB GPU, micro-batch {}{}): \
+                 it will likely run out of memory there; {bigger} \
+                 (`poker-pipe plan` shows the breakdown)",
+                stage.name,
+                gib_text(bytes),
+                preset.gpu_memory_gib,
+                exec.micro_batch,
+                if exec.activation_checkpointing {
+                    ", checkpointing"
+                } else {
+                    ""
+                },
+            ));
+        }
+    }
+    warnings
 }
 
 /// Print every problem of a file as a diagnostic, then a one-line count.

@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::context::{ExecSettings, StageContext, StageResult};
+use crate::model::memory::StageMemory;
 
 /// What an output *is*, so references can be checked before anything runs
 /// (a reward stage cannot be initialised from a dataset).
@@ -151,8 +152,16 @@ pub trait StageKind: Send + Sync + 'static {
     }
 
     /// Peak device memory in bytes under these execution settings, if known.
+    /// Defaults to the total of [`StageKind::memory`].
     fn memory_estimate(&self, _params: &Self::Params, _exec: &ExecSettings) -> Option<u64> {
         None
+    }
+
+    /// The memory planner's breakdown under these execution settings, shown
+    /// by `plan` and checked against presets by `validate`. A training kind
+    /// implements it with one call to `model::memory::plan_stage`.
+    fn memory(&self, _params: &Self::Params, _exec: &ExecSettings) -> StageMemory {
+        StageMemory::NotApplicable
     }
 
     /// Kind-specific semantic checks beyond the schema: (dotted field, message).
@@ -181,6 +190,7 @@ pub trait ErasedKind: Send + Sync {
     fn semantic_config(&self, params: &AnyParams) -> Value;
     fn global_batch(&self, params: &AnyParams) -> Option<BatchDecl>;
     fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64>;
+    fn memory(&self, params: &AnyParams, exec: &ExecSettings) -> StageMemory;
     fn check(&self, params: &AnyParams) -> Vec<(String, String)>;
     fn run(&self, params: &AnyParams, ctx: &mut StageContext) -> StageResult;
 }
@@ -234,8 +244,15 @@ impl<K: StageKind> ErasedKind for Erased<K> {
         self.typed(params).and_then(|p| self.0.global_batch(p))
     }
     fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64> {
+        self.typed(params).and_then(|p| {
+            self.0
+                .memory_estimate(p, exec)
+                .or_else(|| self.0.memory(p, exec).total())
+        })
+    }
+    fn memory(&self, params: &AnyParams, exec: &ExecSettings) -> StageMemory {
         self.typed(params)
-            .and_then(|p| self.0.memory_estimate(p, exec))
+            .map_or(StageMemory::NotApplicable, |p| self.0.memory(p, exec))
     }
     fn check(&self, params: &AnyParams) -> Vec<(String, String)> {
         self.typed(params)

@@ -11,6 +11,7 @@ use super::context::ExecSettings;
 use super::hash::{FileHash, HashInput, StatCache, UpstreamHash, changed_fields};
 use super::store::Store;
 use crate::backend::Device;
+use crate::model::memory::{Breakdown, StageMemory, fits};
 use crate::spec::{MemoryPreset, Pipeline, exec_settings};
 
 /// Why a stage must run.
@@ -59,6 +60,8 @@ pub struct PlannedStage {
     pub reasons: Vec<Reason>,
     pub exec: ExecSettings,
     pub memory_estimate: Option<u64>,
+    /// The planner's breakdown (or why there is none).
+    pub memory: StageMemory,
 }
 
 /// The stages in topological order.
@@ -94,6 +97,15 @@ pub struct PlanStageJson<'a> {
     pub status: &'static str,
     pub reasons: Vec<String>,
     pub memory_estimate_bytes: Option<u64>,
+    /// The estimate part by part, when the planner made one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_breakdown: Option<Breakdown>,
+    /// Why a training stage has no estimate (e.g. offline, nothing cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_note: Option<&'a str>,
+    /// Whether the estimate fits the preset's GPU memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fits_preset: Option<bool>,
 }
 
 impl Plan {
@@ -111,6 +123,12 @@ impl Plan {
                     status: if s.cached { "cached" } else { "run" },
                     reasons: s.reasons.iter().map(ToString::to_string).collect(),
                     memory_estimate_bytes: s.memory_estimate,
+                    memory_breakdown: s.memory.breakdown().copied(),
+                    memory_note: s.memory.note(),
+                    fits_preset: s
+                        .memory_estimate
+                        .zip(s.exec.gpu_memory_gib)
+                        .map(|(bytes, gib)| fits(bytes, gib)),
                 })
                 .collect(),
         }
@@ -208,6 +226,7 @@ pub fn plan(
         };
         let exec = exec_settings(stage, preset);
         let memory_estimate = stage.kind.memory_estimate(&stage.params, &exec);
+        let memory = stage.kind.memory(&stage.params, &exec);
         stages.push(PlannedStage {
             index,
             name: stage.name.clone(),
@@ -218,6 +237,7 @@ pub fn plan(
             reasons,
             exec,
             memory_estimate,
+            memory,
         });
     }
     // The stat cache only speeds things up; failing to save it is harmless.

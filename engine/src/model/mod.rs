@@ -11,6 +11,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod memory;
 pub mod param;
 pub mod reward;
 pub mod score;

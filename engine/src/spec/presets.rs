@@ -1,8 +1,6 @@
 //! Choosing a memory preset and turning it into a stage's execution
 //! settings. Presets change how a stage runs, never what it computes.
 
-use std::process::Command;
-
 use super::check::{Pipeline, Stage};
 use super::types::MemoryPreset;
 use crate::backend::Device;
@@ -27,9 +25,9 @@ impl PresetChoice {
 }
 
 /// The preset to run with: `--preset` if given, else the file's choice.
-/// `auto` takes the largest preset that fits the GPU's memory (as reported
-/// by `nvidia-smi`), or the smallest preset on the CPU or when the memory is
-/// unknown. `Ok(None)` when the pipeline has no presets.
+/// `auto` takes the largest preset that fits the GPU's memory (as the CUDA
+/// driver reports it), or the smallest preset on the CPU or when the memory
+/// is unknown. `Ok(None)` when the pipeline has no presets.
 pub fn select_preset(
     pipeline: &Pipeline,
     requested: Option<&str>,
@@ -76,25 +74,24 @@ pub fn select_preset(
     }
 }
 
-/// Total memory of a CUDA device in GiB, from `nvidia-smi`; None on CPU or
-/// when it cannot be asked.
+/// Total memory of a CUDA device in GiB, asked of the driver through the
+/// CUDA probe; None on the CPU. When a GPU was asked for but cannot be read
+/// (no driver, no such device) this says so once and `auto` falls back to
+/// the smallest preset, the one most likely to fit.
 fn gpu_memory_gib(device: Device) -> Option<f64> {
     let Device::Cuda(index) = device else {
         return None;
     };
-    let output = Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=memory.total",
-            "--format=csv,noheader,nounits",
-            &format!("--id={index}"),
-        ])
-        .output()
-        .ok()?;
-    let mib: f64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .ok()?;
-    Some(mib / 1024.0)
+    match crate::model::memory::gpu_total_memory(index) {
+        Ok(bytes) => Some(bytes as f64 / (1024.0 * 1024.0 * 1024.0)),
+        Err(err) => {
+            eprintln!(
+                "note: preset `auto` cannot read the memory of GPU {index} ({err}); \
+                 using the smallest preset (pick one with --preset)"
+            );
+            None
+        }
+    }
 }
 
 /// A stage's execution settings under a preset. Without a preset a stage

@@ -1,0 +1,161 @@
+//! The memory planner seen from the command line: `plan` shows each
+//! training stage's breakdown and a stage x preset table, `validate` warns
+//! when a stage does not fit a preset, a hub model that cannot be looked at
+//! offline gives a note instead of an error, and a stage that runs out of
+//! GPU memory fails with a message naming the stage, preset, estimate and
+//! next smaller preset while what finished stays cached.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use poker_pipe::model::LlamaConfig;
+use poker_pipe::model::memory::{Task, Trains, Workload, estimate};
+use poker_pipe_tests::{Sandbox, text};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pp-memory");
+
+/// The tiny GQA model of the golden fixtures, as a model folder.
+fn sandbox() -> Sandbox {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/llama/gqa/config.json");
+    let config = std::fs::read_to_string(golden).unwrap();
+    sandbox.write("model/config.json", &config).unwrap();
+    sandbox
+}
+
+/// `small` cannot hold even the CUDA context; `big` holds everything.
+fn pipeline(model: &str, out_of_memory: bool) -> String {
+    format!(
+        "name: mem
+memory_presets:
+  small: {{gpu_memory_gib: 0.25, micro_batch: 1, activation_checkpointing: true}}
+  mid:   {{gpu_memory_gib: 0.4, micro_batch: 2, activation_checkpointing: true}}
+  big:   {{gpu_memory_gib: 2, micro_batch: 4}}
+preset: big
+stages:
+  src: {{kind: text-source, text: hello}}
+  train: {{kind: lm-train, input: src, model: {model}, lora_rank: 4, batch_size: 4, max_seq_len: 64, out_of_memory: {out_of_memory}}}
+"
+    )
+}
+
+fn tiny_config(sandbox: &Sandbox) -> LlamaConfig {
+    LlamaConfig::load(&sandbox.path().join("model/config.json")).unwrap()
+}
+
+#[test]
+fn plan_shows_the_breakdown_and_every_preset() {
+    let sandbox = sandbox();
+    sandbox.write("p.yaml", &pipeline("model", false)).unwrap();
+    let json = sandbox.plan("p.yaml", &[]).unwrap();
+    let train = &json["stages"][1];
+    assert_eq!(train["name"], "train");
+    let expected = estimate(&Workload {
+        config: &tiny_config(&sandbox),
+        task: Task::Sft,
+        trains: Trains::lora_all(4),
+        micro_batch: 4,
+        seq_len: 64,
+        checkpointing: false,
+        dtype_bytes: 2,
+        cuda: true,
+    });
+    assert_eq!(
+        train["memory_breakdown"],
+        serde_json::to_value(expected).unwrap()
+    );
+    assert_eq!(train["memory_estimate_bytes"], expected.total());
+    assert_eq!(train["fits_preset"], true);
+    assert!(json["stages"][0].get("memory_breakdown").is_none());
+
+    let out = sandbox.run(&["plan", "p.yaml"]).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains("peak GPU memory (preset big)"), "{stdout}");
+    assert!(
+        stdout.contains("train (micro-batch 4 x 1 accumulation)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("workspace 544.0 MiB") && stdout.contains("fits 2 GiB"),
+        "{stdout}"
+    );
+    let table = stdout
+        .lines()
+        .find(|l| l.starts_with("train ") && l.contains('!'))
+        .unwrap_or_else(|| panic!("no preset table row for train:\n{stdout}"));
+    assert_eq!(table.matches('!').count(), 2, "{table}");
+
+    let out = sandbox
+        .run(&["plan", "p.yaml", "--preset", "small"])
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DOES NOT FIT 0.25 GiB"), "{stdout}");
+    assert!(
+        stdout.contains("micro-batch 1 x 4 accumulation, checkpointing"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_warns_about_presets_that_do_not_fit() {
+    let sandbox = sandbox();
+    sandbox.write("p.yaml", &pipeline("model", false)).unwrap();
+    let out = sandbox.run(&["validate", "p.yaml"]).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].contains("stage `train`")
+            && warnings[0].contains("preset `small`")
+            && warnings[0].contains("preset `big` fits it"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_hub_model_is_a_note_not_an_error() {
+    let sandbox = sandbox();
+    sandbox
+        .write("p.yaml", &pipeline("\"hf:meta-llama/Llama-3.1-8B\"", false))
+        .unwrap();
+    let out = sandbox
+        .command(&["plan", "p.yaml", "--format", "json"])
+        .env("HF_HUB_CACHE", sandbox.path().join("hub"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let train = &json["stages"][1];
+    assert!(train["memory_estimate_bytes"].is_null(), "{train}");
+    let note = train["memory_note"].as_str().unwrap();
+    assert!(note.contains("HF_HUB_OFFLINE"), "{note}");
+}
+
+#[test]
+fn out_of_memory_names_stage_preset_estimate_and_a_smaller_preset() {
+    let sandbox = sandbox();
+    sandbox.write("p.yaml", &pipeline("model", true)).unwrap();
+    let out = sandbox.run(&["run", "p.yaml"]).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // miette wraps long lines: compare the words alone.
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        stderr.contains("stage `train` ran out of GPU memory under preset `big`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the planner estimated"), "{stderr}");
+    assert!(stderr.contains("--preset mid"), "{stderr}");
+    assert!(stderr.contains("allocating the activations"), "{stderr}");
+    // The stage before it stays cached; only the failed one would run.
+    assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["train"]);
+}

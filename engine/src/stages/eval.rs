@@ -347,7 +347,7 @@ fn rm_scores<B: Backend>(be: &B, rm: &Llama<B>, seqs: &[Vec<u32>]) -> Result<Vec
         // Left padding: the last position of every row is a real token.
         let batch = Batch::left_padded(chunk, pad);
         let d = rm.cfg.hidden_size;
-        let (h, _) = rm.forward(be, &batch, crate::model::llama::Keep::Nothing, None);
+        let h = rm.forward(be, &batch, None);
         let h = be.download(&h);
         let head = rm
             .score

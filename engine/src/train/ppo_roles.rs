@@ -15,7 +15,7 @@ use crate::backend::{Backend, Sampling};
 use crate::model::adapters::AdapterSet;
 use crate::model::batch::Batch;
 use crate::model::generate::{GenerateOptions, generate};
-use crate::model::llama::{Keep, Llama, TrainPass};
+use crate::model::llama::{Llama, TrainPass};
 use crate::model::param::Param;
 
 /// The models of a PPO run.
@@ -176,9 +176,9 @@ impl<B: Backend> Roles<B> {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.value_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
-        let h = self.critic.with(model, |m| {
-            m.forward(be, &rollout.batch, Keep::Nothing, None).0
-        });
+        let h = self
+            .critic
+            .with(model, |m| m.forward(be, &rollout.batch, None));
         let h = be.download(&h);
         rollout
             .rows
@@ -193,9 +193,7 @@ impl<B: Backend> Roles<B> {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.reward_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
-        let h = self
-            .reward
-            .with(model, |m| m.forward(be, batch, Keep::Nothing, None).0);
+        let h = self.reward.with(model, |m| m.forward(be, batch, None));
         let h = be.download(&h);
         (0..batch.batch)
             .map(|b| {
@@ -226,15 +224,10 @@ impl<B: Backend> Roles<B> {
     ) -> f32 {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.value_head.value);
-        let keep = if pass.checkpoint {
-            Keep::LayerInputs
-        } else {
-            Keep::All
-        };
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
         let value_head = &mut self.value_head;
         self.critic.with(model, |m| {
-            let (h, tape) = m.forward(be, &rollout.batch, keep, Some(pass.seed));
+            let (h, tape) = m.forward_train(be, &rollout.batch, pass);
             let host = be.download(&h);
             let values: Vec<f32> = rollout
                 .rows
@@ -250,9 +243,7 @@ impl<B: Backend> Roles<B> {
                     dw[k] += g * host[r * d + k];
                 }
             }
-            if let Some(tape) = tape {
-                m.backward_from_hidden(be, &rollout.batch, tape, &be.upload(&dh));
-            }
+            m.backward_from_hidden(be, &rollout.batch, tape, &be.upload(&dh));
             if let Some(g) = value_head.grad.as_mut() {
                 be.axpy(g, 1.0, &be.upload(&dw));
             }

@@ -8,6 +8,8 @@ use crate::graph::{ArtifactType, OutputDecl, Registry};
 
 pub mod jsonl_data;
 pub mod poker_data;
+pub mod sft;
+pub mod tokenizer;
 
 /// Supervised examples: JSONL of `{"prompt", "response"}`.
 pub const SFT_DATASET: ArtifactType = ArtifactType("sft-dataset");
@@ -48,6 +50,8 @@ pub fn builtin() -> Registry {
     Registry::new()
         .with(jsonl_data::JsonlData)
         .with(poker_data::PokerData)
+        .with(tokenizer::TokenizerKind)
+        .with(sft::Sft)
 }
 
 static INSTALLED: OnceLock<Registry> = OnceLock::new();

@@ -8,6 +8,7 @@ use crate::graph::{ArtifactType, OutputDecl, Registry};
 
 pub mod jsonl_data;
 pub mod poker_data;
+pub mod reward;
 pub mod sft;
 pub mod tokenizer;
 
@@ -52,6 +53,7 @@ pub fn builtin() -> Registry {
         .with(poker_data::PokerData)
         .with(tokenizer::TokenizerKind)
         .with(sft::Sft)
+        .with(reward::Reward)
 }
 
 static INSTALLED: OnceLock<Registry> = OnceLock::new();

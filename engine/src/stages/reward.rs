@@ -16,12 +16,13 @@ use serde_json::json;
 
 use super::sft::{backend, fail, loop_settings, run_loop, train_all};
 use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
-use crate::backend::Backend;
+use crate::backend::{Backend, Gemm};
 use crate::graph::{
     BatchDecl, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
 use crate::model::batch::Batch;
-use crate::model::llama::TrainPass;
+use crate::model::llama::{Keep, TrainPass};
+use crate::model::reward::last_token_rows;
 use crate::model::load::load_dir;
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
@@ -272,28 +273,65 @@ impl<B: Backend> Objective<B> for PairwiseObjective {
         let pairs: Vec<&Pair> = indices.iter().map(|&i| &self.pairs[i]).collect();
         let n = pairs.len();
         let batch = pair_batch(&pairs, self.pad);
-        // The gradient of the loss needs the scores first; without dropout
-        // the second (training) forward gives the same scores.
-        let scores = model
-            .scores(be, &batch)
-            .map_err(|e| LoopError::Objective(e.to_string()))?;
-        let mut dscores = vec![0f32; 2 * n];
-        let mut loss = 0.0;
-        for i in 0..n {
-            let d = (scores[i] - scores[n + i]) as f64;
-            loss += pair_loss(d) / total;
-            let g = pair_grad(d) / total;
-            dscores[i] = -g as f32;
-            dscores[n + i] = g as f32;
-        }
-        model
-            .scores_backward(be, &batch, &dscores, pass)
-            .map_err(|e| LoopError::Objective(e.to_string()))?;
+        let (loss, _) = scores_backward(be, model, &batch, pass, |scores| {
+            let mut loss = 0.0;
+            let mut dscores = vec![0f32; 2 * n];
+            for i in 0..n {
+                let d = (scores[i] - scores[n + i]) as f64;
+                loss += pair_loss(d) / total;
+                let g = pair_grad(d) / total;
+                dscores[i] = -g as f32;
+                dscores[n + i] = g as f32;
+            }
+            (loss, dscores)
+        })
+        .map_err(LoopError::Objective)?;
         Ok(MicroStats {
             loss,
             tokens: batch.rows() as u64,
         })
     }
+}
+
+/// One forward pass with a tape, the one-label scores at each row's last
+/// token, the loss and score gradients from `loss_of(scores)`, and the
+/// backward pass into the trunk and the head. (`Llama::scores_backward`
+/// takes the gradients up front, which would cost a second forward.)
+pub fn scores_backward<B: Backend, T>(
+    be: &B,
+    model: &mut Llama<B>,
+    batch: &Batch,
+    pass: TrainPass,
+    loss_of: impl FnOnce(&[f32]) -> (T, Vec<f32>),
+) -> Result<(T, Vec<f32>), String> {
+    let keep = if pass.checkpoint {
+        Keep::LayerInputs
+    } else {
+        Keep::All
+    };
+    let (h, tape) = model.forward(be, batch, keep, Some(pass.seed));
+    let tape = tape.ok_or("a training forward pass kept no tape")?;
+    let d = model.cfg.hidden_size;
+    let rows = last_token_rows(batch, model.cfg.pad_token_id);
+    let pooled = be.gather_rows(&h, &rows, d);
+    let head = model
+        .score
+        .as_mut()
+        .ok_or("the reward model has no score head")?;
+    let mut out = be.zeros(batch.batch);
+    be.matmul(&pooled, &head.value, &mut out, Gemm::linear(batch.batch, 1, d));
+    let scores = be.download(&out);
+    let (loss, dscores) = loss_of(&scores);
+    let ds = be.upload(&dscores);
+    let mut dpooled = be.zeros(batch.batch * d);
+    be.matmul(&ds, &head.value, &mut dpooled, Gemm::plain(batch.batch, d, 1));
+    if let Some(g) = head.grad.as_mut() {
+        be.matmul(&ds, &pooled, g, Gemm::weight_grad(1, d, batch.batch));
+    }
+    let mut dh = be.zeros(batch.rows() * d);
+    be.scatter_add_rows(&dpooled, &rows, d, &mut dh);
+    model.backward_from_hidden(be, batch, tape, &dh);
+    Ok((loss, scores))
 }
 
 /// Held-out results of a reward model.

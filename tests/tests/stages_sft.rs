@@ -98,7 +98,11 @@ fn sigkill_then_resume_matches_an_uninterrupted_run_and_reward_trains() {
     let metrics = std::fs::read_to_string(ref_dir.join("metrics.jsonl")).unwrap();
     let losses: Vec<f64> = metrics
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(losses.len(), 48);
     assert!(losses[47] < losses[0] * 0.5, "{losses:?}");
@@ -113,7 +117,10 @@ fn sigkill_then_resume_matches_an_uninterrupted_run_and_reward_trains() {
     let rs = read_json(rm.join("summary.json"));
     let acc = rs["pairwise_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc), "{rs}");
-    assert!(rs["mean_chosen"].is_number() && rs["mean_rejected"].is_number(), "{rs}");
+    assert!(
+        rs["mean_chosen"].is_number() && rs["mean_rejected"].is_number(),
+        "{rs}"
+    );
 
     // Kill a second run mid-SFT, after a checkpoint exists.
     let sandbox = setup("3.0e-3");
@@ -130,15 +137,24 @@ fn sigkill_then_resume_matches_an_uninterrupted_run_and_reward_trains() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), None, "killed by a signal");
     let entry = sandbox.path().join(".poker-pipe/cache").join(&hash);
-    assert!(!entry.exists(), "the stage finished before it could be killed");
+    assert!(
+        !entry.exists(),
+        "the stage finished before it could be killed"
+    );
 
     let out = sandbox.run(&["run", "p.yaml"]).unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let dir = sandbox.path().join("runs/sfttest/sft");
     let log = std::fs::read_to_string(dir.join("training.log")).unwrap();
-    assert!(log.contains("resuming from the checkpoint of step"), "{log}");
+    assert!(
+        log.contains("resuming from the checkpoint of step"),
+        "{log}"
+    );
     let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
-    assert!(weights == ref_weights, "resumed weights differ from the uninterrupted run");
+    assert!(
+        weights == ref_weights,
+        "resumed weights differ from the uninterrupted run"
+    );
     let resumed_metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
     assert_eq!(resumed_metrics, metrics);
 }

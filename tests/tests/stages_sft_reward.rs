@@ -68,7 +68,10 @@ fn one_forward_scores_backward_matches_the_model_reference() {
     let want = reference
         .scores_backward(&Cpu, &batch, &dscores, pass)
         .unwrap();
-    assert!(want.iter().any(|w| w.abs() > 1e-4), "scores are not trivial");
+    assert!(
+        want.iter().any(|w| w.abs() > 1e-4),
+        "scores are not trivial"
+    );
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
     }

@@ -14,8 +14,8 @@ use miette::{IntoDiagnostic, miette};
 
 use crate::backend::{Backend, Cpu, Device, Sampling};
 use crate::error::{CmdResult, Exit, Failure};
-use crate::model::load::load_dir;
 use crate::model::generate::{GenerateOptions, generate};
+use crate::model::load::load_dir;
 use crate::model::score::score_text;
 use crate::train::dataset::encode_prompt;
 

@@ -22,8 +22,8 @@ use crate::graph::{
 };
 use crate::model::batch::Batch;
 use crate::model::llama::{Keep, TrainPass};
-use crate::model::reward::last_token_rows;
 use crate::model::load::load_dir;
+use crate::model::reward::last_token_rows;
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
 use crate::train::lm_loop::{LoopEnd, LoopError, MicroStats, Objective, OptimParams};
@@ -139,7 +139,8 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     let pad = pad_id(&model);
     let eos = model.cfg.eos_token_ids.first().copied();
     let data = ctx.input("data")?.path.clone();
-    let pairs = dataset::load_pairs(&data, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
+    let pairs =
+        dataset::load_pairs(&data, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
     let lr = params.optim.lr.unwrap_or(5e-6);
     ctx.log(format!(
         "{} pairs, reward model from {}, lr {lr:e}",
@@ -164,9 +165,15 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     let held_out = match &params.test_data {
         Some(_) => {
             let path = ctx.input("test_data")?.path.clone();
-            let pairs =
-                dataset::load_pairs(&path, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
-            Some(evaluate(be, &model, &pairs, pad, ctx.exec.micro_batch.max(1) as usize)?)
+            let pairs = dataset::load_pairs(&path, &loaded.tokenizer, eos, params.max_seq_len)
+                .map_err(fail)?;
+            Some(evaluate(
+                be,
+                &model,
+                &pairs,
+                pad,
+                ctx.exec.micro_batch.max(1) as usize,
+            )?)
         }
         None => None,
     };
@@ -206,7 +213,11 @@ fn pad_id<B: Backend>(model: &Llama<B>) -> u32 {
 
 fn tokenizer_path(dir: &Path, base: &Path) -> std::path::PathBuf {
     let own = dir.join("tokenizer.json");
-    if own.exists() { own } else { base.join("tokenizer.json") }
+    if own.exists() {
+        own
+    } else {
+        base.join("tokenizer.json")
+    }
 }
 
 /// The SFT model's config.json as a one-label sequence classifier.
@@ -319,12 +330,22 @@ pub fn scores_backward<B: Backend, T>(
         .as_mut()
         .ok_or("the reward model has no score head")?;
     let mut out = be.zeros(batch.batch);
-    be.matmul(&pooled, &head.value, &mut out, Gemm::linear(batch.batch, 1, d));
+    be.matmul(
+        &pooled,
+        &head.value,
+        &mut out,
+        Gemm::linear(batch.batch, 1, d),
+    );
     let scores = be.download(&out);
     let (loss, dscores) = loss_of(&scores);
     let ds = be.upload(&dscores);
     let mut dpooled = be.zeros(batch.batch * d);
-    be.matmul(&ds, &head.value, &mut dpooled, Gemm::plain(batch.batch, d, 1));
+    be.matmul(
+        &ds,
+        &head.value,
+        &mut dpooled,
+        Gemm::plain(batch.batch, d, 1),
+    );
     if let Some(g) = head.grad.as_mut() {
         be.matmul(&ds, &pooled, g, Gemm::weight_grad(1, d, batch.batch));
     }

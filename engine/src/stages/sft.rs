@@ -346,7 +346,11 @@ struct Start<B: Backend> {
     base_dir: Option<PathBuf>,
 }
 
-fn start<B: Backend>(be: &B, params: &SftParams, ctx: &mut StageContext) -> Result<Start<B>, StageError> {
+fn start<B: Backend>(
+    be: &B,
+    params: &SftParams,
+    ctx: &mut StageContext,
+) -> Result<Start<B>, StageError> {
     let tokenizer_dir = match &params.tokenizer {
         Some(_) => Some(ctx.input("tokenizer")?.path.clone()),
         None => None,
@@ -363,7 +367,8 @@ fn start<B: Backend>(be: &B, params: &SftParams, ctx: &mut StageContext) -> Resu
             std::fs::write(&path, text).map_err(|e| {
                 StageError::runtime(miette::miette!("cannot write {}: {e}", path.display()))
             })?;
-            let cfg = LlamaConfig::load(&path).map_err(|e| StageError::user(miette::Report::new(e)))?;
+            let cfg =
+                LlamaConfig::load(&path).map_err(|e| StageError::user(miette::Report::new(e)))?;
             ctx.log(format!(
                 "random {}-layer LLaMA, hidden {}, vocabulary {}",
                 cfg.num_layers, cfg.hidden_size, cfg.vocab_size
@@ -375,11 +380,12 @@ fn start<B: Backend>(be: &B, params: &SftParams, ctx: &mut StageContext) -> Resu
             })
         }
         Some(BaseModel::Pretrained(base)) => {
-            let src = source::parse(&base.base).map_err(|e| StageError::user(miette::Report::new(e)))?;
+            let src =
+                source::parse(&base.base).map_err(|e| StageError::user(miette::Report::new(e)))?;
             let resolved = source::resolve(&src, &ResolveOptions::from_env())
                 .map_err(|e| StageError::user(miette::Report::new(e)))?;
             ctx.log(format!("loading {}", resolved.identity.canonical()));
-            let model = Llama::load(be, &resolved.dir).map_err(|e| fail(e))?;
+            let model = Llama::load(be, &resolved.dir).map_err(fail)?;
             let tokenizer = match tokenizer_dir {
                 Some(dir) => dir.join("tokenizer.json"),
                 None => resolved.tokenizer.clone(),
@@ -557,7 +563,8 @@ impl<B: Backend> Objective<B> for SftObjective {
         pass: TrainPass,
     ) -> Result<MicroStats, LoopError> {
         let examples: Vec<&Example> = indices.iter().map(|&i| &self.examples[i]).collect();
-        let (batch, targets, weights) = dataset::sft_batch(&examples, self.pad, (1.0 / total) as f32);
+        let (batch, targets, weights) =
+            dataset::sft_batch(&examples, self.pad, (1.0 / total) as f32);
         let loss = model.loss_backward(be, &batch, &targets, &weights, pass);
         Ok(MicroStats {
             loss: loss as f64,

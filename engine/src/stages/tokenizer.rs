@@ -12,14 +12,16 @@ use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::{PAIRS_DATASET, PROMPT_SET, SFT_DATASET, TOKENIZER};
-use crate::graph::{InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult};
+use crate::graph::{
+    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+};
 
 /// Beginning of every sequence (added by the post-processor).
 pub const BOS: &str = "<|begin_of_text|>";
@@ -91,8 +93,7 @@ impl StageKind for TokenizerKind {
     type Params = TokenizerParams;
     const NAME: &'static str = "tokenizer";
     const VERSION: u32 = 1;
-    const DESCRIPTION: &'static str =
-        "Trains a byte-level BPE tokenizer on the text of datasets, for models started from random weights.";
+    const DESCRIPTION: &'static str = "Trains a byte-level BPE tokenizer on the text of datasets, for models started from random weights.";
 
     fn outputs(&self, _: &TokenizerParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("tokenizer", TOKENIZER, "")]
@@ -126,8 +127,9 @@ impl StageKind for TokenizerKind {
         ));
         let (tok, special) = train(&texts, params.vocab_size, params.min_frequency)?;
         let out = ctx.out_dir().to_path_buf();
-        tok.save(out.join("tokenizer.json"), true)
-            .map_err(|e| StageError::runtime(miette::miette!("cannot write tokenizer.json: {e}")))?;
+        tok.save(out.join("tokenizer.json"), true).map_err(|e| {
+            StageError::runtime(miette::miette!("cannot write tokenizer.json: {e}"))
+        })?;
         let text = serde_json::to_string_pretty(&special)
             .map_err(|e| StageError::runtime(miette::miette!("cannot encode ids: {e}")))?;
         std::fs::write(out.join(SPECIAL_TOKENS_FILE), text).map_err(|e| {
@@ -170,7 +172,8 @@ pub fn train(
     vocab_size: usize,
     min_frequency: u64,
 ) -> Result<(Tokenizer, SpecialTokens), StageError> {
-    let fail = |e: tokenizers::Error| StageError::runtime(miette::miette!("BPE training failed: {e}"));
+    let fail =
+        |e: tokenizers::Error| StageError::runtime(miette::miette!("BPE training failed: {e}"));
     let alphabet: HashSet<char> = ByteLevel::alphabet().into_iter().collect();
     let bpe_trainer = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
@@ -219,7 +222,13 @@ mod tests {
     #[test]
     fn trained_tokenizer_round_trips_and_adds_bos() {
         let texts: Vec<String> = (0..200)
-            .map(|i| format!("6max BTN AhK{} | pot {} call 2 | fold, call, raise ->", i % 7, i))
+            .map(|i| {
+                format!(
+                    "6max BTN AhK{} | pot {} call 2 | fold, call, raise ->",
+                    i % 7,
+                    i
+                )
+            })
             .chain(["fold".into(), "call".into(), "raise 7.5".into()])
             .collect();
         let (tok, special) = train(&texts, 300, 2).unwrap();

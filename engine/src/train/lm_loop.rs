@@ -196,29 +196,29 @@ pub fn train<B: Backend>(
         ..AdamWConfig::default()
     });
     let metrics_dir = settings.work_dir.join("metrics");
-    let (mut step, cursor, mut last_loss, mut metrics) =
-        match checkpoint::load(&settings.work_dir)? {
-            Some(resume) => {
-                let state = restore(be, model, &mut opt, resume)?;
-                order.check_cursor(state.cursor)?;
-                let extra: Extra = serde_json::from_value(state.extra).map_err(|e| {
-                    LoopError::Objective(format!("checkpoint state is not readable: {e}"))
-                })?;
-                opt.step = extra.adamw_step;
-                log(&format!(
-                    "resuming from the checkpoint of step {} of {total_steps}",
-                    state.step
-                ));
-                let metrics = MetricsLog::resume(&metrics_dir, state.step)?;
-                (state.step, state.cursor, extra.last_loss, metrics)
-            }
-            None => (
-                0,
-                Cursor::default(),
-                f64::NAN,
-                MetricsLog::create(&metrics_dir)?,
-            ),
-        };
+    let (mut step, cursor, mut last_loss, mut metrics) = match checkpoint::load(&settings.work_dir)?
+    {
+        Some(resume) => {
+            let state = restore(be, model, &mut opt, resume)?;
+            order.check_cursor(state.cursor)?;
+            let extra: Extra = serde_json::from_value(state.extra).map_err(|e| {
+                LoopError::Objective(format!("checkpoint state is not readable: {e}"))
+            })?;
+            opt.step = extra.adamw_step;
+            log(&format!(
+                "resuming from the checkpoint of step {} of {total_steps}",
+                state.step
+            ));
+            let metrics = MetricsLog::resume(&metrics_dir, state.step)?;
+            (state.step, state.cursor, extra.last_loss, metrics)
+        }
+        None => (
+            0,
+            Cursor::default(),
+            f64::NAN,
+            MetricsLog::create(&metrics_dir)?,
+        ),
+    };
     let mut guard = LossGuard {
         stage: settings.stage.clone(),
         lr: settings.lr,
@@ -270,7 +270,16 @@ pub fn train<B: Backend>(
         progress.step(step, stats.tokens, stats.loss);
         let stop = cancelled();
         if stop || step % settings.checkpoint_every.max(1) == 0 || step == total_steps {
-            save(be, model, &opt, &schedule, step, batches.cursor(), last_loss, &settings.work_dir)?;
+            save(
+                be,
+                model,
+                &opt,
+                &schedule,
+                step,
+                batches.cursor(),
+                last_loss,
+                &settings.work_dir,
+            )?;
             guard.last_good_step = Some(step);
         }
         if stop {

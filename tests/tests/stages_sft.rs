@@ -172,3 +172,30 @@ fn a_diverging_learning_rate_stops_with_the_step_and_advice() {
         "a diverged stage has no output"
     );
 }
+
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_the_next_run_finishes() {
+    let sandbox = setup("3.0e-3");
+    let hash = stage_hash(&sandbox, "sft");
+    let child = sandbox.spawn(&["run", "p.yaml"], &[]).unwrap();
+    let checkpoint = sandbox
+        .path()
+        .join(".poker-pipe/work")
+        .join(&hash)
+        .join("checkpoint.safetensors");
+    assert!(wait_for(&checkpoint, 120), "no checkpoint was written");
+    signal(&child, "INT").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let out = sandbox.run(&["run", "p.yaml"]).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let log =
+        std::fs::read_to_string(sandbox.path().join("runs/sfttest/sft/training.log")).unwrap();
+    assert!(log.contains("interrupted after step"), "{log}");
+    assert!(
+        log.contains("resuming from the checkpoint of step"),
+        "{log}"
+    );
+    let summary = read_json(sandbox.path().join("runs/sfttest/sft/summary.json"));
+    assert_eq!(summary["steps"], 48);
+}

@@ -161,7 +161,12 @@ impl<'a, B: Backend> Answerer<'a, B> {
         };
         self.asked += 1;
         let out = generate(self.be, &self.loaded.model, &[ids], &opts);
-        let tokens = out.into_iter().next().unwrap_or_default();
+        let mut tokens = out.into_iter().next().unwrap_or_default();
+        // The answer ends before EOS, whether or not the tokenizer marks
+        // EOS as special (decode only drops tokens marked special).
+        if let Some(end) = tokens.iter().position(|t| cfg.eos_token_ids.contains(t)) {
+            tokens.truncate(end);
+        }
         let text = self
             .loaded
             .tokenizer

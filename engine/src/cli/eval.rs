@@ -1,16 +1,23 @@
-//! `poker-pipe eval`: evaluate a trained model. Mode `score` prints the
-//! log-likelihood of each line of a file; further modes (interactive,
-//! batch) plug in as variants of [`Mode`] with their own function.
+//! `poker-pipe eval`: try a trained model. `interactive` answers prompts
+//! read from stdin (a terminal or a pipe), `batch` answers every prompt of a
+//! file into `<stem>_results.txt` beside it, `score` prints the
+//! log-likelihood of each line of a file.
+//!
+//! A prompt is encoded exactly as training encoded it
+//! (`train::dataset::encode_prompt`), so a model answers in the form it
+//! learned; generation stops at the model's EOS.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::backend::{Backend, Cpu, Device};
+use crate::backend::{Backend, Cpu, Device, Sampling};
 use crate::error::{CmdResult, Exit, Failure};
+use crate::model::generate::{GenerateOptions, generate};
 use crate::model::load::load_dir;
 use crate::model::score::score_text;
+use crate::train::dataset::encode_prompt;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,9 +28,19 @@ pub struct Args {
     /// What to do with the model.
     #[arg(long, value_enum)]
     pub mode: Mode,
-    /// Input file, one text per line (mode score).
+    /// Input file (modes batch and score): one text per line, or JSON lines
+    /// with a `prompt` field (batch).
     #[arg(long)]
     pub test_file: Option<PathBuf>,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Longest prompt + answer, in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub max_length: usize,
+    /// Seeds sampling: the same seed gives the same answers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -31,25 +48,215 @@ pub struct Args {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
+    /// Prompt loop on stdin: one answer per line read.
+    Interactive,
+    /// Answers for every prompt of --test-file, into `<stem>_results.txt`.
+    Batch,
     /// One JSON line per input line: {"text", "tokens", "logprob"}.
     Score,
 }
 
 pub fn run(args: Args) -> CmdResult {
     let be = backend(args.device)?;
+    let need_file = |mode: &str| {
+        args.test_file.as_deref().ok_or_else(|| {
+            Failure::user(miette!(
+                code = "eval::missing_test_file",
+                help = "pass --test-file FILE with one text per line",
+                "--mode {mode} needs a test file"
+            ))
+        })
+    };
+    let opts = AnswerOptions {
+        temperature: args.temperature,
+        max_length: args.max_length,
+        seed: args.seed,
+    };
     match args.mode {
         Mode::Score => {
-            let file = args.test_file.as_deref().ok_or_else(|| {
-                Failure::user(miette!(
-                    code = "eval::missing_test_file",
-                    help = "pass --test-file FILE with one text per line",
-                    "--mode score needs a test file"
-                ))
-            })?;
+            let file = need_file("score")?;
             let stdout = std::io::stdout();
             score(&be, &args.model, file, &mut stdout.lock())
         }
+        Mode::Batch => {
+            let file = need_file("batch")?;
+            let out = batch(&be, &args.model, file, &opts)?;
+            eprintln!("wrote {}", out.display());
+            Ok(Exit::Ok)
+        }
+        Mode::Interactive => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            let prompt_marker = std::io::IsTerminal::is_terminal(&stdin);
+            interactive(
+                &be,
+                &args.model,
+                &opts,
+                stdin.lock(),
+                &mut stdout.lock(),
+                prompt_marker,
+            )
+        }
     }
+}
+
+/// How answers are generated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnswerOptions {
+    pub temperature: f32,
+    pub max_length: usize,
+    pub seed: u64,
+}
+
+/// A loaded model that answers prompts.
+struct Answerer<'a, B: Backend> {
+    be: &'a B,
+    loaded: crate::model::load::Loaded<B>,
+    opts: AnswerOptions,
+    asked: u64,
+}
+
+impl<'a, B: Backend> Answerer<'a, B> {
+    fn open(be: &'a B, dir: &Path, opts: &AnswerOptions) -> Result<Self, Failure> {
+        let mut loaded = load_dir(be, dir).map_err(Failure::user)?;
+        if loaded.adapter.is_some() {
+            crate::model::lora::set_merged(be, &mut loaded.model, true);
+        }
+        Ok(Answerer {
+            be,
+            loaded,
+            opts: *opts,
+            asked: 0,
+        })
+    }
+
+    /// The model's answer to `prompt` (its special tokens removed).
+    fn answer(&mut self, prompt: &str) -> Result<String, Failure> {
+        let ids = encode_prompt(&self.loaded.tokenizer, prompt)
+            .map_err(|e| Failure::user(miette!("cannot encode the prompt: {e}")))?;
+        let cfg = &self.loaded.model.cfg;
+        let room = self.opts.max_length.min(cfg.max_position_embeddings);
+        if ids.len() >= room {
+            let help = format!(
+                "shorten the prompt or raise --max-length (at most the model's {} positions)",
+                cfg.max_position_embeddings
+            );
+            return Err(Failure::user(miette!(
+                code = "eval::prompt_too_long",
+                help = help,
+                "the prompt has {} tokens, --max-length leaves no room for an answer",
+                ids.len()
+            )));
+        }
+        let opts = GenerateOptions {
+            max_new_tokens: room - ids.len(),
+            sampling: Sampling {
+                temperature: self.opts.temperature,
+                top_k: 0,
+                top_p: 1.0,
+            },
+            seed: self.opts.seed.wrapping_add(self.asked),
+            eos: cfg.eos_token_ids.clone(),
+            pad_id: cfg.pad_token_id.unwrap_or(0),
+        };
+        self.asked += 1;
+        let out = generate(self.be, &self.loaded.model, &[ids], &opts);
+        let mut tokens = out.into_iter().next().unwrap_or_default();
+        // The answer ends before EOS, whether or not the tokenizer marks
+        // EOS as special (decode only drops tokens marked special).
+        if let Some(end) = tokens.iter().position(|t| cfg.eos_token_ids.contains(t)) {
+            tokens.truncate(end);
+        }
+        let text = self
+            .loaded
+            .tokenizer
+            .decode(&tokens)
+            .map_err(|e| Failure::runtime(miette::Report::new(e)))?;
+        Ok(text.trim().to_string())
+    }
+}
+
+/// The prompt of a batch input line: a JSON object's `prompt`, or the line.
+fn prompt_of(line: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("prompt").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_else(|| line.to_string())
+}
+
+/// Answers every non-empty line of `file`; writes one JSON object
+/// `{"prompt", "response"}` per line to `<stem>_results.txt` beside it and
+/// returns that path.
+pub fn batch<B: Backend>(
+    be: &B,
+    dir: &Path,
+    file: &Path,
+    opts: &AnswerOptions,
+) -> Result<PathBuf, Failure> {
+    let mut model = Answerer::open(be, dir, opts)?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::user(miette!(
+            code = "eval::test_file",
+            help = "check the --test-file path",
+            "cannot read {}: {e}",
+            file.display()
+        ))
+    })?;
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "test".into());
+    let out_path = file.with_file_name(format!("{stem}_results.txt"));
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let prompt = prompt_of(line);
+        let response = model.answer(&prompt)?;
+        out.push_str(&serde_json::json!({"prompt": prompt, "response": response}).to_string());
+        out.push('\n');
+    }
+    std::fs::write(&out_path, out).map_err(|e| {
+        Failure::runtime(miette!(
+            code = "eval::write",
+            help = "the results go beside the test file: check that folder is writable",
+            "cannot write {}: {e}",
+            out_path.display()
+        ))
+    })?;
+    Ok(out_path)
+}
+
+/// Reads prompts line by line from `input` and writes each answer to `out`
+/// (after a `> ` marker on terminals) until end of input or `/quit`.
+pub fn interactive<B: Backend>(
+    be: &B,
+    dir: &Path,
+    opts: &AnswerOptions,
+    input: impl BufRead,
+    out: &mut impl Write,
+    show_marker: bool,
+) -> CmdResult {
+    let mut model = Answerer::open(be, dir, opts)?;
+    let write_err = |e: std::io::Error| Failure::runtime(miette!("cannot write the answer: {e}"));
+    if show_marker {
+        write!(out, "> ").map_err(write_err)?;
+        out.flush().map_err(write_err)?;
+    }
+    for line in input.lines() {
+        let line = line.map_err(|e| Failure::user(miette!("cannot read stdin: {e}")))?;
+        let prompt = line.trim();
+        if prompt == "/quit" {
+            break;
+        }
+        if !prompt.is_empty() {
+            let answer = model.answer(prompt)?;
+            writeln!(out, "{answer}").map_err(write_err)?;
+        }
+        if show_marker {
+            write!(out, "> ").map_err(write_err)?;
+        }
+        out.flush().map_err(write_err)?;
+    }
+    Ok(Exit::Ok)
 }
 
 /// The backend for a device; CUDA is a separate backend not in this build.

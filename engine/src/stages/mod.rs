@@ -10,6 +10,9 @@ pub mod eval;
 pub mod jsonl_data;
 pub mod poker_data;
 pub mod ppo;
+pub mod reward;
+pub mod sft;
+pub mod tokenizer;
 
 /// Supervised examples: JSONL of `{"prompt", "response"}`.
 pub const SFT_DATASET: ArtifactType = ArtifactType("sft-dataset");
@@ -52,6 +55,9 @@ pub fn builtin() -> Registry {
     Registry::new()
         .with(jsonl_data::JsonlData)
         .with(poker_data::PokerData)
+        .with(tokenizer::TokenizerKind)
+        .with(sft::Sft)
+        .with(reward::Reward)
         .with(ppo::Ppo)
         .with(eval::Eval)
 }

@@ -1,0 +1,410 @@
+//! `reward`: a reward model trained on preference pairs, the recipe's
+//! second step. It starts from an `sft` stage's model (its LoRA adapter, if
+//! any, merged in), adds a zero `score` head (`LlamaForSequenceClassification`,
+//! one label, pooled at each sequence's last token) and trains every weight
+//! on the pairwise loss `-log sigmoid(r_chosen - r_rejected)`. Dropout is
+//! off: the model has no adapters to drop out.
+//!
+//! The summary reports, on the held-out pairs, the pairwise accuracy and the
+//! mean chosen and rejected scores.
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::sft::{backend, fail, loop_settings, run_loop, train_all};
+use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
+use crate::backend::{Backend, Gemm};
+use crate::graph::{
+    BatchDecl, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+};
+use crate::model::batch::Batch;
+use crate::model::llama::TrainPass;
+use crate::model::load::load_dir;
+use crate::model::reward::last_token_rows;
+use crate::model::{Llama, lora};
+use crate::train::dataset::{self, Pair};
+use crate::train::lm_loop::{LoopEnd, LoopError, MicroStats, Objective, OptimParams};
+use crate::train::metrics::write_summary;
+
+/// Parameters of a `reward` stage.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardParams {
+    /// The model to start from: an `sft` stage.
+    pub init: String,
+    /// Training pairs: `data.pairs`.
+    pub data: String,
+    /// Held-out pairs for the summary's accuracy: `data.test_pairs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_data: Option<String>,
+    /// Learning rate default: 5e-6 (the recipe's).
+    #[serde(default)]
+    pub optim: OptimParams,
+    /// Pairs per optimizer step.
+    #[serde(default = "RewardParams::batch_size")]
+    #[schemars(range(min = 1))]
+    pub batch_size: u32,
+    #[serde(default = "RewardParams::epochs")]
+    #[schemars(range(min = 1))]
+    pub epochs: u64,
+    #[serde(default = "RewardParams::max_seq_len")]
+    #[schemars(range(min = 2))]
+    pub max_seq_len: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimizer steps between checkpoints (resume points).
+    #[serde(default = "RewardParams::checkpoint_every")]
+    #[schemars(range(min = 1))]
+    pub checkpoint_every: u64,
+}
+
+impl RewardParams {
+    fn batch_size() -> u32 {
+        8
+    }
+    fn epochs() -> u64 {
+        1
+    }
+    fn max_seq_len() -> usize {
+        512
+    }
+    fn checkpoint_every() -> u64 {
+        50
+    }
+}
+
+/// The `reward` stage kind.
+pub struct Reward;
+
+impl StageKind for Reward {
+    type Params = RewardParams;
+    const NAME: &'static str = "reward";
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str =
+        "Reward model (LlamaForSequenceClassification) from an SFT model, on the pairwise loss.";
+
+    fn outputs(&self, _: &RewardParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("model", REWARD_MODEL, "")]
+    }
+
+    fn inputs(&self, params: &RewardParams) -> Vec<InputDecl> {
+        let mut inputs = vec![
+            InputDecl::stage("init", &params.init, &[CAUSAL_LM]),
+            InputDecl::stage("data", &params.data, &[PAIRS_DATASET]),
+        ];
+        if let Some(test) = &params.test_data {
+            inputs.push(InputDecl::stage("test_data", test, &[PAIRS_DATASET]));
+        }
+        inputs
+    }
+
+    fn semantic_config(&self, params: &RewardParams) -> serde_json::Value {
+        let mut value = serde_json::to_value(params).unwrap_or(serde_json::Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            map.remove("checkpoint_every");
+        }
+        value
+    }
+
+    fn global_batch(&self, params: &RewardParams) -> Option<BatchDecl> {
+        Some(BatchDecl {
+            field: "batch_size".into(),
+            size: params.batch_size,
+        })
+    }
+
+    fn run(&self, params: &RewardParams, ctx: &mut StageContext) -> StageResult {
+        let be = backend(ctx.device)?;
+        run_reward(&be, params, ctx)
+    }
+}
+
+fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext) -> StageResult {
+    let init = ctx.input("init")?.path.clone();
+    let loaded = load_dir(be, &init).map_err(fail)?;
+    let mut model = loaded.model;
+    if loaded.adapter.is_some() {
+        lora::set_merged(be, &mut model, true);
+        for layer in &mut model.layers {
+            for (_, lin) in layer.projections_mut() {
+                lin.lora = None;
+            }
+        }
+    }
+    model.add_score_head(be, 1);
+    train_all(be, &mut model);
+    let pad = pad_id(&model);
+    let eos = model.cfg.eos_token_ids.first().copied();
+    let data = ctx.input("data")?.path.clone();
+    let pairs =
+        dataset::load_pairs(&data, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
+    let lr = params.optim.lr.unwrap_or(5e-6);
+    ctx.log(format!(
+        "{} pairs, reward model from {}, lr {lr:e}",
+        pairs.len(),
+        init.display()
+    ));
+    let settings = loop_settings(
+        ctx,
+        pairs.len(),
+        params.epochs,
+        params.batch_size,
+        params.seed,
+        lr,
+        &params.optim,
+        params.checkpoint_every,
+    );
+    let mut objective = PairwiseObjective { pairs, pad };
+    let (steps, last_loss) = match run_loop(be, &mut model, &mut objective, &settings, ctx)? {
+        LoopEnd::Interrupted { .. } => return Ok(Outcome::Interrupted),
+        LoopEnd::Finished { steps, last_loss } => (steps, last_loss),
+    };
+    let held_out = match &params.test_data {
+        Some(_) => {
+            let path = ctx.input("test_data")?.path.clone();
+            let pairs = dataset::load_pairs(&path, &loaded.tokenizer, eos, params.max_seq_len)
+                .map_err(fail)?;
+            Some(evaluate(
+                be,
+                &model,
+                &pairs,
+                pad,
+                ctx.exec.micro_batch.max(1) as usize,
+            )?)
+        }
+        None => None,
+    };
+    let out = ctx.out_dir().to_path_buf();
+    write_config(&loaded.base_dir, &out, pad)?;
+    std::fs::copy(
+        tokenizer_path(&init, &loaded.base_dir),
+        out.join("tokenizer.json"),
+    )
+    .map_err(|e| StageError::runtime(miette::miette!("cannot copy tokenizer.json: {e}")))?;
+    model.save_weights(be, &out).map_err(fail)?;
+    crate::train::lm_loop::publish_metrics(ctx.work_dir(), &out)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot copy metrics.jsonl: {e}")))?;
+    let mut summary = json!({
+        "steps": steps,
+        "final_loss": last_loss,
+        "pairs": objective.pairs.len(),
+    });
+    if let Some(eval) = held_out {
+        summary["test_pairs"] = json!(eval.pairs);
+        summary["pairwise_accuracy"] = json!(eval.accuracy);
+        summary["mean_chosen"] = json!(eval.mean_chosen);
+        summary["mean_rejected"] = json!(eval.mean_rejected);
+    }
+    write_summary(&out, &summary).map_err(fail)?;
+    ctx.log(format!("done: {summary}"));
+    Ok(Outcome::Done)
+}
+
+fn pad_id<B: Backend>(model: &Llama<B>) -> u32 {
+    model
+        .cfg
+        .pad_token_id
+        .or(model.cfg.eos_token_ids.first().copied())
+        .unwrap_or(0)
+}
+
+fn tokenizer_path(dir: &Path, base: &Path) -> std::path::PathBuf {
+    let own = dir.join("tokenizer.json");
+    if own.exists() {
+        own
+    } else {
+        base.join("tokenizer.json")
+    }
+}
+
+/// The SFT model's config.json as a one-label sequence classifier.
+fn write_config(base: &Path, out: &Path, pad: u32) -> Result<(), StageError> {
+    let path = base.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot read {}: {e}", path.display())))?;
+    let mut cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StageError::runtime(miette::miette!("{}: {e}", path.display())))?;
+    cfg["architectures"] = json!(["LlamaForSequenceClassification"]);
+    cfg["num_labels"] = json!(1);
+    cfg["id2label"] = json!({"0": "LABEL_0"});
+    cfg["label2id"] = json!({"LABEL_0": 0});
+    cfg["pad_token_id"] = json!(pad);
+    let text = serde_json::to_string_pretty(&cfg)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot encode config: {e}")))?;
+    std::fs::write(out.join("config.json"), text)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot write config.json: {e}")))
+}
+
+/// Chosen then rejected sequences of some pairs, in one left-padded batch.
+fn pair_batch(pairs: &[&Pair], pad: u32) -> Batch {
+    let seqs: Vec<Vec<u32>> = pairs
+        .iter()
+        .map(|p| p.chosen.clone())
+        .chain(pairs.iter().map(|p| p.rejected.clone()))
+        .collect();
+    Batch::left_padded(&seqs, pad)
+}
+
+/// `softplus(-d)` = -log sigmoid(d), computed without overflow.
+fn pair_loss(d: f64) -> f64 {
+    if d > 0.0 {
+        (-d).exp().ln_1p()
+    } else {
+        -d + d.exp().ln_1p()
+    }
+}
+
+/// sigmoid(-d): minus the derivative of [`pair_loss`] at `d`.
+fn pair_grad(d: f64) -> f64 {
+    1.0 / (1.0 + d.exp())
+}
+
+/// The pairwise loss, averaged over a step's pairs.
+struct PairwiseObjective {
+    pairs: Vec<Pair>,
+    pad: u32,
+}
+
+impl<B: Backend> Objective<B> for PairwiseObjective {
+    fn step_total(&self, indices: &[usize]) -> f64 {
+        indices.len().max(1) as f64
+    }
+
+    fn accumulate(
+        &mut self,
+        be: &B,
+        model: &mut Llama<B>,
+        indices: &[usize],
+        total: f64,
+        pass: TrainPass,
+    ) -> Result<MicroStats, LoopError> {
+        let pairs: Vec<&Pair> = indices.iter().map(|&i| &self.pairs[i]).collect();
+        let n = pairs.len();
+        let batch = pair_batch(&pairs, self.pad);
+        let (loss, _) = scores_backward(be, model, &batch, pass, |scores| {
+            let mut loss = 0.0;
+            let mut dscores = vec![0f32; 2 * n];
+            for i in 0..n {
+                let d = (scores[i] - scores[n + i]) as f64;
+                loss += pair_loss(d) / total;
+                let g = pair_grad(d) / total;
+                dscores[i] = -g as f32;
+                dscores[n + i] = g as f32;
+            }
+            (loss, dscores)
+        })
+        .map_err(LoopError::Objective)?;
+        Ok(MicroStats {
+            loss,
+            tokens: batch.rows() as u64,
+        })
+    }
+}
+
+/// One forward pass with a tape, the one-label scores at each row's last
+/// token, the loss and score gradients from `loss_of(scores)`, and the
+/// backward pass into the trunk and the head. (`Llama::scores_backward`
+/// takes the gradients up front, which would cost a second forward.)
+pub fn scores_backward<B: Backend, T>(
+    be: &B,
+    model: &mut Llama<B>,
+    batch: &Batch,
+    pass: TrainPass,
+    loss_of: impl FnOnce(&[f32]) -> (T, Vec<f32>),
+) -> Result<(T, Vec<f32>), String> {
+    let (h, tape) = model.forward_train(be, batch, pass);
+    let d = model.cfg.hidden_size;
+    let rows = last_token_rows(batch, model.cfg.pad_token_id);
+    let pooled = be.gather_rows(&h, &rows, d);
+    let head = model
+        .score
+        .as_mut()
+        .ok_or("the reward model has no score head")?;
+    let mut out = be.zeros(batch.batch);
+    be.matmul(
+        &pooled,
+        &head.value,
+        &mut out,
+        Gemm::linear(batch.batch, 1, d),
+    );
+    let scores = be.download(&out);
+    let (loss, dscores) = loss_of(&scores);
+    let ds = be.upload(&dscores);
+    let mut dpooled = be.zeros(batch.batch * d);
+    be.matmul(
+        &ds,
+        &head.value,
+        &mut dpooled,
+        Gemm::plain(batch.batch, d, 1),
+    );
+    if let Some(g) = head.grad.as_mut() {
+        be.matmul(&ds, &pooled, g, Gemm::weight_grad(1, d, batch.batch));
+    }
+    let mut dh = be.zeros(batch.rows() * d);
+    be.scatter_add_rows(&dpooled, &rows, d, &mut dh);
+    model.backward_from_hidden(be, batch, tape, &dh);
+    Ok((loss, scores))
+}
+
+/// Held-out results of a reward model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairEval {
+    pub pairs: usize,
+    /// Fraction of pairs scored chosen > rejected.
+    pub accuracy: f64,
+    pub mean_chosen: f64,
+    pub mean_rejected: f64,
+}
+
+/// Scores every pair and reports how often the chosen answer wins.
+pub fn evaluate<B: Backend>(
+    be: &B,
+    model: &Llama<B>,
+    pairs: &[Pair],
+    pad: u32,
+    micro_batch: usize,
+) -> Result<PairEval, StageError> {
+    let (mut wins, mut chosen, mut rejected) = (0usize, 0f64, 0f64);
+    for chunk in pairs.chunks(micro_batch.max(1)) {
+        let refs: Vec<&Pair> = chunk.iter().collect();
+        let scores = model.scores(be, &pair_batch(&refs, pad)).map_err(fail)?;
+        let n = chunk.len();
+        for i in 0..n {
+            wins += usize::from(scores[i] > scores[n + i]);
+            chosen += scores[i] as f64;
+            rejected += scores[n + i] as f64;
+        }
+    }
+    let count = pairs.len().max(1) as f64;
+    Ok(PairEval {
+        pairs: pairs.len(),
+        accuracy: wins as f64 / count,
+        mean_chosen: chosen / count,
+        mean_rejected: rejected / count,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn pair_loss_and_gradient_match_their_definitions() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let d: f64 = rng.random_range(-30.0..30.0);
+            let sigmoid = 1.0 / (1.0 + (-d).exp());
+            let want = -sigmoid.ln();
+            assert!((pair_loss(d) - want).abs() <= 1e-9 * want.max(1.0), "{d}");
+            let h = 1e-5;
+            let numeric = (pair_loss(d + h) - pair_loss(d - h)) / (2.0 * h);
+            assert!((-pair_grad(d) - numeric).abs() < 1e-6, "{d}");
+        }
+        assert!(pair_loss(-800.0).is_finite() && pair_loss(800.0) >= 0.0);
+    }
+}

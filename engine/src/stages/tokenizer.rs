@@ -1,0 +1,248 @@
+//! `tokenizer`: trains a byte-level BPE tokenizer on the text of its
+//! datasets, for models that start from random weights (a pretrained base
+//! brings its own). Byte-level means every string encodes, so prompts the
+//! data never showed still work; the special tokens are LLaMA 3's names.
+//!
+//! Writes `tokenizer.json` and `special_tokens.json` (the ids and vocabulary
+//! size a model config needs).
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::{PAIRS_DATASET, PROMPT_SET, SFT_DATASET, TOKENIZER};
+use crate::graph::{
+    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+};
+
+/// Beginning of every sequence (added by the post-processor).
+pub const BOS: &str = "<|begin_of_text|>";
+/// End of a response: generation stops here.
+pub const EOS: &str = "<|end_of_text|>";
+/// Left padding in batches; never trained on, never attended to.
+pub const PAD: &str = "<|pad|>";
+
+/// The file with the ids a model config needs.
+pub const SPECIAL_TOKENS_FILE: &str = "special_tokens.json";
+
+/// Parameters of a `tokenizer` stage.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerParams {
+    /// Datasets whose text (prompts, responses, chosen and rejected
+    /// answers) the tokenizer learns from: `data.sft`, `data.pairs`, ...
+    #[schemars(length(min = 1))]
+    pub data: Vec<String>,
+    /// Vocabulary size including the 256 byte tokens and 3 special tokens.
+    #[serde(default = "TokenizerParams::vocab_size")]
+    #[schemars(range(min = 260, max = 262144))]
+    pub vocab_size: usize,
+    /// A merge must occur at least this often.
+    #[serde(default = "TokenizerParams::min_frequency")]
+    #[schemars(range(min = 1))]
+    pub min_frequency: u64,
+}
+
+impl TokenizerParams {
+    fn vocab_size() -> usize {
+        8000
+    }
+    fn min_frequency() -> u64 {
+        2
+    }
+}
+
+/// The ids of the special tokens, written beside tokenizer.json.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokens {
+    pub bos_token_id: u32,
+    pub eos_token_id: u32,
+    pub pad_token_id: u32,
+    pub vocab_size: usize,
+}
+
+impl SpecialTokens {
+    /// Reads `special_tokens.json` of a tokenizer stage's folder.
+    pub fn load(dir: &Path) -> Result<Self, StageError> {
+        let path = dir.join(SPECIAL_TOKENS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            StageError::runtime(miette::miette!("cannot read {}: {e}", path.display()))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            StageError::runtime(miette::miette!(
+                help = "re-run the tokenizer stage (`poker-pipe cache` can remove the entry)",
+                "{} is not valid: {e}",
+                path.display()
+            ))
+        })
+    }
+}
+
+/// The `tokenizer` stage kind.
+pub struct TokenizerKind;
+
+impl StageKind for TokenizerKind {
+    type Params = TokenizerParams;
+    const NAME: &'static str = "tokenizer";
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "Trains a byte-level BPE tokenizer on the text of datasets, for models started from random weights.";
+
+    fn outputs(&self, _: &TokenizerParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("tokenizer", TOKENIZER, "")]
+    }
+
+    fn inputs(&self, params: &TokenizerParams) -> Vec<InputDecl> {
+        params
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                InputDecl::stage(
+                    format!("data.{i}"),
+                    r,
+                    &[SFT_DATASET, PAIRS_DATASET, PROMPT_SET],
+                )
+            })
+            .collect()
+    }
+
+    fn run(&self, params: &TokenizerParams, ctx: &mut StageContext) -> StageResult {
+        let mut texts = Vec::new();
+        for i in 0..params.data.len() {
+            let path = ctx.input(&format!("data.{i}"))?.path.clone();
+            read_texts(&path, &mut texts)?;
+        }
+        ctx.log(format!(
+            "training a {}-token byte-level BPE on {} texts",
+            params.vocab_size,
+            texts.len()
+        ));
+        let (tok, special) = train(&texts, params.vocab_size, params.min_frequency)?;
+        let out = ctx.out_dir().to_path_buf();
+        tok.save(out.join("tokenizer.json"), true).map_err(|e| {
+            StageError::runtime(miette::miette!("cannot write tokenizer.json: {e}"))
+        })?;
+        let text = serde_json::to_string_pretty(&special)
+            .map_err(|e| StageError::runtime(miette::miette!("cannot encode ids: {e}")))?;
+        std::fs::write(out.join(SPECIAL_TOKENS_FILE), text).map_err(|e| {
+            StageError::runtime(miette::miette!("cannot write {SPECIAL_TOKENS_FILE}: {e}"))
+        })?;
+        ctx.log(format!("vocabulary of {} tokens", special.vocab_size));
+        Ok(Outcome::Done)
+    }
+}
+
+/// Every string field of every line of a JSONL dataset that a model reads
+/// or writes.
+fn read_texts(path: &Path, out: &mut Vec<String>) -> Result<(), StageError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot read {}: {e}", path.display())))?;
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| {
+            StageError::runtime(miette::miette!("{}:{}: {e}", path.display(), n + 1))
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            StageError::user(miette::miette!(
+                help = "each line must be a JSON object",
+                "{}:{}: {e}",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        for field in ["prompt", "response", "chosen", "rejected"] {
+            if let Some(text) = value.get(field).and_then(|v| v.as_str()) {
+                out.push(text.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trains the tokenizer on `texts`.
+pub fn train(
+    texts: &[String],
+    vocab_size: usize,
+    min_frequency: u64,
+) -> Result<(Tokenizer, SpecialTokens), StageError> {
+    let fail =
+        |e: tokenizers::Error| StageError::runtime(miette::miette!("BPE training failed: {e}"));
+    let alphabet: HashSet<char> = ByteLevel::alphabet().into_iter().collect();
+    let bpe_trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(min_frequency)
+        .show_progress(false)
+        .special_tokens(
+            [BOS, EOS, PAD]
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect(),
+        )
+        .initial_alphabet(alphabet)
+        .build();
+    let mut trainer = TrainerWrapper::from(bpe_trainer);
+    let mut tok = Tokenizer::new(BPE::default());
+    let byte_level = ByteLevel::new(false, true, true);
+    tok.with_pre_tokenizer(Some(byte_level));
+    tok.with_decoder(Some(byte_level));
+    tok.train(&mut trainer, texts.iter()).map_err(fail)?;
+    let id = |t: &str| {
+        tok.token_to_id(t).ok_or_else(|| {
+            StageError::runtime(miette::miette!("special token {t} missing after training"))
+        })
+    };
+    let special = SpecialTokens {
+        bos_token_id: id(BOS)?,
+        eos_token_id: id(EOS)?,
+        pad_token_id: id(PAD)?,
+        vocab_size: tok.get_vocab_size(true),
+    };
+    let template = TemplateProcessing::builder()
+        .try_single(format!("{BOS} $A"))
+        .map_err(|e| StageError::runtime(miette::miette!("bad template: {e}")))?
+        .special_tokens(vec![(BOS, special.bos_token_id)])
+        .build()
+        .map_err(|e| StageError::runtime(miette::miette!("bad template: {e}")))?;
+    tok.with_post_processor(Some(template));
+    Ok((tok, special))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trained_tokenizer_round_trips_and_adds_bos() {
+        let texts: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "6max BTN AhK{} | pot {} call 2 | fold, call, raise ->",
+                    i % 7,
+                    i
+                )
+            })
+            .chain(["fold".into(), "call".into(), "raise 7.5".into()])
+            .collect();
+        let (tok, special) = train(&texts, 300, 2).unwrap();
+        assert_eq!(special.vocab_size, tok.get_vocab_size(true));
+        assert!(special.vocab_size > 259 && special.vocab_size <= 300);
+        let text = "6max BTN AhK3 | pot 12 call 2 | fold ->";
+        let enc = tok.encode(text, true).unwrap();
+        assert_eq!(enc.get_ids()[0], special.bos_token_id);
+        // Merges were learned: fewer tokens than bytes.
+        assert!(enc.get_ids().len() < text.len());
+        assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), text);
+        // Unseen characters still encode (byte level).
+        let odd = "é ♠ 漢";
+        let enc = tok.encode(odd, false).unwrap();
+        assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), odd);
+    }
+}

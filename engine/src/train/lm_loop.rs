@@ -1,0 +1,401 @@
+//! The training loop every model-training stage shares: seeded data order
+//! in global batches, micro-batches with gradient accumulation, the NaN
+//! guard, clipping, AdamW on a schedule, metrics, progress, checkpoints and
+//! resume, and Ctrl-C. What is learned is an [`Objective`]: it turns a
+//! micro-batch of example indices into gradients.
+//!
+//! Resume is exact: a checkpoint holds every trainable tensor, the AdamW
+//! moments and step, the schedule and the data cursor; dropout seeds are a
+//! function of (seed, step, micro-batch), so a resumed run repeats the
+//! uninterrupted one bit for bit on the CPU.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::adamw::{AdamW, AdamWConfig, Moments};
+use super::checkpoint::{self, Checkpoint, CheckpointError, TensorData, TrainState};
+use super::clip::{clip_grad_norm, global_grad_norm};
+use super::data_order::{Cursor, DataOrder, DataOrderError};
+use super::guard::{LossGuard, NonFinite};
+use super::metrics::{MetricsError, MetricsLog};
+use super::progress::{ProgressMode, TrainProgress};
+use super::schedule::{Schedule, ScheduleKind};
+use crate::backend::Backend;
+use crate::model::Llama;
+use crate::model::llama::TrainPass;
+
+/// Optimizer settings of a stage (`optim:` in pipeline files).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimParams {
+    /// Peak learning rate; the stage's default when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub lr: Option<f64>,
+    /// How the rate moves after warmup.
+    #[serde(default = "OptimParams::schedule")]
+    pub schedule: ScheduleKind,
+    /// Optimizer steps of linear warmup from 0.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Clip gradients to this global L2 norm (null: no clipping).
+    #[serde(default = "OptimParams::max_grad_norm")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub max_grad_norm: Option<f64>,
+    /// AdamW's decoupled weight decay.
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub weight_decay: f64,
+}
+
+impl OptimParams {
+    fn schedule() -> ScheduleKind {
+        ScheduleKind::Cosine
+    }
+    fn max_grad_norm() -> Option<f64> {
+        Some(1.0)
+    }
+}
+
+impl Default for OptimParams {
+    fn default() -> Self {
+        OptimParams {
+            lr: None,
+            schedule: Self::schedule(),
+            warmup_steps: 0,
+            max_grad_norm: Self::max_grad_norm(),
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Everything the loop needs besides the model and the objective.
+#[derive(Clone, Debug)]
+pub struct LoopSettings {
+    /// The stage name, for messages.
+    pub stage: String,
+    pub examples: usize,
+    pub epochs: u64,
+    /// Examples per optimizer step (the global batch).
+    pub batch_size: usize,
+    /// Examples per forward/backward (from the memory preset).
+    pub micro_batch: usize,
+    pub seed: u64,
+    pub lr: f64,
+    pub optim: OptimParams,
+    /// Write a checkpoint every this many optimizer steps (and at the end).
+    pub checkpoint_every: u64,
+    pub activation_checkpointing: bool,
+    /// Where checkpoints, metrics.jsonl and the step log live.
+    pub work_dir: PathBuf,
+    pub progress: ProgressMode,
+}
+
+/// What one micro-batch contributed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MicroStats {
+    /// Its share of the step's loss (already divided by the step's total).
+    pub loss: f64,
+    /// Tokens processed, for tokens/s.
+    pub tokens: u64,
+}
+
+/// What a training loop learns.
+pub trait Objective<B: Backend> {
+    /// The normaliser of one optimizer step's loss (its trained tokens or
+    /// pairs), so a step's loss does not depend on how it is split.
+    fn step_total(&self, indices: &[usize]) -> f64;
+
+    /// Forward and backward of the examples `indices`, with every loss term
+    /// divided by `total`; gradients accumulate into the model.
+    fn accumulate(
+        &mut self,
+        be: &B,
+        model: &mut Llama<B>,
+        indices: &[usize],
+        total: f64,
+        pass: TrainPass,
+    ) -> Result<MicroStats, LoopError>;
+}
+
+/// Why a training loop stopped early.
+#[derive(Debug, Error, Diagnostic)]
+pub enum LoopError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    NonFinite(#[from] NonFinite),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Data(#[from] DataOrderError),
+    #[error("{0}")]
+    #[diagnostic(code(train::objective))]
+    Objective(String),
+}
+
+/// How a loop ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LoopEnd {
+    /// Every step done; the mean loss of the last step.
+    Finished { steps: u64, last_loss: f64 },
+    /// Cancelled after a step; a checkpoint of it is saved.
+    Interrupted { step: u64 },
+}
+
+const PARAM: &str = "param.";
+const EXP_AVG: &str = "exp_avg.";
+const EXP_AVG_SQ: &str = "exp_avg_sq.";
+
+#[derive(Serialize, Deserialize)]
+struct Extra {
+    adamw_step: u32,
+    last_loss: f64,
+}
+
+/// The dropout seed of micro-batch `micro` of optimizer step `step`.
+fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"dropout");
+    h.update(&seed.to_le_bytes());
+    h.update(&step.to_le_bytes());
+    h.update(&(micro as u64).to_le_bytes());
+    let bytes = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Runs (or resumes) training; `cancelled` is polled after every step.
+pub fn train<B: Backend>(
+    be: &B,
+    model: &mut Llama<B>,
+    objective: &mut impl Objective<B>,
+    settings: &LoopSettings,
+    cancelled: impl Fn() -> bool,
+    mut log: impl FnMut(&str),
+) -> Result<LoopEnd, LoopError> {
+    let order = DataOrder::new(settings.examples, settings.batch_size, settings.seed)?;
+    let total_steps = order.total_steps(settings.epochs);
+    let schedule = Schedule {
+        kind: settings.optim.schedule,
+        base_lr: settings.lr,
+        warmup_steps: settings.optim.warmup_steps,
+        total_steps,
+    };
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: settings.optim.weight_decay as f32,
+        ..AdamWConfig::default()
+    });
+    let metrics_dir = settings.work_dir.join("metrics");
+    let (mut step, cursor, mut last_loss, mut metrics) = match checkpoint::load(&settings.work_dir)?
+    {
+        Some(resume) => {
+            let state = restore(be, model, &mut opt, resume)?;
+            order.check_cursor(state.cursor)?;
+            let extra: Extra = serde_json::from_value(state.extra).map_err(|e| {
+                LoopError::Objective(format!("checkpoint state is not readable: {e}"))
+            })?;
+            opt.step = extra.adamw_step;
+            log(&format!(
+                "resuming from the checkpoint of step {} of {total_steps}",
+                state.step
+            ));
+            let metrics = MetricsLog::resume(&metrics_dir, state.step)?;
+            (state.step, state.cursor, extra.last_loss, metrics)
+        }
+        None => (
+            0,
+            Cursor::default(),
+            f64::NAN,
+            MetricsLog::create(&metrics_dir)?,
+        ),
+    };
+    let mut guard = LossGuard {
+        stage: settings.stage.clone(),
+        lr: settings.lr,
+        max_grad_norm: settings.optim.max_grad_norm,
+        last_good_step: (step > 0).then_some(step),
+    };
+    let mut progress = TrainProgress::new(&settings.stage, total_steps, step, settings.progress);
+    let mut batches = order.batches(cursor, settings.epochs);
+    while let Some(batch) = batches.next() {
+        model.zero_grads(be);
+        let total = objective.step_total(&batch.indices);
+        let mut stats = MicroStats::default();
+        for (micro, indices) in batch.micro_batches(settings.micro_batch).enumerate() {
+            let pass = TrainPass {
+                seed: dropout_seed(settings.seed, step, micro),
+                checkpoint: settings.activation_checkpointing,
+            };
+            let s = objective.accumulate(be, model, indices, total, pass)?;
+            stats.loss += s.loss;
+            stats.tokens += s.tokens;
+        }
+        guard.check_loss(step + 1, stats.loss)?;
+        let grad_norm = match settings.optim.max_grad_norm {
+            Some(max) => {
+                let mut params = model.params_mut();
+                let norm = global_grad_norm(be, params.iter().map(|p| &**p));
+                guard.check_grad_norm(step + 1, norm)?;
+                clip_grad_norm(be, &mut params, max)
+            }
+            None => {
+                let norm = global_grad_norm(be, model.params_mut().into_iter().map(|p| &*p));
+                guard.check_grad_norm(step + 1, norm)?;
+                norm
+            }
+        };
+        let lr = schedule.lr(step);
+        opt.update(be, model.params_mut(), lr as f32);
+        step += 1;
+        last_loss = stats.loss;
+        metrics.record(
+            step,
+            &[
+                ("loss", stats.loss),
+                ("lr", lr),
+                ("grad_norm", grad_norm),
+                ("tokens", stats.tokens as f64),
+            ],
+        )?;
+        progress.step(step, stats.tokens, stats.loss);
+        let stop = cancelled();
+        if stop || step % settings.checkpoint_every.max(1) == 0 || step == total_steps {
+            save(
+                be,
+                model,
+                &opt,
+                &schedule,
+                step,
+                batches.cursor(),
+                last_loss,
+                &settings.work_dir,
+            )?;
+            guard.last_good_step = Some(step);
+        }
+        if stop {
+            progress.finish();
+            log(&format!("interrupted after step {step}; checkpoint saved"));
+            return Ok(LoopEnd::Interrupted { step });
+        }
+    }
+    progress.finish();
+    Ok(LoopEnd::Finished {
+        steps: step,
+        last_loss,
+    })
+}
+
+/// Copies `metrics.jsonl` from the loop's work dir into `out_dir`.
+pub fn publish_metrics(work_dir: &Path, out_dir: &Path) -> std::io::Result<()> {
+    let from = work_dir.join("metrics").join(super::metrics::METRICS_FILE);
+    std::fs::copy(from, out_dir.join(super::metrics::METRICS_FILE)).map(|_| ())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save<B: Backend>(
+    be: &B,
+    model: &mut Llama<B>,
+    opt: &AdamW<B>,
+    schedule: &Schedule,
+    step: u64,
+    cursor: Cursor,
+    last_loss: f64,
+    work_dir: &Path,
+) -> Result<(), LoopError> {
+    let mut tensors = BTreeMap::new();
+    for p in model.params_mut() {
+        if p.grad.is_none() {
+            continue;
+        }
+        let host = p.to_host(be);
+        tensors.insert(
+            format!("{PARAM}{}", p.name),
+            TensorData {
+                shape: host.shape.clone(),
+                data: host.data,
+            },
+        );
+        if let Some(m) = opt.moments.get(&p.name) {
+            for (prefix, buf) in [(EXP_AVG, &m.m), (EXP_AVG_SQ, &m.v)] {
+                tensors.insert(
+                    format!("{prefix}{}", p.name),
+                    TensorData {
+                        shape: host.shape.clone(),
+                        data: be.download(buf),
+                    },
+                );
+            }
+        }
+    }
+    let extra = serde_json::to_value(Extra {
+        adamw_step: opt.step,
+        last_loss,
+    })
+    .map_err(|e| LoopError::Objective(format!("cannot encode checkpoint state: {e}")))?;
+    let state = TrainState {
+        step,
+        cursor,
+        rngs: BTreeMap::new(),
+        schedule: *schedule,
+        extra,
+    };
+    checkpoint::save(work_dir, &Checkpoint { state, tensors })?;
+    Ok(())
+}
+
+fn restore<B: Backend>(
+    be: &B,
+    model: &mut Llama<B>,
+    opt: &mut AdamW<B>,
+    mut resume: checkpoint::Resume,
+) -> Result<TrainState, LoopError> {
+    for p in model.params_mut() {
+        if p.grad.is_none() {
+            continue;
+        }
+        let shape = p.shape.clone();
+        p.value = be.upload(&resume.take(&format!("{PARAM}{}", p.name), &shape)?.data);
+        // Moments exist once a parameter has been stepped.
+        if resume
+            .checkpoint
+            .tensors
+            .contains_key(&format!("{EXP_AVG}{}", p.name))
+        {
+            let m = resume.take(&format!("{EXP_AVG}{}", p.name), &shape)?;
+            let v = resume.take(&format!("{EXP_AVG_SQ}{}", p.name), &shape)?;
+            opt.moments.insert(
+                p.name.clone(),
+                Moments {
+                    m: be.upload(&m.data),
+                    v: be.upload(&v.data),
+                },
+            );
+        }
+    }
+    Ok(resume.checkpoint.state)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_seeds_differ_by_step_and_micro_batch() {
+        let a = dropout_seed(1, 0, 0);
+        assert_ne!(a, dropout_seed(1, 1, 0));
+        assert_ne!(a, dropout_seed(1, 0, 1));
+        assert_ne!(a, dropout_seed(2, 0, 0));
+        assert_eq!(a, dropout_seed(1, 0, 0));
+    }
+}

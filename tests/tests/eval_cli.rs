@@ -1,0 +1,140 @@
+//! `poker-pipe eval --mode interactive|batch` on a model directory: piped
+//! prompts get one answer each, batch writes `<stem>_results.txt` beside
+//! the test file, greedy answers agree between the two modes and repeat
+//! exactly, and the adapter beside a model is applied.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use poker_pipe_tests::{Sandbox, text};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pp-test");
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("golden/llama")
+        .join(name)
+}
+
+const PROMPTS: [&str; 3] = ["Hello there", "The river card is", "fold, call ->"];
+
+fn interactive(sandbox: &Sandbox, model: &Path, input: &str) -> String {
+    let mut child = sandbox
+        .command(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--mode",
+            "interactive",
+            "--temperature",
+            "0",
+            "--max-length",
+            "24",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn batch_and_piped_interactive_answer_every_prompt_alike() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let model = golden("mha");
+    let lines: Vec<String> = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            // Plain lines and JSON lines with a `prompt` both work.
+            if i == 1 {
+                format!("{{\"prompt\": \"{p}\", \"response\": \"ignored\"}}")
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    let file = sandbox
+        .write("held/test_set.jsonl", &(lines.join("\n") + "\n"))
+        .unwrap();
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--mode",
+        "batch",
+        "--test-file",
+        file.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-length",
+        "24",
+    ];
+    let out = sandbox.run(&args).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let results_path = sandbox.path().join("held/test_set_results.txt");
+    let results = std::fs::read_to_string(&results_path).unwrap();
+    let rows: Vec<serde_json::Value> = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), PROMPTS.len());
+    for (row, prompt) in rows.iter().zip(PROMPTS) {
+        assert_eq!(row["prompt"], prompt);
+        assert!(!row["response"].as_str().unwrap().is_empty(), "{row}");
+    }
+    // Greedy is deterministic: a second run writes the same file.
+    let out = sandbox.run(&args).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&results_path).unwrap(), results);
+
+    // Piped prompts (with a blank line, which is skipped) get the same answers.
+    let answers = interactive(
+        &sandbox,
+        &model,
+        &format!("{}\n\n{}\n{}\n", PROMPTS[0], PROMPTS[1], PROMPTS[2]),
+    );
+    let answers: Vec<&str> = answers.lines().collect();
+    let expected: Vec<&str> = rows
+        .iter()
+        .map(|r| r["response"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, expected);
+
+    // An adapter-only directory finds its base and answers too.
+    let adapted = interactive(
+        &sandbox,
+        &golden("rust_adapter"),
+        &format!("{}\n", PROMPTS[0]),
+    );
+    assert_eq!(adapted.lines().count(), 1);
+}
+
+#[test]
+fn batch_without_a_test_file_is_a_usage_error() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let model = golden("mha");
+    let out = sandbox
+        .run(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--mode",
+            "batch",
+        ])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--test-file"));
+}

@@ -8,6 +8,8 @@
 #       runs every CUDA test from DIR/bin one at a time, then the kernel tests
 #       under compute-sanitizer memcheck and racecheck, and writes
 #       REPORT_DIR/report.md (default DIR/report) with the device, driver,
+#       (run it from the repository root: the model tests read
+#       tests/golden/llama there, or set POKER_PIPE_TESTS_DIR)
 #       each step's result and the logs. A test that prints SKIPPED counts as
 #       a failure here: on a GPU machine every test must really run.
 #
@@ -23,10 +25,12 @@ build() {
     mkdir -p "$dir/bin"
     cargo build --release --bin poker-pipe
     cp target/release/poker-pipe "$dir/bin/"
-    # The lib test binary holds the CUDA tests; the nvrtc test compiles the
-    # kernels for sm_80 and sm_90 with the machine's own NVRTC.
+    # The lib test binary holds the kernel tests; cuda_ops and cuda_model run
+    # the Backend trait and the model on CUDA against the CPU; the nvrtc test
+    # compiles the kernels for sm_80 and sm_90 with the machine's own NVRTC.
     cargo test --release --no-run --message-format=json -p poker-pipe --lib \
-        -p poker-pipe-kernels --test nvrtc 2>/dev/null |
+        -p poker-pipe-kernels --test nvrtc \
+        -p poker-pipe-tests --test cuda_ops --test cuda_model 2>/dev/null |
         python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
@@ -92,6 +96,11 @@ run() {
     local nvrtc="$dir/bin/test-nvrtc"
     step nvrtc-compile env POKER_PIPE_REQUIRE_NVRTC=1 "$nvrtc" --nocapture
     step cuda-tests "$lib" backend::cuda --test-threads=1 --nocapture
+    # cuda_model reads tests/golden/llama: run from the repository root (the
+    # compiled-in path is the build machine's).
+    export POKER_PIPE_TESTS_DIR="${POKER_PIPE_TESTS_DIR:-$PWD/tests}"
+    step cuda-backend-ops "$dir/bin/test-cuda_ops" --test-threads=1 --nocapture
+    step cuda-model "$dir/bin/test-cuda_model" --test-threads=1 --nocapture
     if command -v compute-sanitizer >/dev/null; then
         for tool in memcheck racecheck; do
             step "sanitizer-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use poker_pipe::backend::{Backend, Cpu, CudaBackend, Sampling};
 use poker_pipe::model::config::LlamaConfig;
@@ -28,8 +28,11 @@ fn gpu(test: &str) -> Option<CudaBackend> {
     }
 }
 
+/// The fixtures under the tests crate; POKER_PIPE_TESTS_DIR points there when
+/// a prebuilt test binary runs on another machine (kernels/gpu-suite.sh).
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("POKER_PIPE_TESTS_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("golden/llama")
         .join(name)
 }

@@ -159,12 +159,18 @@ fn fifty_training_steps_track_the_cpu_loss_curve() {
         return;
     };
     for (what, cfg) in [
-        ("gqa", LlamaConfig::load(&golden("gqa").join("config.json")).unwrap()),
+        (
+            "gqa",
+            LlamaConfig::load(&golden("gqa").join("config.json")).unwrap(),
+        ),
         ("flash", flash_config()),
     ] {
         let cpu = loss_curve(&Cpu, Llama::random(&Cpu, cfg.clone(), 7), 50);
         let gpu = loss_curve(&be, Llama::random(&be, cfg, 7), 50);
-        assert!(cpu[49] < 0.8 * cpu[0], "{what}: the CPU run learns: {cpu:?}");
+        assert!(
+            cpu[49] < 0.8 * cpu[0],
+            "{what}: the CPU run learns: {cpu:?}"
+        );
         for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
             assert!(
                 ((g - c) / c).abs() < 0.02,
@@ -188,8 +194,18 @@ fn greedy_generation_equals_the_cpu() {
     };
     let prompts = vec![vec![1, 17, 40, 8], vec![1, 60, 9], vec![1, 33]];
     for name in ["mha", "gqa"] {
-        let cpu = generate(&Cpu, &Llama::load(&Cpu, &golden(name)).unwrap(), &prompts, &opts);
-        let gpu = generate(&be, &Llama::load(&be, &golden(name)).unwrap(), &prompts, &opts);
+        let cpu = generate(
+            &Cpu,
+            &Llama::load(&Cpu, &golden(name)).unwrap(),
+            &prompts,
+            &opts,
+        );
+        let gpu = generate(
+            &be,
+            &Llama::load(&be, &golden(name)).unwrap(),
+            &prompts,
+            &opts,
+        );
         assert_eq!(gpu, cpu, "{name}: greedy tokens");
     }
 }

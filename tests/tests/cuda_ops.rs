@@ -63,7 +63,9 @@ impl Rng {
     }
 
     fn ids(&mut self, n: usize, bound: usize) -> Vec<u32> {
-        (0..n).map(|_| (self.next() % bound as u64) as u32).collect()
+        (0..n)
+            .map(|_| (self.next() % bound as u64) as u32)
+            .collect()
     }
 }
 
@@ -255,7 +257,12 @@ fn layers_match_the_cpu() {
         Cpu.rope(&mut want, &positions, heads, &inv_freq, inverse);
         let mut got = be.upload(&x);
         be.rope(&mut got, &positions, heads, &inv_freq, inverse);
-        close(&format!("rope inverse={inverse}"), &be.download(&got), &want, BF16);
+        close(
+            &format!("rope inverse={inverse}"),
+            &be.download(&got),
+            &want,
+            BF16,
+        );
     }
 
     let (gate, up, dh) = (
@@ -359,7 +366,14 @@ fn token_nll_and_its_gradients_match_the_cpu() {
     let mut dh = Vec::new();
     let dw0 = rng.vec(vocab * dim, 0.1);
     let mut dw = dw0.clone();
-    let nll = Cpu.token_nll(&h, &w, dim, &targets, &weights, Some((&mut dh, Some(&mut dw))));
+    let nll = Cpu.token_nll(
+        &h,
+        &w,
+        dim,
+        &targets,
+        &weights,
+        Some((&mut dh, Some(&mut dw))),
+    );
     let mut gdh = poisoned(&be, 3);
     let mut gdw = be.upload(&dw0);
     let got = be.token_nll(
@@ -379,8 +393,18 @@ fn token_nll_and_its_gradients_match_the_cpu() {
         &delta(dw),
         BF16,
     );
-    let plain = be.token_nll(&be.upload(&h), &be.upload(&w), dim, &targets, &weights, None);
-    assert_eq!(plain, got, "the loss does not depend on asking for gradients");
+    let plain = be.token_nll(
+        &be.upload(&h),
+        &be.upload(&w),
+        dim,
+        &targets,
+        &weights,
+        None,
+    );
+    assert_eq!(
+        plain, got,
+        "the loss does not depend on asking for gradients"
+    );
 }
 
 #[test]

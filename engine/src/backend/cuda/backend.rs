@@ -157,7 +157,11 @@ impl CudaBackend {
     }
 
     fn kv_starts(&self, shape: AttnShape, kv_start: &[u32]) -> CudaSlice<i32> {
-        assert_eq!(kv_start.len(), shape.batch, "attention: one kv_start per batch");
+        assert_eq!(
+            kv_start.len(),
+            shape.batch,
+            "attention: one kv_start per batch"
+        );
         self.upload_ints(indices("attention", kv_start, shape.kv_cap + 1))
     }
 }

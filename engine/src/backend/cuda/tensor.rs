@@ -61,7 +61,12 @@ impl F32AttnShape {
         need(
             kernel,
             self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads),
-            || format!("{} heads are not a multiple of {} kv heads", self.heads, self.kv_heads),
+            || {
+                format!(
+                    "{} heads are not a multiple of {} kv heads",
+                    self.heads, self.kv_heads
+                )
+            },
         )?;
         need(kernel, self.kv_len <= self.kv_cap, || {
             format!("kv_len {} exceeds kv_cap {}", self.kv_len, self.kv_cap)
@@ -217,7 +222,10 @@ impl CudaDevice {
     ) -> Result<(), CudaError> {
         let kernel = "gather_rows_f32";
         len_is(kernel, "out", out.len(), idx.len() * width)?;
-        let (n, w) = (long(kernel, "rows", idx.len())?, long(kernel, "width", width)?);
+        let (n, w) = (
+            long(kernel, "rows", idx.len())?,
+            long(kernel, "width", width)?,
+        );
         let blocks = self.stride_blocks(kernel, out.len())?;
         let s = &self.stream;
         let (xp, _x) = x.device_ptr(s);
@@ -238,7 +246,10 @@ impl CudaDevice {
     ) -> Result<(), CudaError> {
         let kernel = "scatter_add_rows_f32";
         len_is(kernel, "dy", dy.len(), idx.len() * width)?;
-        let (n, w) = (long(kernel, "rows", idx.len())?, long(kernel, "width", width)?);
+        let (n, w) = (
+            long(kernel, "rows", idx.len())?,
+            long(kernel, "width", width)?,
+        );
         let blocks = self.stride_blocks(kernel, dy.len())?;
         let s = &self.stream;
         let (yp, _y) = dy.device_ptr(s);
@@ -359,7 +370,13 @@ impl CudaDevice {
         let (dkp, _dk) = dk.device_ptr_mut(s);
         let (dvp, _dv) = dv.device_ptr_mut(s);
         let mut args = s.launch_builder(self.function(kernel)?);
-        args.arg(&qp).arg(&kp).arg(&vp).arg(&op).arg(&lp).arg(&gp).arg(&sp);
+        args.arg(&qp)
+            .arg(&kp)
+            .arg(&vp)
+            .arg(&op)
+            .arg(&lp)
+            .arg(&gp)
+            .arg(&sp);
         args.arg(&dqp).arg(&dkp).arg(&dvp);
         args.arg(&b).arg(&tq).arg(&tk).arg(&cap).arg(&off);
         args.arg(&h).arg(&hk).arg(&d).arg(&scale);

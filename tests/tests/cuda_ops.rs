@@ -13,7 +13,8 @@
 #![allow(clippy::unwrap_used)]
 
 use poker_pipe::backend::{
-    AdamWStep, AttnShape, Backend, Cpu, CudaBackend, Gemm, RowCopy, Sampling,
+    AdamWStep, AttnShape, Backend, Cpu, CudaBackend, Device, Gemm, OnBackend, RowCopy, Sampling,
+    with_backend,
 };
 
 const BF16: f64 = 1e-2;
@@ -454,4 +455,40 @@ fn adamw_and_sampling_match_the_cpu() {
             "{how:?}"
         );
     }
+}
+
+/// Reports which device the work ran on and a sum computed there.
+struct WhereAndSum(Vec<f32>);
+
+impl OnBackend for WhereAndSum {
+    type Output = (Device, f64);
+
+    fn run<B: Backend>(self, be: &B) -> (Device, f64) {
+        (be.device(), be.sum_squares(&be.upload(&self.0)))
+    }
+}
+
+/// `with_backend` runs on the device it is given; `cuda` without a GPU is an
+/// error value naming the problem, not a panic.
+#[test]
+fn with_backend_runs_on_the_named_device_or_says_why_not() {
+    let data = vec![1.0, -2.0, 3.0];
+    let (device, sum) = with_backend(Device::Cpu, WhereAndSum(data.clone())).unwrap();
+    assert_eq!((device, sum), (Device::Cpu, 14.0));
+    match with_backend(Device::Cuda(0), WhereAndSum(data)) {
+        Ok((device, sum)) => {
+            assert_eq!(device, Device::Cuda(0));
+            assert!((sum - 14.0).abs() < 1e-4, "{sum}");
+        }
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("no GPU here: {text}");
+            assert!(
+                text.contains("cuda") || text.contains("CUDA") || text.contains("NVRTC"),
+                "the error names the CUDA problem: {text}"
+            );
+        }
+    }
+    let missing = with_backend(Device::Cuda(4096), WhereAndSum(vec![1.0]));
+    assert!(missing.is_err(), "GPU 4096 does not exist anywhere");
 }

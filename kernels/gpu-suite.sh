@@ -8,6 +8,8 @@
 #       runs every CUDA test from DIR/bin one at a time, then the kernel tests
 #       under compute-sanitizer memcheck and racecheck, and writes
 #       REPORT_DIR/report.md (default DIR/report) with the device, driver,
+#       (run it from the repository root: the model tests read
+#       tests/golden/llama there, or set POKER_PIPE_TESTS_DIR)
 #       each step's result and the logs. A test that prints SKIPPED counts as
 #       a failure here: on a GPU machine every test must really run.
 #
@@ -17,17 +19,10 @@ set -uo pipefail
 mode="${1:-}"
 dir="${2:-target/gpu-suite}"
 
-build() {
-    set -e
-    cd "$(dirname "$0")/.."
-    mkdir -p "$dir/bin"
-    cargo build --release --bin poker-pipe
-    cp target/release/poker-pipe "$dir/bin/"
-    # The lib test binary holds the CUDA tests; the nvrtc test compiles the
-    # kernels for sm_80 and sm_90 with the machine's own NVRTC.
-    cargo test --release --no-run --message-format=json -p poker-pipe --lib \
-        -p poker-pipe-kernels --test nvrtc 2>/dev/null |
-        python3 -c '
+# Reads cargo's JSON messages on stdin and copies every test executable to
+# $1/bin/test-<target name>.
+copy_test_binaries() {
+    python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
     try:
@@ -40,7 +35,27 @@ for line in sys.stdin:
         dest = sys.argv[1] + "/bin/test-" + name
         shutil.copy(exe, dest)
         print(dest)
-' "$dir"
+' "$1"
+}
+
+build() {
+    set -e
+    cd "$(dirname "$0")/.."
+    mkdir -p "$dir/bin"
+    cargo build --release --bin poker-pipe
+    cp target/release/poker-pipe "$dir/bin/"
+    # The lib test binary holds the kernel tests; cuda_ops and cuda_model run
+    # the Backend trait and the model on CUDA against the CPU; the nvrtc test
+    # compiles the kernels for sm_80 and sm_90 with the machine's own NVRTC.
+    # One cargo call per group, so a group that does not build (e.g. a
+    # dev-dependency that needs a newer toolchain) does not cost the others.
+    for targets in "-p poker-pipe --lib" "-p poker-pipe-kernels --test nvrtc" \
+        "-p poker-pipe-tests --test cuda_ops --test cuda_model"; do
+        # shellcheck disable=SC2086
+        cargo test --release --no-run --message-format=json $targets 2>/dev/null |
+            copy_test_binaries "$dir" ||
+            echo "gpu-suite build: could not build the tests of: $targets" >&2
+    done
     strip --strip-debug "$dir"/bin/* 2>/dev/null || true
     du -sh "$dir/bin"
 }
@@ -92,6 +107,11 @@ run() {
     local nvrtc="$dir/bin/test-nvrtc"
     step nvrtc-compile env POKER_PIPE_REQUIRE_NVRTC=1 "$nvrtc" --nocapture
     step cuda-tests "$lib" backend::cuda --test-threads=1 --nocapture
+    # cuda_model reads tests/golden/llama: run from the repository root (the
+    # compiled-in path is the build machine's).
+    export POKER_PIPE_TESTS_DIR="${POKER_PIPE_TESTS_DIR:-$PWD/tests}"
+    step cuda-backend-ops "$dir/bin/test-cuda_ops" --test-threads=1 --nocapture
+    step cuda-model "$dir/bin/test-cuda_model" --test-threads=1 --nocapture
     if command -v compute-sanitizer >/dev/null; then
         for tool in memcheck racecheck; do
             step "sanitizer-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \

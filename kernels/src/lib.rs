@@ -83,6 +83,21 @@ pub static MODULES: &[Module] = &[
     module!("embedding", ["embedding_fwd", "embedding_bwd"]),
     module!("grad_norm", ["sumsq_f32", "sumsq_bf16", "grad_norm_finish"]),
     module!("sampling", ["sample_tokens"]),
+    module!(
+        "tensor",
+        [
+            "cast_f32_bf16",
+            "cast_bf16_f32",
+            "axpy_f32",
+            "scale_f32",
+            "copy_rows_f32",
+            "gather_rows_f32",
+            "scatter_add_rows_f32",
+            "dropout_f32",
+            "attention_fwd_f32",
+            "attention_bwd_f32",
+        ]
+    ),
 ];
 
 /// The module that defines `kernel`, if any.

@@ -28,7 +28,26 @@ pub mod cuda;
 mod device;
 
 pub use cpu::Cpu;
+pub use cuda::{CudaBackend, CudaError};
 pub use device::{Device, UnknownDevice};
+
+/// Work that runs on whichever backend a [`Device`] names. Model code is
+/// generic over [`Backend`], and a closure cannot be generic, so a command
+/// or stage puts its work in a type implementing this and calls
+/// [`with_backend`].
+pub trait OnBackend {
+    type Output;
+    fn run<B: Backend>(self, backend: &B) -> Self::Output;
+}
+
+/// Open the backend for `device` and run `work` on it. `cuda:N` on a machine
+/// without a driver or GPU is an error with a hint, never a panic.
+pub fn with_backend<W: OnBackend>(device: Device, work: W) -> Result<W::Output, CudaError> {
+    match device {
+        Device::Cpu => Ok(work.run(&Cpu)),
+        Device::Cuda(ordinal) => Ok(work.run(&CudaBackend::open(ordinal)?)),
+    }
+}
 
 /// `c = alpha * op(a) @ op(b) + beta * c` for row-major `a`, `b`, `c`, with
 /// `op(x)` the transpose when the flag is set. `op(a)` is `[m, k]`, `op(b)` is

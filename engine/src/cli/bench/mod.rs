@@ -3,6 +3,10 @@
 
 use crate::error::CmdResult;
 
+mod adamw;
+mod attention;
+mod decode;
+mod gpu;
 mod poker;
 mod train;
 
@@ -19,6 +23,12 @@ pub enum Command {
     LabelStability(poker::StabilityArgs),
     /// Training steps (forward, backward, AdamW) of a LLaMA on random data.
     Train(train::Args),
+    /// Causal flash attention forward and backward on the GPU.
+    Attention(attention::Args),
+    /// The fused AdamW step on the GPU against the device copy bandwidth.
+    Adamw(adamw::Args),
+    /// Batch-1 decoding tokens/s on the GPU against the bandwidth bound.
+    Decode(decode::Args),
 }
 
 pub fn run(command: Command) -> CmdResult {
@@ -27,5 +37,8 @@ pub fn run(command: Command) -> CmdResult {
         Command::Dataset(args) => poker::data(args),
         Command::LabelStability(args) => poker::stability(args),
         Command::Train(args) => train::run(args),
+        Command::Attention(args) => attention::run(args),
+        Command::Adamw(args) => adamw::run(args),
+        Command::Decode(args) => decode::run(args),
     }
 }

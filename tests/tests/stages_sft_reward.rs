@@ -32,7 +32,7 @@ impl Uniform {
 }
 
 fn model(cfg: &LlamaConfig, head: &[f32]) -> Llama<Cpu> {
-    let mut m = Llama::random(&Cpu, cfg.clone(), 5);
+    let mut m = Llama::random(&Cpu, cfg.clone(), 5).unwrap();
     m.score = Some(Param::new(
         &Cpu,
         "score.weight",

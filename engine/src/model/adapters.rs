@@ -146,7 +146,7 @@ mod tests {
         let mut sets = Vec::new();
         let mut want = Vec::new();
         for seed in [1, 2] {
-            let mut m = Llama::random(&be, tiny(), 3);
+            let mut m = Llama::random(&be, tiny(), 3).unwrap();
             lora::attach(&be, &mut m, &cfg, seed).unwrap();
             // Non-zero B so the adapters change the output.
             for layer in &mut m.layers {
@@ -165,7 +165,7 @@ mod tests {
             want.push(m.logits(&be, &batch));
             sets.push(AdapterSet::take(&mut m));
         }
-        let mut shared = Llama::random(&be, tiny(), 3);
+        let mut shared = Llama::random(&be, tiny(), 3).unwrap();
         let bare = shared.logits(&be, &batch);
         for (set, want) in sets.iter_mut().zip(&want) {
             let got = set.with(&mut shared, |m| m.logits(&be, &batch));

@@ -889,7 +889,7 @@ mod tests {
         }
         let c = tiny();
         let targets = vec!["q_proj".to_string(), "down_proj".to_string()];
-        let mut model = Llama::random(&Cpu, c.clone(), 3);
+        let mut model = Llama::random(&Cpu, c.clone(), 3).unwrap();
         let cfg = LoraConfig {
             rank: 4,
             alpha: 8.0,

@@ -61,7 +61,7 @@ fn adapted(
     score: bool,
 ) -> Result<Llama<Cpu>, Box<dyn std::error::Error>> {
     let be = Cpu;
-    let mut m = Llama::random(&be, cfg.clone(), 5);
+    let mut m = Llama::random(&be, cfg.clone(), 5).unwrap();
     if score {
         m.add_score_head(&be, 1);
         let d = cfg.hidden_size;

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> CmdResult {
     drop(dev);
     let be = CudaBackend::open(ordinal).map_err(|e| Failure::user(miette::Report::new(e)))?;
     let cfg = LlamaConfig::load(&args.model_config).map_err(Failure::user)?;
-    let mut model = Llama::random(&be, cfg.clone(), 0);
+    let mut model = Llama::random(&be, cfg.clone(), 0).map_err(Failure::user)?;
     let params: usize = model.params_mut().iter().map(|p| p.numel()).sum();
     let prompt: Vec<u32> = (0..args.prompt_len)
         .map(|i| (i * 7919 % cfg.vocab_size.max(1)) as u32)

@@ -168,7 +168,7 @@ impl StageKind for TextStep {
             });
             if !hang {
                 step += 1;
-                write(&state, &step.to_string())?;
+                write_state(&state, &step.to_string())?;
                 ctx.log(format!("step {step}/{}", params.steps));
                 ctx.progress(u64::from(step), u64::from(params.steps));
             }
@@ -237,5 +237,16 @@ fn read(path: &Path) -> Result<String, StageError> {
 fn write(path: &Path, text: &str) -> Result<(), StageError> {
     std::fs::write(path, text).map_err(|err| {
         StageError::runtime(miette::miette!("cannot write {}: {err}", path.display()))
+    })
+}
+
+/// Resume state is written to a temporary file and renamed over the old one,
+/// as real stages checkpoint: a SIGKILL between truncating and writing must
+/// never leave an empty state that silently restarts from step 0.
+fn write_state(path: &Path, text: &str) -> Result<(), StageError> {
+    let temp = path.with_extension("tmp");
+    write(&temp, text)?;
+    std::fs::rename(&temp, path).map_err(|err| {
+        StageError::runtime(miette::miette!("cannot replace {}: {err}", path.display()))
     })
 }

@@ -24,10 +24,12 @@ use super::tokenizer::SpecialTokens;
 use super::{CAUSAL_LM, SFT_DATASET, TOKENIZER};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    BatchDecl, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind,
+    StageResult,
 };
 use crate::model::llama::{PROJECTIONS, TrainPass};
 use crate::model::lora::{self, LoraConfig};
+use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
 use crate::model::source::{self, ResolveOptions};
 use crate::model::{Llama, LlamaConfig, Tokenizer};
 use crate::spec::ModelDefaults;
@@ -279,6 +281,31 @@ impl StageKind for Sft {
             field: "batch_size".into(),
             size: params.batch_size,
         })
+    }
+
+    /// A pretrained base is planned from its config.json (local, cached or
+    /// one small download); a random-init model's vocabulary comes from a
+    /// tokenizer stage that has not run yet, so it is not planned.
+    fn memory(&self, params: &SftParams, exec: &ExecSettings) -> StageMemory {
+        let Some(BaseModel::Pretrained(base)) = &params.base else {
+            return StageMemory::NotApplicable;
+        };
+        let trains = match params.method {
+            Method::Lora => Trains::Lora {
+                rank: params.lora.rank,
+                targets: params.lora.targets.clone(),
+            },
+            Method::Full => Trains::Full,
+        };
+        plan_stage(
+            &base.base,
+            Path::new("."),
+            Task::Sft,
+            trains,
+            params.max_seq_len,
+            exec.micro_batch,
+            exec.activation_checkpointing,
+        )
     }
 
     fn check(&self, params: &SftParams) -> Vec<(String, String)> {

@@ -783,8 +783,9 @@ mod tests {
     /// - a block's saved row: bf16 (4*4096 + 2*4096 + 2*1024 + 3*14336 +
     ///   7*128) = 70,528 elements = 141,056 B, f32 (2 + 32) x 4 = 136 B:
     ///   141,192 B; kept: 32 x 512 x 4096 x 2 = 134,217,728 inputs + 512 x
-    ///   141,192 = 72,290,304 one recomputed block; final norm 512 x (16,384
-    ///   + 4 + 16,384) = 16,779,264; backward 512 x 55,296 x 2 = 56,623,104:
+    ///   141,192 = 72,290,304 one recomputed block; final norm 512 x
+    ///   (16,384 + 4 + 16,384) = 16,779,264; backward 512 x 55,296 x 2 =
+    ///   56,623,104:
     ///   activations 279,910,400
     /// - logits 512 x 128,256 x 2 + 512 x 8 = 131,338,240
     /// - workspace 544 MiB = 570,425,344
@@ -844,8 +845,8 @@ mod tests {
     /// - parameters: per layer 2*32 + 2*64*32 + 2*16*32 + 3*64*32 = 11,328,
     ///   x2 = 22,656, + 2 x 96*32 + 32 = 28,832; weights and gradients
     ///   28,832 x 4 = 115,328 each, optimizer (m, v) x 8 = 230,656
-    /// - rows 32; a block's row (4*32 + 2*64 + 2*16 + 3*64) x 4 = 1,920 + (2
-    ///   + 8) x 4 = 1,960; kept 2 x 32 x 1,960 = 125,440; final norm 32 x
+    /// - rows 32; a block's row (4*32 + 2*64 + 2*16 + 3*64) x 4 = 1,920 +
+    ///   (2 + 8) x 4 = 1,960; kept 2 x 32 x 1,960 = 125,440; final norm 32 x
     ///   (256 + 4 + 128) = 12,416; backward 32 x 288 x 4 = 36,864:
     ///   activations 174,720
     /// - logits 32 x 96 x 4 + 32 x 8 = 12,544; no workspace on the CPU.

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`: the test stage
 //! kinds, and a sandbox folder in which to run the CLI as a real process.
 
+pub mod golden;
 pub mod kinds;
 
 use std::path::{Path, PathBuf};

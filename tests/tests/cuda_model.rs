@@ -9,12 +9,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use poker_pipe_tests::golden::{golden, rel_err, sft_batch};
 
 use poker_pipe::backend::{Backend, Cpu, CudaBackend, Sampling};
 use poker_pipe::model::config::LlamaConfig;
 use poker_pipe::model::generate::{GenerateOptions, generate};
-use poker_pipe::model::weights::{TensorMap, load_file};
+use poker_pipe::model::weights::load_file;
 use poker_pipe::model::{Batch, Llama, TrainPass};
 use poker_pipe::train::adamw::{AdamW, AdamWConfig};
 
@@ -26,51 +26,6 @@ fn gpu(test: &str) -> Option<CudaBackend> {
             None
         }
     }
-}
-
-/// The fixtures under the tests crate; POKER_PIPE_TESTS_DIR points there when
-/// a prebuilt test binary runs on another machine (kernels/gpu-suite.sh).
-fn golden(name: &str) -> PathBuf {
-    std::env::var_os("POKER_PIPE_TESTS_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("golden/llama")
-        .join(name)
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    if num.is_nan() {
-        return f64::INFINITY;
-    }
-    (num / den.max(1e-30)).sqrt()
-}
-
-/// The fixture's batch and SFT targets/weights, as tests/llama_golden.rs
-/// builds them: row (b, t) predicts token t + 1, weighted by mask / count.
-fn sft_batch(expected: &TensorMap) -> (Batch, Vec<u32>, Vec<f32>) {
-    let ids = &expected["input_ids"];
-    let (b, t) = (ids.shape[0], ids.shape[1]);
-    let ids: Vec<u32> = ids.data.iter().map(|&x| x as u32).collect();
-    let mask = &expected["loss_mask"].data;
-    let count: f32 = (0..b)
-        .flat_map(|r| (1..t).map(move |j| (r, j)))
-        .map(|(r, j)| mask[r * t + j])
-        .sum();
-    let mut targets = vec![0; b * t];
-    let mut weights = vec![0.0; b * t];
-    for r in 0..b {
-        for j in 0..t - 1 {
-            targets[r * t + j] = ids[r * t + j + 1];
-            weights[r * t + j] = mask[r * t + j + 1] / count;
-        }
-    }
-    (Batch::dense(ids, b), targets, weights)
 }
 
 fn check_fixture(be: &CudaBackend, name: &str) {

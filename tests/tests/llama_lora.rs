@@ -6,45 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use poker_pipe_tests::golden::{golden, rel_err, sft_batch};
+use std::path::PathBuf;
 
 use poker_pipe::backend::Cpu;
 use poker_pipe::model::lora::{self, LoraConfig};
 use poker_pipe::model::weights::{TensorMap, load_file, save_file};
 use poker_pipe::model::{Batch, Llama, TrainPass};
 use rand_free::Lcg;
-
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/llama")
-        .join(name)
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
-
-fn sft_batch(expected: &TensorMap) -> (Batch, Vec<u32>, Vec<f32>) {
-    let ids = &expected["input_ids"];
-    let (b, t) = (ids.shape[0], ids.shape[1]);
-    let ids: Vec<u32> = ids.data.iter().map(|&x| x as u32).collect();
-    let mask = &expected["loss_mask"].data;
-    let count: f32 = (0..b)
-        .flat_map(|r| (1..t).map(move |j| mask[r * t + j]))
-        .sum();
-    let mut targets = vec![0; b * t];
-    let mut weights = vec![0.0; b * t];
-    for r in 0..b {
-        for j in 0..t - 1 {
-            targets[r * t + j] = ids[r * t + j + 1];
-            weights[r * t + j] = mask[r * t + j + 1] / count;
-        }
-    }
-    (Batch::dense(ids, b), targets, weights)
-}
 
 /// A tiny deterministic generator, so the tests need no extra crate.
 mod rand_free {

@@ -50,6 +50,17 @@ pub fn dataset_output(name: &str) -> Option<OutputDecl> {
         .map(|(n, artifact, file)| OutputDecl::new(*n, *artifact, *file))
 }
 
+/// A training kind's params as they go into its hash: everything but
+/// `checkpoint_every`, which only decides where a run can resume, so
+/// changing it never invalidates a finished stage.
+pub fn training_config(params: &impl serde::Serialize) -> serde_json::Value {
+    let mut value = serde_json::to_value(params).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("checkpoint_every");
+    }
+    value
+}
+
 /// The kinds this build knows.
 pub fn builtin() -> Registry {
     Registry::new()

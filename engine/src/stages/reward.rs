@@ -102,11 +102,7 @@ impl StageKind for Reward {
     }
 
     fn semantic_config(&self, params: &RewardParams) -> serde_json::Value {
-        let mut value = serde_json::to_value(params).unwrap_or(serde_json::Value::Null);
-        if let Some(map) = value.as_object_mut() {
-            map.remove("checkpoint_every");
-        }
-        value
+        super::training_config(params)
     }
 
     fn global_batch(&self, params: &RewardParams) -> Option<BatchDecl> {

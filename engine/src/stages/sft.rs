@@ -268,12 +268,7 @@ impl StageKind for Sft {
     }
 
     fn semantic_config(&self, params: &SftParams) -> serde_json::Value {
-        // `checkpoint_every` only decides where a run can resume.
-        let mut value = serde_json::to_value(params).unwrap_or(serde_json::Value::Null);
-        if let Some(map) = value.as_object_mut() {
-            map.remove("checkpoint_every");
-        }
-        value
+        super::training_config(params)
     }
 
     fn global_batch(&self, params: &SftParams) -> Option<BatchDecl> {

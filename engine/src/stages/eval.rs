@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL};
+use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL, reward};
 use crate::backend::{Backend, Cpu, Device, Sampling};
 use crate::graph::{
     InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
@@ -30,7 +30,8 @@ use crate::model::lora;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::arena::play_match;
 use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
-use crate::poker::spot::{PromptStyle, Spot, parse_answer};
+use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
+use crate::train::dataset;
 
 /// Arena settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -76,9 +77,11 @@ pub struct EvalParams {
     /// Held-out preference pairs (`data.test_pairs`).
     #[serde(default)]
     pub pairs: Option<String>,
-    /// The style the prompts were written in (as the data stage's).
+    /// The style the model is prompted in at the table. By default, the
+    /// style the held-out prompts were written in (found by rendering their
+    /// spots), so the arena asks what training taught.
     #[serde(default)]
-    pub style: PromptStyle,
+    pub style: Option<PromptStyle>,
     /// Tokens generated per answer (greedy).
     #[serde(default = "defaults::max_new_tokens")]
     #[schemars(range(min = 1, max = 512))]
@@ -110,7 +113,7 @@ pub struct Eval;
 impl StageKind for Eval {
     type Params = EvalParams;
     const NAME: &'static str = "eval";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DESCRIPTION: &'static str = "Held-out legal-action rate and accuracy against card-blind baselines, reward-model accuracy and means, arena bb/100 against baseline bots.";
 
     fn outputs(&self, _: &EvalParams) -> Vec<OutputDecl> {
@@ -219,6 +222,40 @@ pub fn read_scenarios(path: &Path) -> Result<Vec<Scenario>, StageError> {
         .collect()
 }
 
+/// The style the scenarios' prompts were written in: the one whose
+/// rendering of each spot is its prompt. An explicit `style` must agree, so
+/// the arena never prompts in a style the model was not trained on.
+pub fn prompt_style(
+    scenarios: &[Scenario],
+    explicit: Option<PromptStyle>,
+) -> Result<PromptStyle, StageError> {
+    let matches = |style: PromptStyle| scenarios.iter().all(|s| render(&s.spot, style) == s.prompt);
+    let found = [PromptStyle::Compact, PromptStyle::Natural]
+        .into_iter()
+        .find(|&style| matches(style));
+    match (explicit, found) {
+        (Some(want), Some(got)) if want != got => Err(StageError::user(miette!(
+            help = "remove `style` from the eval stage: it follows the data stage's",
+            "`style: {}` but the held-out prompts are in the {} style",
+            style_name(want),
+            style_name(got)
+        ))),
+        (_, Some(got)) => Ok(got),
+        (Some(want), None) => Ok(want),
+        (None, None) => Err(StageError::user(miette!(
+            help = "set the eval stage's `style` to the style of its prompts",
+            "the held-out prompts are in neither the compact nor the natural style"
+        ))),
+    }
+}
+
+fn style_name(style: PromptStyle) -> &'static str {
+    match style {
+        PromptStyle::Compact => "compact",
+        PromptStyle::Natural => "natural",
+    }
+}
+
 /// The card-blind baselines: the most common best answer overall, and per
 /// spot type (ties broken by the answer text, so the result is stable).
 pub fn baselines(train: &[Scenario]) -> (String, BTreeMap<String, String>) {
@@ -315,7 +352,12 @@ impl<B: Backend + Clone> LmAnswerer<B> {
 
     /// The answer texts of `prompts`.
     pub fn answer_all(&self, prompts: &[String]) -> Result<Vec<String>, StageError> {
-        self.generate_ids(prompts)?
+        self.decode_answers(&self.generate_ids(prompts)?)
+    }
+
+    /// The answer texts of generated ids.
+    pub fn decode_answers(&self, generated: &[PromptAndAnswer]) -> Result<Vec<String>, StageError> {
+        generated
             .iter()
             .map(|(_, r)| {
                 self.tokenizer
@@ -335,35 +377,18 @@ impl<B: Backend + Clone> LmAnswerer<B> {
     }
 }
 
-/// Reward-model scores of (prompt ids + response ids) sequences.
+/// Reward-model scores of complete sequences (prompt, then an answer as
+/// generation emits it: separator, words, EOS), pooled as the reward stage
+/// trained them.
 fn rm_scores<B: Backend>(be: &B, rm: &Llama<B>, seqs: &[Vec<u32>]) -> Result<Vec<f32>, StageError> {
-    let pad = rm
-        .cfg
-        .pad_token_id
-        .or_else(|| rm.cfg.eos_token_ids.first().copied())
-        .unwrap_or(0);
+    let pad = reward::pad_id(rm);
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(16) {
-        // Left padding: the last position of every row is a real token.
         let batch = Batch::left_padded(chunk, pad);
-        let d = rm.cfg.hidden_size;
-        let h = rm.forward(be, &batch, None);
-        let h = be.download(&h);
-        let head = rm
-            .score
-            .as_ref()
-            .map(|s| be.download(&s.value))
-            .ok_or_else(|| StageError::user(miette!("the reward model has no score.weight")))?;
-        for b in 0..batch.batch {
-            let r = b * batch.seq + batch.seq - 1;
-            out.push(
-                h[r * d..(r + 1) * d]
-                    .iter()
-                    .zip(&head)
-                    .map(|(x, w)| x * w)
-                    .sum(),
-            );
-        }
+        out.extend(
+            rm.scores(be, &batch)
+                .map_err(|e| StageError::runtime(miette::Report::new(e)))?,
+        );
     }
     Ok(out)
 }
@@ -376,12 +401,13 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
     let be = &Cpu;
     let scenarios = read_scenarios(&ctx.input("scenarios")?.path.clone())?;
     let train = read_scenarios(&ctx.input("train_prompts")?.path.clone())?;
+    let style = prompt_style(&scenarios, p.style)?;
     let model_dir = ctx.input("model")?.path.clone();
     let lm = Arc::new(LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize)?);
     ctx.log(format!("answering {} held-out spots", scenarios.len()));
     let prompts: Vec<String> = scenarios.iter().map(|s| s.prompt.clone()).collect();
     let generated = lm.generate_ids(&prompts)?;
-    let answers = lm.answer_all(&prompts)?;
+    let answers = lm.decode_answers(&generated)?;
     let n = scenarios.len().max(1) as f64;
     let legal = scenarios
         .iter()
@@ -413,34 +439,12 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             load_dir(be, &rm_dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         lora::set_merged(be, &mut rm.model, true);
         if let Ok(pairs) = ctx.input("pairs").map(|i| i.path.clone()) {
-            let mut chosen = Vec::new();
-            let mut rejected = Vec::new();
-            for (line, v) in read_lines(&pairs)? {
-                let field = |k: &str| {
-                    v.get(k).and_then(Value::as_str).ok_or_else(|| {
-                        StageError::user(miette!(
-                            "{}:{line}: no string field `{k}`",
-                            pairs.display()
-                        ))
-                    })
-                };
-                // Prompt and answer ids side by side, as roll-outs make them.
-                let enc = |prompt: &str, answer: &str| -> Result<Vec<u32>, StageError> {
-                    let to_err = |e| StageError::runtime(miette::Report::new(e));
-                    let mut ids = rm.tokenizer.encode(prompt, true).map_err(to_err)?;
-                    ids.extend(rm.tokenizer.encode(answer, false).map_err(to_err)?);
-                    Ok(ids)
-                };
-                let (pr, c, r) = (field("prompt")?, field("chosen")?, field("rejected")?);
-                chosen.push(enc(pr, c)?);
-                rejected.push(enc(pr, r)?);
-            }
-            let (sc, sr) = (
-                rm_scores(be, &rm.model, &chosen)?,
-                rm_scores(be, &rm.model, &rejected)?,
-            );
-            let wins = sc.iter().zip(&sr).filter(|(c, r)| c > r).count();
-            rm_acc = (!sc.is_empty()).then(|| wins as f64 / sc.len() as f64);
+            let eos = rm.model.cfg.eos_token_ids.first().copied();
+            let max_len = rm.model.cfg.max_position_embeddings;
+            let pairs = dataset::load_pairs(&pairs, &rm.tokenizer, eos, max_len)
+                .map_err(|e| StageError::user(miette::Report::new(e)))?;
+            let held_out = reward::evaluate(be, &rm.model, &pairs, reward::pad_id(&rm.model), 16)?;
+            rm_acc = Some(held_out.accuracy);
         }
         let seqs = |g: &[PromptAndAnswer]| -> Vec<Vec<u32>> {
             g.iter()
@@ -468,7 +472,6 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             return Ok(Outcome::Interrupted);
         }
         let lm = Arc::clone(&lm);
-        let style = p.style;
         let make_lm = move |_seed: u64| -> Box<dyn Player> {
             let lm = Arc::clone(&lm);
             Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
@@ -506,4 +509,48 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
     ctx.log(format!("summary {summary}"));
     ctx.finish();
     Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::poker::scenario::{SpotMix, indexed_spot};
+
+    const MIX: SpotMix = SpotMix {
+        preflop: 0.5,
+        heads_up: 0.3,
+    };
+
+    fn scenarios(style: PromptStyle) -> Vec<Scenario> {
+        (0..20)
+            .map(|i| {
+                let (spot, _) = indexed_spot(11, i, &MIX);
+                Scenario {
+                    prompt: render(&spot, style),
+                    spot_type: String::new(),
+                    best: String::new(),
+                    spot,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_arena_prompts_in_the_style_of_the_held_out_prompts() {
+        for style in [PromptStyle::Compact, PromptStyle::Natural] {
+            let held_out = scenarios(style);
+            assert_eq!(prompt_style(&held_out, None).unwrap(), style);
+            assert_eq!(prompt_style(&held_out, Some(style)).unwrap(), style);
+        }
+        let compact = scenarios(PromptStyle::Compact);
+        assert!(prompt_style(&compact, Some(PromptStyle::Natural)).is_err());
+        let mut edited = compact;
+        edited[3].prompt.push_str(" (edited)");
+        assert!(prompt_style(&edited, None).is_err());
+        assert_eq!(
+            prompt_style(&edited, Some(PromptStyle::Natural)).unwrap(),
+            PromptStyle::Natural
+        );
+    }
 }

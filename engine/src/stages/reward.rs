@@ -199,7 +199,8 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     Ok(Outcome::Done)
 }
 
-fn pad_id<B: Backend>(model: &Llama<B>) -> u32 {
+/// The id that pads a reward model's batches: its pad token, else EOS.
+pub fn pad_id<B: Backend>(model: &Llama<B>) -> u32 {
     model
         .cfg
         .pad_token_id

@@ -256,11 +256,6 @@ pub fn parse_board(text: &str) -> Result<Vec<Card>, ParseError> {
     }
 }
 
-/// Write cards together, e.g. `AhKh`.
-pub fn cards_text(cards: &[Card]) -> String {
-    cards.iter().map(Card::to_string).collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -12,7 +12,7 @@ use std::fmt::{self, Write as _};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::cards::{Card, cards_text};
+use super::cards::Card;
 use super::game::{Action, BB, Event, Hand, IllegalAction, Position, Street, Table, bb_text};
 
 /// The decision in front of one player.
@@ -434,7 +434,7 @@ fn render_compact(spot: &Spot) -> String {
             "6max"
         },
         spot.hero.name(),
-        cards_text(&hole_text(spot.hole))
+        spaced(&hole_text(spot.hole))
     );
     let pots = street_start_pots(spot);
     for street in [Street::Preflop, Street::Flop, Street::Turn, Street::River] {
@@ -445,7 +445,7 @@ fn render_compact(spot: &Spot) -> String {
             let _ = write!(
                 out,
                 " | {} {} {}",
-                cards_text(
+                spaced(
                     &spot.board[street.board_len() - if street == Street::Flop { 3 } else { 1 }
                         ..street.board_len()]
                 ),
@@ -582,7 +582,7 @@ mod tests {
         let text = render(&spot, PromptStyle::Compact);
         assert_eq!(
             text,
-            "6max CO 3d3c | UTG r2.5 | pot 4 call 2.5 stack 100 | fold, call, raise 7.5, all in ->"
+            "6max CO 3d 3c | UTG r2.5 | pot 4 call 2.5 stack 100 | fold, call, raise 7.5, all in ->"
         );
         let natural = render(&spot, PromptStyle::Natural);
         assert!(natural.contains("UTG raises to 2.5"), "{natural}");
@@ -614,7 +614,7 @@ mod tests {
         let text = render(&spot, PromptStyle::Compact);
         assert_eq!(
             text,
-            "6max UTG AhKd | UTG r2.5 BB c | Ts9s8h F 5.5 BB b2 | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->"
+            "6max UTG Ah Kd | UTG r2.5 BB c | Ts 9s 8h F 5.5 BB b2 | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->"
         );
     }
 

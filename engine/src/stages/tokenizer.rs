@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::Split;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::{PAIRS_DATASET, PROMPT_SET, SFT_DATASET, TOKENIZER};
 use crate::graph::{
@@ -92,7 +94,7 @@ pub struct TokenizerKind;
 impl StageKind for TokenizerKind {
     type Params = TokenizerParams;
     const NAME: &'static str = "tokenizer";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DESCRIPTION: &'static str = "Trains a byte-level BPE tokenizer on the text of datasets, for models started from random weights.";
 
     fn outputs(&self, _: &TokenizerParams) -> Vec<OutputDecl> {
@@ -189,8 +191,13 @@ pub fn train(
         .build();
     let mut trainer = TrainerWrapper::from(bpe_trainer);
     let mut tok = Tokenizer::new(BPE::default());
-    let byte_level = ByteLevel::new(false, true, true);
-    tok.with_pre_tokenizer(Some(byte_level));
+    // Words are what lies between spaces, each with the space before it,
+    // and BPE merges only within a word. GPT-2's regex would also cut
+    // letters from digits, so a card like `8h` would never be one token.
+    let words = Split::new(" ", SplitDelimiterBehavior::MergedWithNext, false)
+        .map_err(|e| StageError::runtime(miette::miette!("bad pre-tokenizer: {e}")))?;
+    let byte_level = ByteLevel::new(false, true, false);
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![words.into(), byte_level.into()])));
     tok.with_decoder(Some(byte_level));
     tok.train(&mut trainer, texts.iter()).map_err(fail)?;
     let id = |t: &str| {
@@ -244,5 +251,40 @@ mod tests {
         let odd = "é ♠ 漢";
         let enc = tok.encode(odd, false).unwrap();
         assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), odd);
+    }
+
+    #[test]
+    fn every_card_of_a_compact_prompt_is_one_token() {
+        use crate::poker::scenario::{SpotMix, indexed_spot};
+        use crate::poker::spot::{PromptStyle, render};
+        let mix = SpotMix {
+            preflop: 0.3,
+            heads_up: 0.5,
+        };
+        let prompts: Vec<(String, Vec<String>)> = (0..3000)
+            .map(|i| {
+                let (spot, _) = indexed_spot(5, i, &mix);
+                let cards = spot
+                    .hole
+                    .iter()
+                    .chain(&spot.board)
+                    .map(|c| format!(" {c}"))
+                    .collect();
+                (render(&spot, PromptStyle::Compact), cards)
+            })
+            .collect();
+        let texts: Vec<String> = prompts.iter().map(|(p, _)| p.clone()).collect();
+        let (tok, _) = train(&texts, 512, 2).unwrap();
+        for (prompt, cards) in prompts.iter().take(200) {
+            let enc = tok.encode(prompt.as_str(), true).unwrap();
+            let pieces: Vec<String> = enc
+                .get_ids()
+                .iter()
+                .map(|&id| tok.decode(&[id], false).unwrap())
+                .collect();
+            for card in cards {
+                assert!(pieces.contains(card), "`{card}` split in {pieces:?}");
+            }
+        }
     }
 }

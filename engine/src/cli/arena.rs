@@ -1,19 +1,34 @@
-//! `poker-pipe arena`: two players on duplicate heads-up deals.
+//! `poker-pipe arena`: two players on duplicate heads-up deals. A player
+//! is a baseline bot or `model:DIR`, a trained model answering prompts
+//! greedily, as the eval stage plays it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use miette::miette;
 
+use crate::backend::Cpu;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::poker::arena::play_match;
-use crate::poker::bots::{BOT_NAMES, Player, bot};
+use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
+use crate::poker::spot::PromptStyle;
+use crate::stages::eval::LmAnswerer;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Player A (results are from A's point of view).
+    /// Player A (results are from A's point of view): a bot name or
+    /// `model:DIR` (a model folder, e.g. `model:runs/tiny/rlhf/actor`).
     #[arg(long, value_name = "PLAYER")]
     pub a: String,
-    /// Player B.
+    /// Player B, as for --a.
     #[arg(long, value_name = "PLAYER")]
     pub b: String,
+    /// Prompt style of `model:` players (the style they were trained on).
+    #[arg(long, value_enum, default_value_t = Style::Compact)]
+    pub style: Style,
+    /// Tokens a `model:` player may generate per answer.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_new_tokens: usize,
     /// Hands to play; each deal is played twice with seats swapped.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub hands: u64,
@@ -29,6 +44,45 @@ pub enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Style {
+    Compact,
+    Natural,
+}
+
+/// Makes a fresh player for each chunk of deals (bots are seeded per
+/// chunk; a model is loaded once and shared).
+type MakePlayer = Box<dyn Fn(u64) -> Box<dyn Player> + Send + Sync>;
+
+/// The player a `--a`/`--b` value names.
+fn player(flag: &str, spec: &str, args: &Args) -> Result<MakePlayer, Failure> {
+    if let Some(dir) = spec.strip_prefix("model:") {
+        let dir = PathBuf::from(dir);
+        let lm = LmAnswerer::load(&Cpu, &dir, args.max_new_tokens).map_err(|e| {
+            Failure::user(
+                e.report
+                    .wrap_err(format!("{flag}: cannot load `{}`", dir.display())),
+            )
+        })?;
+        let lm = Arc::new(lm);
+        let style = match args.style {
+            Style::Compact => PromptStyle::Compact,
+            Style::Natural => PromptStyle::Natural,
+        };
+        return Ok(Box::new(move |_| {
+            let lm = Arc::clone(&lm);
+            Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
+                lm.answer(prompt)
+            }))
+        }));
+    }
+    check_name(flag, spec)?;
+    let name = spec.to_string();
+    Ok(Box::new(move |seed| {
+        bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
+    }))
+}
+
 fn check_name(flag: &str, name: &str) -> Result<(), Failure> {
     if bot(name, 0).is_some() {
         return Ok(());
@@ -40,7 +94,7 @@ fn check_name(flag: &str, name: &str) -> Result<(), Failure> {
         .unwrap_or("random");
     Err(Failure::user(miette!(
         help = format!(
-            "players are {}; did you mean `{closest}`?",
+            "players are {} or model:DIR; did you mean `{closest}`?",
             BOT_NAMES.join(", ")
         ),
         "unknown player `{name}` for {flag}"
@@ -48,8 +102,6 @@ fn check_name(flag: &str, name: &str) -> Result<(), Failure> {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    check_name("--a", &args.a)?;
-    check_name("--b", &args.b)?;
     if args.hands < 2 {
         return Err(Failure::user(miette!(
             help = "a duplicate deal is two hands; ask for at least 2",
@@ -57,14 +109,9 @@ pub fn run(args: Args) -> CmdResult {
             args.hands
         )));
     }
-    let (a, b) = (args.a.clone(), args.b.clone());
-    let make_a = move |seed| -> Box<dyn Player> {
-        bot(&a, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
-    };
-    let make_b = move |seed| -> Box<dyn Player> {
-        bot(&b, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
-    };
-    let result = play_match(&make_a, &make_b, args.hands, args.seed)
+    let make_a = player("--a", &args.a, &args)?;
+    let make_b = player("--b", &args.b, &args)?;
+    let result = play_match(&*make_a, &*make_b, args.hands, args.seed)
         .map_err(|e| Failure::runtime(miette!("{e}")))?;
     match args.format {
         Format::Json => {

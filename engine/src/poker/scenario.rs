@@ -32,6 +32,8 @@ enum Move {
     Call,
     /// A bet or raise of a grid size (never all in).
     Raise,
+    /// All in, so hero faces a shove: call it off or fold.
+    Shove,
 }
 
 /// Let everyone before `who` fold (preflop only), then make `mv`.
@@ -51,6 +53,7 @@ fn play(hand: &mut Hand, rng: &mut ChaCha8Rng, who: Position, mv: Move) -> Optio
     let action = match mv {
         Move::Check => Action::Check,
         Move::Call => Action::Call,
+        Move::Shove => Action::AllIn,
         Move::Raise => {
             let sized: Vec<Action> = options
                 .iter()
@@ -64,6 +67,16 @@ fn play(hand: &mut Hand, rng: &mut ChaCha8Rng, who: Position, mv: Move) -> Optio
         return None;
     }
     hand.apply(action).ok()
+}
+
+/// A villain's aggression: usually a grid-sized raise, all in with
+/// probability `shove`.
+fn aggression(rng: &mut ChaCha8Rng, shove: f64) -> Move {
+    if rng.random_bool(shove) {
+        Move::Shove
+    } else {
+        Move::Raise
+    }
 }
 
 /// Fold everyone until `who` is to act.
@@ -126,7 +139,8 @@ pub fn random_spot(rng: &mut ChaCha8Rng, mix: &SpotMix) -> Spot {
     }
 }
 
-/// Unopened, facing a limp, facing an open or facing a 3-bet.
+/// Unopened, facing a limp, facing an open or facing a 3-bet; opens and
+/// 3-bets are sometimes shoves.
 fn preflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) -> Option<Position> {
     let n = positions.len();
     match rng.random_range(0..4) {
@@ -145,7 +159,8 @@ fn preflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) -
         2 => {
             let opener = rng.random_range(0..n - 1);
             let hero = positions[rng.random_range(opener + 1..n)];
-            play(hand, rng, positions[opener], Move::Raise)?;
+            let open = aggression(rng, 0.15);
+            play(hand, rng, positions[opener], open)?;
             fold_to(hand, hero)?;
             Some(hero)
         }
@@ -154,7 +169,8 @@ fn preflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) -
             let three = positions[rng.random_range(opener + 1..n)];
             let hero = positions[opener];
             play(hand, rng, hero, Move::Raise)?;
-            play(hand, rng, three, Move::Raise)?;
+            let three_bet = aggression(rng, 0.25);
+            play(hand, rng, three, three_bet)?;
             fold_to(hand, hero)?;
             Some(hero)
         }
@@ -162,7 +178,8 @@ fn preflop_line(hand: &mut Hand, rng: &mut ChaCha8Rng, positions: &[Position]) -
 }
 
 /// A heads-up pot (single-raised, 3-bet or limped) played to a random
-/// street with checks, bets and calls, ending on a decision for hero.
+/// street with checks, bets and calls, ending on a decision for hero (facing
+/// a bet or raise, sometimes an all-in one).
 fn postflop_line(
     hand: &mut Hand,
     rng: &mut ChaCha8Rng,
@@ -234,7 +251,8 @@ fn postflop_line(
             if hero == oop {
                 play(hand, rng, oop, Move::Check)?;
             }
-            play(hand, rng, villain, Move::Raise)?;
+            let bet = aggression(rng, 0.15);
+            play(hand, rng, villain, bet)?;
         }
         // Facing a raise.
         _ => {
@@ -242,7 +260,8 @@ fn postflop_line(
                 play(hand, rng, oop, Move::Check)?;
             }
             play(hand, rng, hero, Move::Raise)?;
-            play(hand, rng, villain, Move::Raise)?;
+            let raise = aggression(rng, 0.25);
+            play(hand, rng, villain, raise)?;
         }
     }
     Some(hero)

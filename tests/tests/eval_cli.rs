@@ -138,3 +138,41 @@ fn batch_without_a_test_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--test-file"));
 }
+
+/// `arena --a model:DIR` seats a model folder at the table: the result is
+/// reproducible, and a folder that is not a model is a user error naming
+/// the flag.
+#[test]
+fn arena_seats_a_model_folder() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let spec = format!("model:{}", golden("mha").display());
+    let play = || {
+        let out = sandbox
+            .run(&[
+                "arena",
+                "--a",
+                &spec,
+                "--b",
+                "calling-station",
+                "--hands",
+                "6",
+                "--max-new-tokens",
+                "3",
+                "--format",
+                "json",
+            ])
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = play();
+    assert_eq!(first["hands"], 6);
+    assert_eq!(first, play());
+
+    let out = sandbox
+        .run(&["arena", "--a", "random", "--b", "model:no/such/dir"])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--b") && err.contains("no/such/dir"), "{err}");
+}

@@ -159,3 +159,83 @@ fn out_of_memory_names_stage_preset_estimate_and_a_smaller_preset() {
     // The stage before it stays cached; only the failed one would run.
     assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["train"]);
 }
+
+/// A hub cache holding nothing but Llama 3.1 8B's published config.json,
+/// laid out as hf-hub keeps it, so the 8B pipelines plan offline.
+fn llama8b_hub(sandbox: &Sandbox) -> std::path::PathBuf {
+    let commit = "0e9e39f249a16976918f6564b8830bc894c89659";
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/memory/llama-3.1-8b-config.json"),
+    )
+    .unwrap();
+    let repo = "hub/models--meta-llama--Llama-3.1-8B";
+    sandbox.write(&format!("{repo}/refs/main"), commit).unwrap();
+    sandbox
+        .write(&format!("{repo}/snapshots/{commit}/config.json"), &config)
+        .unwrap();
+    sandbox.path().join("hub")
+}
+
+/// `plan --format json` of a shipped 8B pipeline under `preset`, offline.
+fn plan_8b(sandbox: &Sandbox, file: &str, preset: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines")
+        .join(file);
+    let out = sandbox
+        .command(&[
+            "plan",
+            path.to_str().unwrap(),
+            "--format",
+            "json",
+            "--preset",
+            preset,
+        ])
+        .env("HF_HUB_CACHE", llama8b_hub(sandbox))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const PRESETS_8B: [&str; 4] = ["rtx4090-24g", "a100-40g", "a40-48g", "a100-80g"];
+
+/// The stage of a plan by name.
+fn stage<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {plan}"))
+}
+
+/// Reward and PPO learn their model from upstream (`init: sft`, `actor:
+/// sft` -> the pipeline's `model:`), so every training stage of the LoRA
+/// pipeline has an estimate under every preset; the reward model has no LM
+/// head and PPO holds one base under its four adapters.
+#[test]
+fn every_training_stage_of_the_8b_pipeline_is_planned_under_every_preset() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    for preset in PRESETS_8B {
+        let plan = plan_8b(&sandbox, "llama8b_lora.yaml", preset);
+        for name in ["sft", "reward", "rlhf"] {
+            let s = stage(&plan, name);
+            let bytes = s["memory_estimate_bytes"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{preset}: {name} not planned: {s}"));
+            assert!(bytes > 15 << 30, "{preset} {name}: {bytes}");
+        }
+        let weights = |name: &str| stage(&plan, name)["memory_breakdown"]["weights"].clone();
+        assert_eq!(weights("sft"), 8_030_261_248u64 * 2, "{preset}");
+        assert_eq!(
+            weights("reward"),
+            (8_030_261_248u64 - 525_336_576) * 2,
+            "{preset}"
+        );
+        assert_eq!(weights("rlhf"), 8_030_261_248u64 * 2, "{preset}");
+        for name in ["data", "eval"] {
+            assert!(stage(&plan, name)["memory_breakdown"].is_null(), "{name}");
+        }
+    }
+}

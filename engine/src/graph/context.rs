@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kind::ArtifactType;
 use crate::backend::Device;
+use crate::model::memory::Trains;
 use crate::error::Exit;
 
 /// How a stage executes: from the memory preset, never part of a hash.
@@ -27,6 +28,17 @@ pub struct ExecSettings {
     pub grad_accum: u32,
     pub activation_checkpointing: bool,
     pub gpu_memory_gib: Option<f64>,
+    /// The pretrained model this stage's weights descend from (`hf:...` or
+    /// a folder), followed through upstream stages (see
+    /// [`super::ModelOrigin`]): what the memory planner sizes a reward or
+    /// PPO stage by. Derived from the stage graph, so never part of a hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<String>,
+    /// For each params field naming an upstream model, the LoRA adapter
+    /// that model carries (see `StageKind::output_adapter`), so a stage
+    /// that continues an adapter plans it at its real rank.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_adapters: BTreeMap<String, Trains>,
 }
 
 /// How a stage's `run` ended when it did not fail.

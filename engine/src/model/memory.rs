@@ -13,8 +13,9 @@
 //! - **gradients** `[4]`: one f32 gradient per trainable parameter, so that
 //!   micro-batches accumulate without bf16 rounding.
 //! - **optimizer** `[4 x 3]` on bf16 (f32 master copy, AdamW's m and v), `[4
-//!   x 2]` on f32 where the weight is its own master; PPO's EMA of the actor
-//!   adds one f32 copy of what the actor trains.
+//!   x 2]` on f32 where the weight is its own master. PPO's EMA of the
+//!   actor lives in host memory (the stage keeps it as host vectors), so it
+//!   costs the device nothing.
 //! - **activations** `[act]`, per token row: without checkpointing each block
 //!   keeps what `Saved` in `llama.rs` keeps (x, h1, q, k, v, attn, x2, h2,
 //!   gate, up, act, the LoRA intermediates, and in f32 the two RMSNorm
@@ -41,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use miette::Diagnostic;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::config::LlamaConfig;
@@ -69,7 +70,7 @@ pub const CUBLAS_WORKSPACE_BYTES: u64 = 32 * MIB;
 pub const USABLE_FRACTION: f64 = 0.95;
 
 /// Which parameters a model trains.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "trains")]
 pub enum Trains {
     /// Nothing: inference only.
@@ -414,7 +415,6 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             let heads = 2 * d;
             let trained = actor_trained + critic_trained + d;
             let (gradients, optimizer) = grads_and_optimizer(trained, act);
-            let ema = actor_trained * 4;
             let rows = micro * seq;
             let activations = training_activations(c, &w.trains, rows, w.checkpointing, act)
                 .max(training_activations(c, critic, rows, w.checkpointing, act));
@@ -436,7 +436,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 weights: copies * base * act,
                 adapters: (actor_extra + critic_extra + reward_extra + heads) * act,
                 gradients,
-                optimizer: optimizer + ema,
+                optimizer,
                 activations,
                 logits: logits_chunk(c, rows, act),
                 kv_cache: kv,
@@ -941,10 +941,7 @@ mod tests {
         assert_eq!(ppo.weights, 8_030_261_248 * 2);
         assert_eq!(ppo.adapters, (3 * 335_544_320 + 2 * 4096) * 2);
         assert_eq!(ppo.gradients, (2 * 335_544_320 + 4096) * 4);
-        assert_eq!(
-            ppo.optimizer,
-            (2 * 335_544_320 + 4096) * 12 + 335_544_320 * 4
-        );
+        assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 12);
         assert_eq!(ppo.kv_cache, 67_108_864);
         assert!(fits(ppo.total(), 39.5));
     }

@@ -12,7 +12,10 @@ use super::schema_check::SchemaChecker;
 use super::types::{MemoryPreset, ModelDefaults, PipelineFile};
 use super::yaml::{Entry, Node, NodeValue};
 use super::{PresetChoice, SpecFile};
-use crate::graph::{AnyParams, BatchDecl, ErasedKind, InputDecl, OutputDecl, Registry};
+use crate::model::memory::Trains;
+use crate::graph::{
+    AnyParams, BatchDecl, ErasedKind, InputDecl, ModelOrigin, OutputDecl, Registry,
+};
 use petgraph::graph::DiGraph;
 
 /// A checked pipeline, ready to plan.
@@ -40,6 +43,12 @@ pub struct Stage {
     /// Input files: (params field, absolute path).
     pub files: Vec<(String, PathBuf)>,
     pub batch: Option<BatchDecl>,
+    /// The pretrained model this stage's weights descend from, if any (see
+    /// [`crate::graph::ModelOrigin`]).
+    pub base_model: Option<String>,
+    /// The LoRA adapter of each upstream model this stage reads, by params
+    /// field (see [`crate::graph::ErasedKind::output_adapter`]).
+    pub input_adapters: BTreeMap<String, Trains>,
 }
 
 /// An upstream output this stage reads through params field `field`.
@@ -418,9 +427,51 @@ fn resolve(
             upstream,
             files,
             batch: p.kind.global_batch(&p.params),
+            base_model: None,
+            input_adapters: BTreeMap::new(),
         });
     }
+    let bases: Vec<Option<String>> = (0..stages.len())
+        .map(|i| base_model(&stages, i))
+        .collect();
+    let adapters: Vec<BTreeMap<String, Trains>> = stages
+        .iter()
+        .map(|stage| {
+            stage
+                .upstream
+                .iter()
+                .filter_map(|u| {
+                    let from = stages.iter().find(|s| s.name == u.stage)?;
+                    let adapter = from.kind.output_adapter(&from.params)?;
+                    Some((u.field.clone(), adapter))
+                })
+                .collect()
+        })
+        .collect();
+    for ((stage, base), adapters) in stages.iter_mut().zip(bases).zip(adapters) {
+        stage.base_model = base;
+        stage.input_adapters = adapters;
+    }
     stages
+}
+
+/// The pretrained model at the root of stage `index`'s model lineage:
+/// its own, or the one of the upstream stage its origin names, and so on.
+/// A cycle (reported elsewhere) or a missing link gives `None`.
+fn base_model(stages: &[Stage], index: usize) -> Option<String> {
+    let mut at = index;
+    for _ in 0..stages.len() {
+        let stage = &stages[at];
+        match stage.kind.model_origin(&stage.params) {
+            ModelOrigin::Unknown => return None,
+            ModelOrigin::Pretrained(source) => return Some(source),
+            ModelOrigin::Input(field) => {
+                let upstream = stage.upstream.iter().find(|u| u.field == field)?;
+                at = stages.iter().position(|s| s.name == upstream.stage)?;
+            }
+        }
+    }
+    None
 }
 
 /// Report each dependency cycle once, naming every stage on it.

@@ -110,6 +110,8 @@ pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> 
                 grad_accum: global.map_or(1, |g| (g / micro.max(1)).max(1)),
                 activation_checkpointing: preset.activation_checkpointing,
                 gpu_memory_gib: Some(preset.gpu_memory_gib),
+                base_model: stage.base_model.clone(),
+                input_adapters: stage.input_adapters.clone(),
             }
         }
         None => ExecSettings {
@@ -118,6 +120,8 @@ pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> 
             grad_accum: 1,
             activation_checkpointing: false,
             gpu_memory_gib: None,
+            base_model: stage.base_model.clone(),
+            input_adapters: stage.input_adapters.clone(),
         },
     }
 }

@@ -19,12 +19,14 @@ use serde_json::{Value, json};
 use super::{CAUSAL_LM, PROMPT_SET, REWARD_MODEL};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    StageKind, StageResult,
 };
 use crate::model::adapters::AdapterSet;
 use crate::model::llama::{Llama, TrainPass};
 use crate::model::load::load_dir;
 use crate::model::lora::{self, LoraConfig};
+use crate::model::memory::{Rollout as MemoryRollout, StageMemory, Task, Trains, plan_stage};
 use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::expert::Expert;
@@ -205,6 +207,42 @@ impl StageKind for Ppo {
         ]
     }
 
+    fn model_origin(&self, _: &PpoParams) -> ModelOrigin {
+        ModelOrigin::Input("actor")
+    }
+
+    /// One shared base (the SFT model's pretrained root) under the actor,
+    /// reference, critic and reward adapters. The actor continues the SFT
+    /// adapter and the critic the reward model's; where those have none, a
+    /// fresh adapter of `lora_rank` is added (see `build_roles`).
+    fn memory(&self, p: &PpoParams, exec: &ExecSettings) -> StageMemory {
+        let Some(model) = &exec.base_model else {
+            return StageMemory::NotApplicable;
+        };
+        let adapter = |field: &str| match exec.input_adapters.get(field) {
+            Some(lora @ Trains::Lora { .. }) => lora.clone(),
+            _ => Trains::lora_all(p.lora_rank as usize),
+        };
+        let batch = p.batch_size as usize;
+        let rollout = MemoryRollout {
+            generation_batch: batch,
+            prompt_len: PLANNED_PROMPT_TOKENS,
+            new_tokens: p.max_new_tokens as usize,
+        };
+        plan_stage(
+            model,
+            Path::new("."),
+            Task::Ppo {
+                critic: adapter("critic"),
+                rollout,
+            },
+            adapter("actor"),
+            rollout.prompt_len + rollout.new_tokens,
+            p.batch_size,
+            false,
+        )
+    }
+
     fn run(&self, p: &PpoParams, ctx: &mut StageContext) -> StageResult {
         match ctx.device {
             Device::Cpu => run(&Cpu, p, ctx),
@@ -215,6 +253,10 @@ impl StageKind for Ppo {
         }
     }
 }
+
+/// The prompt length the planner assumes: prompts are only read when the
+/// stage runs, and the recipe's sequences are at most 512 tokens.
+const PLANNED_PROMPT_TOKENS: usize = 512;
 
 /// One PPO prompt: its text and, from poker-data, the spot and the EV of
 /// each offered answer for the verifiable reward.

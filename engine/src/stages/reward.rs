@@ -18,11 +18,13 @@ use super::sft::{backend, fail, loop_settings, run_loop, train_all};
 use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
 use crate::backend::{Backend, Gemm};
 use crate::graph::{
-    BatchDecl, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext,
+    StageError, StageKind, StageResult,
 };
 use crate::model::batch::Batch;
 use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
+use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
 use crate::model::reward::last_token_rows;
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
@@ -110,6 +112,27 @@ impl StageKind for Reward {
             field: "batch_size".into(),
             size: params.batch_size,
         })
+    }
+
+    fn model_origin(&self, _: &RewardParams) -> ModelOrigin {
+        ModelOrigin::Input("init")
+    }
+
+    /// Planned on the pretrained model the `init` stage descends from; the
+    /// score head replaces the LM head and every weight trains.
+    fn memory(&self, params: &RewardParams, exec: &ExecSettings) -> StageMemory {
+        let Some(model) = &exec.base_model else {
+            return StageMemory::NotApplicable;
+        };
+        plan_stage(
+            model,
+            Path::new("."),
+            Task::Reward,
+            Trains::Full,
+            params.max_seq_len,
+            exec.micro_batch,
+            exec.activation_checkpointing,
+        )
     }
 
     fn run(&self, params: &RewardParams, ctx: &mut StageContext) -> StageResult {

@@ -24,7 +24,7 @@ use super::tokenizer::SpecialTokens;
 use super::{CAUSAL_LM, SFT_DATASET, TOKENIZER};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError, StageKind,
     StageResult,
 };
 use crate::model::llama::{PROJECTIONS, TrainPass};
@@ -278,9 +278,27 @@ impl StageKind for Sft {
         })
     }
 
+    /// A random-init model's vocabulary comes from a tokenizer stage that
+    /// has not run yet, so only a pretrained base is an origin.
+    fn model_origin(&self, params: &SftParams) -> ModelOrigin {
+        match &params.base {
+            Some(BaseModel::Pretrained(base)) => ModelOrigin::Pretrained(base.base.clone()),
+            _ => ModelOrigin::Unknown,
+        }
+    }
+
+    fn output_adapter(&self, params: &SftParams) -> Option<Trains> {
+        match (params.method, &params.base) {
+            (Method::Lora, Some(BaseModel::Pretrained(_))) => Some(Trains::Lora {
+                rank: params.lora.rank,
+                targets: params.lora.targets.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// A pretrained base is planned from its config.json (local, cached or
-    /// one small download); a random-init model's vocabulary comes from a
-    /// tokenizer stage that has not run yet, so it is not planned.
+    /// one small download); a random-init model is not planned.
     fn memory(&self, params: &SftParams, exec: &ExecSettings) -> StageMemory {
         let Some(BaseModel::Pretrained(base)) = &params.base else {
             return StageMemory::NotApplicable;

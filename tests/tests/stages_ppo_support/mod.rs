@@ -205,6 +205,8 @@ pub fn context(
             grad_accum: 1,
             activation_checkpointing: false,
             gpu_memory_gib: None,
+            base_model: None,
+            input_adapters: Default::default(),
         },
         inputs,
         files: BTreeMap::new(),

@@ -171,8 +171,13 @@ pub trait StageKind: Send + Sync + 'static {
 
     /// The LoRA adapter this stage's output model carries (`None`: full
     /// weights, or no model), so a downstream stage that continues or
-    /// copies it can plan its memory.
-    fn output_adapter(&self, _params: &Self::Params) -> Option<Trains> {
+    /// copies it can plan its memory. `inputs`: the adapters of this
+    /// stage's own upstream models, by params field.
+    fn output_adapter(
+        &self,
+        _params: &Self::Params,
+        _inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
         None
     }
 
@@ -220,7 +225,11 @@ pub trait ErasedKind: Send + Sync {
     fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64>;
     fn memory(&self, params: &AnyParams, exec: &ExecSettings) -> StageMemory;
     fn model_origin(&self, params: &AnyParams) -> ModelOrigin;
-    fn output_adapter(&self, params: &AnyParams) -> Option<Trains>;
+    fn output_adapter(
+        &self,
+        params: &AnyParams,
+        inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains>;
     fn check(&self, params: &AnyParams) -> Vec<(String, String)>;
     fn run(&self, params: &AnyParams, ctx: &mut StageContext) -> StageResult;
 }
@@ -288,8 +297,13 @@ impl<K: StageKind> ErasedKind for Erased<K> {
         self.typed(params)
             .map_or(ModelOrigin::Unknown, |p| self.0.model_origin(p))
     }
-    fn output_adapter(&self, params: &AnyParams) -> Option<Trains> {
-        self.typed(params).and_then(|p| self.0.output_adapter(p))
+    fn output_adapter(
+        &self,
+        params: &AnyParams,
+        inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
+        self.typed(params)
+            .and_then(|p| self.0.output_adapter(p, inputs))
     }
     fn check(&self, params: &AnyParams) -> Vec<(String, String)> {
         self.typed(params)

@@ -434,25 +434,34 @@ fn resolve(
     let bases: Vec<Option<String>> = (0..stages.len())
         .map(|i| base_model(&stages, i))
         .collect();
-    let adapters: Vec<BTreeMap<String, Trains>> = stages
-        .iter()
-        .map(|stage| {
-            stage
-                .upstream
-                .iter()
-                .filter_map(|u| {
-                    let from = stages.iter().find(|s| s.name == u.stage)?;
-                    let adapter = from.kind.output_adapter(&from.params)?;
-                    Some((u.field.clone(), adapter))
-                })
-                .collect()
-        })
+    let adapters: Vec<BTreeMap<String, Trains>> = (0..stages.len())
+        .map(|i| input_adapters(&stages, i, 0))
         .collect();
     for ((stage, base), adapters) in stages.iter_mut().zip(bases).zip(adapters) {
         stage.base_model = base;
         stage.input_adapters = adapters;
     }
     stages
+}
+
+/// The adapters of the models stage `index` reads, by params field: each
+/// upstream stage's `output_adapter`, given its own inputs. `depth` stops a
+/// cycle (reported elsewhere).
+fn input_adapters(stages: &[Stage], index: usize, depth: usize) -> BTreeMap<String, Trains> {
+    if depth > stages.len() {
+        return BTreeMap::new();
+    }
+    stages[index]
+        .upstream
+        .iter()
+        .filter_map(|u| {
+            let from = stages.iter().position(|s| s.name == u.stage)?;
+            let inputs = input_adapters(stages, from, depth + 1);
+            let stage = &stages[from];
+            let adapter = stage.kind.output_adapter(&stage.params, &inputs)?;
+            Some((u.field.clone(), adapter))
+        })
+        .collect()
 }
 
 /// The pretrained model at the root of stage `index`'s model lineage:

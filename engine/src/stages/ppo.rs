@@ -358,9 +358,77 @@ fn fresh_lora(rank: u32) -> LoraConfig {
     }
 }
 
+/// The reward model's part of the roles.
+struct RewardRoles<B: Backend> {
+    score: Param<B>,
+    reward: AdapterSet<B>,
+    critic: AdapterSet<B>,
+    /// The reward model's base when it is not the policy's.
+    value_base: Option<Llama<B>>,
+}
+
+/// Loads the reward model. A LoRA reward model over the policy's own
+/// pretrained base (`reward` with `method: lora` after a LoRA SFT) is read
+/// onto the policy base, so one base is ever in memory; otherwise the
+/// reward model is loaded whole and keeps its own base unless its weights
+/// equal the policy's. `sft.model` must carry no adapter.
+fn reward_roles<B: Backend>(
+    be: &B,
+    p: &PpoParams,
+    sft: &mut crate::model::load::Loaded<B>,
+    rm_dir: &Path,
+) -> Result<RewardRoles<B>, StageError> {
+    let no_score = || {
+        StageError::user(miette!(
+            help = "the critic must be a reward stage's output (LlamaForSequenceClassification)",
+            "`{}` has no score.weight",
+            rm_dir.display()
+        ))
+    };
+    let same_base = lora::has_adapter(rm_dir)
+        && crate::model::load::base_dir(rm_dir)
+            .ok()
+            .and_then(|dir| dir.canonicalize().ok())
+            .is_some_and(|dir| sft.base_dir.canonicalize().ok() == Some(dir));
+    if same_base {
+        lora::load(be, &mut sft.model, rm_dir).map_err(model_err)?;
+        let score = sft.model.score.take().ok_or_else(no_score)?;
+        let reward = AdapterSet::take(&mut sft.model);
+        let critic = reward.deep_copy(be, true);
+        return Ok(RewardRoles {
+            score,
+            reward,
+            critic,
+            value_base: None,
+        });
+    }
+    let mut rm = load_dir(be, rm_dir).map_err(model_err)?;
+    let score = rm.model.score.take().ok_or_else(no_score)?;
+    let reward = AdapterSet::take(&mut rm.model);
+    let critic = if reward.is_bare() {
+        lora::attach(be, &mut rm.model, &fresh_lora(p.lora_rank), p.seed ^ 1).map_err(model_err)?;
+        AdapterSet::take(&mut rm.model)
+    } else {
+        reward.deep_copy(be, true)
+    };
+    // A reward model has no lm_head; every tensor it does have must match.
+    let policy_tensors = sft.model.base_tensors(be);
+    let shared = rm
+        .model
+        .base_tensors(be)
+        .iter()
+        .all(|(name, t)| policy_tensors.get(name) == Some(t));
+    Ok(RewardRoles {
+        score,
+        reward,
+        critic,
+        value_base: (!shared).then_some(rm.model),
+    })
+}
+
 /// Builds the four roles from the SFT and reward model directories; returns
 /// them with the actor's LoRA config and the tokenizer.
-fn build_roles<B: Backend>(
+pub fn build_roles<B: Backend>(
     be: &B,
     p: &PpoParams,
     sft_dir: &Path,
@@ -382,14 +450,12 @@ fn build_roles<B: Backend>(
             )
         }
     };
-    let mut rm = load_dir(be, rm_dir).map_err(model_err)?;
-    let score = rm.model.score.take().ok_or_else(|| {
-        StageError::user(miette!(
-            help = "the critic must be a reward stage's output (LlamaForSequenceClassification)",
-            "`{}` has no score.weight",
-            rm_dir.display()
-        ))
-    })?;
+    let RewardRoles {
+        score,
+        reward,
+        critic,
+        value_base,
+    } = reward_roles(be, p, &mut sft, rm_dir)?;
     if score.shape != [1, sft.model.cfg.hidden_size] {
         return Err(StageError::user(miette!(
             "the reward model's score.weight has shape {:?}, expected [1, {}] (one label, the policy's hidden size)",
@@ -397,25 +463,11 @@ fn build_roles<B: Backend>(
             sft.model.cfg.hidden_size
         )));
     }
-    let reward = AdapterSet::take(&mut rm.model);
-    let critic = if reward.is_bare() {
-        lora::attach(be, &mut rm.model, &fresh_lora(p.lora_rank), p.seed ^ 1).map_err(model_err)?;
-        AdapterSet::take(&mut rm.model)
-    } else {
-        reward.deep_copy(be, true)
-    };
-    // A reward model has no lm_head; every tensor it does have must match.
-    let policy_tensors = sft.model.base_tensors(be);
-    let shared = rm
-        .model
-        .base_tensors(be)
-        .iter()
-        .all(|(name, t)| policy_tensors.get(name) == Some(t));
     let mut value_head = Param::new(be, "v_head.weight", &score.to_host(be));
     value_head.set_trainable(be, true);
     let roles = Roles {
         policy: sft.model,
-        value_base: (!shared).then_some(rm.model),
+        value_base,
         actor: actor.without_dropout(),
         reference,
         critic: critic.without_dropout(),

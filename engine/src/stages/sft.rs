@@ -287,7 +287,11 @@ impl StageKind for Sft {
         }
     }
 
-    fn output_adapter(&self, params: &SftParams) -> Option<Trains> {
+    fn output_adapter(
+        &self,
+        params: &SftParams,
+        _: &std::collections::BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
         match (params.method, &params.base) {
             (Method::Lora, Some(BaseModel::Pretrained(_))) => Some(Trains::Lora {
                 rank: params.lora.rank,

@@ -57,6 +57,7 @@ fn plan_shows_the_breakdown_and_every_preset() {
         micro_batch: 4,
         seq_len: 64,
         checkpointing: false,
+        optimizer_offload: false,
         dtype_bytes: 2,
         cuda: true,
     });
@@ -237,5 +238,49 @@ fn every_training_stage_of_the_8b_pipeline_is_planned_under_every_preset() {
         for name in ["data", "eval"] {
             assert!(stage(&plan, name)["memory_breakdown"].is_null(), "{name}");
         }
+        // Every stage fits every preset, with a margin (the fit rule keeps
+        // 5% of the card free).
+        for name in ["sft", "reward", "rlhf"] {
+            assert_eq!(stage(&plan, name)["fits_preset"], true, "{preset} {name}");
+        }
     }
+    // On 24 GB, PPO fits because the preset offloads AdamW's state: its
+    // four rank-128 adapters' optimizer would add 7.5 GiB.
+    let plan = plan_8b(&sandbox, "llama8b_lora.yaml", "rtx4090-24g");
+    let ppo = &stage(&plan, "rlhf")["memory_breakdown"];
+    assert_eq!(ppo["optimizer"], 0);
+    assert_eq!(ppo["adapters"], (4 * 335_544_320u64 + 2 * 4096) * 2);
+}
+
+/// `validate` of the shipped 8B pipelines: the LoRA one fits every preset
+/// (no warning); the full one warns only about full fine-tuning of 8B,
+/// which fits no single card, once per preset.
+#[test]
+fn validate_warns_only_where_full_fine_tuning_cannot_fit() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let hub = llama8b_hub(&sandbox);
+    let validate = |file: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pipelines")
+            .join(file);
+        let out = sandbox
+            .command(&["validate", path.to_str().unwrap()])
+            .env("HF_HUB_CACHE", &hub)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("warning"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(validate("llama8b_lora.yaml"), Vec::<String>::new());
+    let warnings = validate("llama8b_full.yaml");
+    assert_eq!(warnings.len(), PRESETS_8B.len(), "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| w.contains("stage `sft`")),
+        "{warnings:?}"
+    );
 }

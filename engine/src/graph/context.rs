@@ -27,6 +27,9 @@ pub struct ExecSettings {
     /// Global batch / micro-batch (1 for stages without a batch size).
     pub grad_accum: u32,
     pub activation_checkpointing: bool,
+    /// Optimizer state in host memory (the preset's `offload_optimizer`).
+    #[serde(default)]
+    pub offload_optimizer: bool,
     pub gpu_memory_gib: Option<f64>,
     /// The pretrained model this stage's weights descend from (`hf:...` or
     /// a folder), followed through upstream stages (see

@@ -29,6 +29,38 @@ pub fn generate<B: Backend>(
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
 ) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    sample_steps(be, model, prompts, opts, |n| {
+        (0..n).map(|_| rng.random()).collect()
+    })
+}
+
+/// [`generate`] with one random stream per prompt, seeded by `seeds`
+/// (`opts.seed` is unused): a sequence's tokens then do not depend on which
+/// other prompts share its batch, so PPO can generate a few prompts at a
+/// time, as the memory preset allows, with the same results.
+pub fn generate_per_prompt<B: Backend>(
+    be: &B,
+    model: &Llama<B>,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    seeds: &[u64],
+) -> Vec<Vec<u32>> {
+    let mut rngs: Vec<ChaCha8Rng> = seeds.iter().map(|&s| ChaCha8Rng::seed_from_u64(s)).collect();
+    sample_steps(be, model, prompts, opts, |_| {
+        rngs.iter_mut().map(|rng| rng.random()).collect()
+    })
+}
+
+/// The generation loop; `uniforms(n)` gives the n sampling uniforms of one
+/// step, one per sequence.
+fn sample_steps<B: Backend>(
+    be: &B,
+    model: &Llama<B>,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    mut uniforms: impl FnMut(usize) -> Vec<f32>,
+) -> Vec<Vec<u32>> {
     let n = prompts.len();
     let mut out = vec![Vec::new(); n];
     if n == 0 || opts.max_new_tokens == 0 {
@@ -36,14 +68,12 @@ pub fn generate<B: Backend>(
     }
     let mut batch = Batch::left_padded(prompts, opts.pad_id);
     let mut cache = model.new_cache(be, n, batch.seq + opts.max_new_tokens);
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut done = vec![false; n];
     let vocab = model.cfg.vocab_size;
     for _ in 0..opts.max_new_tokens {
         let h = model.decode(be, &batch, &mut cache);
         let logits = model.logits_of(be, &h, n);
-        let uniforms: Vec<f32> = (0..n).map(|_| rng.random()).collect();
-        let next = be.sample(&logits, vocab, opts.sampling, &uniforms);
+        let next = be.sample(&logits, vocab, opts.sampling, &uniforms(n));
         for (b, &t) in next.iter().enumerate() {
             if !done[b] {
                 out[b].push(t);

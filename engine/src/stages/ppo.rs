@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::{CAUSAL_LM, PROMPT_SET, REWARD_MODEL};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
 };
 use crate::model::adapters::AdapterSet;
@@ -31,7 +31,7 @@ use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::expert::Expert;
 use crate::poker::spot::{Spot, parse_answer};
-use crate::train::adamw::{AdamW, AdamWConfig, Moments};
+use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{self, Checkpoint, Resume, TensorData, TrainState};
 use crate::train::clip::clip_grad_norm;
 use crate::train::data_order::{Cursor, DataOrder};
@@ -211,21 +211,37 @@ impl StageKind for Ppo {
         ModelOrigin::Input("actor")
     }
 
+    /// Micro-batches of the global batch come from the preset (see
+    /// `Roles::micro_batch`).
+    fn global_batch(&self, p: &PpoParams) -> Option<BatchDecl> {
+        Some(BatchDecl {
+            field: "batch_size".into(),
+            size: p.batch_size,
+        })
+    }
+
     /// One shared base (the SFT model's pretrained root) under the actor,
     /// reference, critic and reward adapters. The actor continues the SFT
-    /// adapter and the critic the reward model's; where those have none, a
-    /// fresh adapter of `lora_rank` is added (see `build_roles`).
+    /// adapter (its frozen copy is the reference) and the critic the reward
+    /// model's; where those have none, a fresh adapter of `lora_rank` is
+    /// added and the reference is the bare base (see `build_roles`). The
+    /// preset's micro-batch is both the generation batch and the training
+    /// micro-batch.
     fn memory(&self, p: &PpoParams, exec: &ExecSettings) -> StageMemory {
         let Some(model) = &exec.base_model else {
             return StageMemory::NotApplicable;
         };
-        let adapter = |field: &str| match exec.input_adapters.get(field) {
-            Some(lora @ Trains::Lora { .. }) => lora.clone(),
-            _ => Trains::lora_all(p.lora_rank as usize),
+        let fresh = Trains::lora_all(p.lora_rank as usize);
+        let upstream = |field: &str| match exec.input_adapters.get(field) {
+            Some(lora @ Trains::Lora { .. }) => Some(lora.clone()),
+            _ => None,
         };
-        let batch = p.batch_size as usize;
+        let (actor, reference) = match upstream("actor") {
+            Some(lora) => (lora.clone(), lora),
+            None => (fresh.clone(), Trains::Nothing),
+        };
         let rollout = MemoryRollout {
-            generation_batch: batch,
+            generation_batch: exec.micro_batch as usize,
             prompt_len: PLANNED_PROMPT_TOKENS,
             new_tokens: p.max_new_tokens as usize,
         };
@@ -233,13 +249,15 @@ impl StageKind for Ppo {
             model,
             Path::new("."),
             Task::Ppo {
-                critic: adapter("critic"),
+                critic: upstream("critic").unwrap_or(fresh),
+                reference,
                 rollout,
             },
-            adapter("actor"),
+            actor,
             rollout.prompt_len + rollout.new_tokens,
-            p.batch_size,
-            false,
+            exec.micro_batch,
+            exec.activation_checkpointing,
+            exec.offload_optimizer,
         )
     }
 
@@ -474,6 +492,8 @@ pub fn build_roles<B: Backend>(
         reward,
         value_head,
         reward_head: score,
+        micro_batch: p.batch_size as usize,
+        activation_checkpointing: false,
     };
     Ok((roles, actor_cfg, sft.tokenizer))
 }
@@ -513,9 +533,11 @@ fn state_tensors<B: Backend>(
                 format!("{role}/{}", p.name),
                 to_data(be, &p.value, &p.shape),
             );
-            if let Some(m) = opt.moments.get(&p.name) {
-                t.insert(format!("{role}.m/{}", p.name), to_data(be, &m.m, &p.shape));
-                t.insert(format!("{role}.v/{}", p.name), to_data(be, &m.v, &p.shape));
+            if let Some((m, v)) = opt.moments_of(be, &p.name) {
+                for (kind, data) in [("m", m), ("v", v)] {
+                    let shape = p.shape.clone();
+                    t.insert(format!("{role}.{kind}/{}", p.name), TensorData { shape, data });
+                }
             }
         }
     }
@@ -589,13 +611,7 @@ fn restore<B: Backend>(
                 let v = resume
                     .take(&format!("{role}.v/{}", p.name), &shape)
                     .map_err(err)?;
-                opt.moments.insert(
-                    p.name.clone(),
-                    Moments {
-                        m: be.upload(&m.data),
-                        v: be.upload(&v.data),
-                    },
-                );
+                opt.set_moments(be, &p.name, m.data, v.data);
             }
         }
     }
@@ -639,6 +655,8 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     let rm_dir = ctx.input("critic")?.path.clone();
     let prompts = read_prompts(&ctx.input("prompts")?.path.clone())?;
     let (mut roles, actor_cfg, tokenizer) = build_roles(be, p, &sft_dir, &rm_dir)?;
+    roles.micro_batch = ctx.exec.micro_batch.max(1) as usize;
+    roles.activation_checkpointing = ctx.exec.activation_checkpointing;
     let encoded: Vec<Vec<u32>> = prompts
         .iter()
         .map(|r| tokenizer.encode(&r.text, true))
@@ -654,11 +672,15 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         warmup_steps: 0,
         total_steps: total,
     };
-    let mut actor_opt = AdamW::new(AdamWConfig {
+    let optimizer = |cfg| match ctx.exec.offload_optimizer {
+        true => AdamW::offloaded(cfg),
+        false => AdamW::new(cfg),
+    };
+    let mut actor_opt = optimizer(AdamWConfig {
         weight_decay: 0.0,
         ..AdamWConfig::default()
     });
-    let mut critic_opt = AdamW::new(AdamWConfig {
+    let mut critic_opt = optimizer(AdamWConfig {
         weight_decay: 0.0,
         ..AdamWConfig::default()
     });

@@ -226,6 +226,7 @@ impl StageKind for Reward {
             params.max_seq_len,
             exec.micro_batch,
             exec.activation_checkpointing,
+            exec.offload_optimizer,
         )
     }
 

@@ -322,6 +322,7 @@ impl StageKind for Sft {
             params.max_seq_len,
             exec.micro_batch,
             exec.activation_checkpointing,
+            exec.offload_optimizer,
         )
     }
 
@@ -479,6 +480,7 @@ pub fn loop_settings(
         optim: optim.clone(),
         checkpoint_every,
         activation_checkpointing: ctx.exec.activation_checkpointing,
+        offload_optimizer: ctx.exec.offload_optimizer,
         work_dir: ctx.work_dir().to_path_buf(),
         progress: ProgressMode::Auto,
     }

@@ -68,6 +68,7 @@ impl StageKind for LmTrain {
             params.max_seq_len,
             exec.micro_batch,
             exec.activation_checkpointing,
+            exec.offload_optimizer,
         )
     }
 

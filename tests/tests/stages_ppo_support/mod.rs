@@ -204,6 +204,7 @@ pub fn context(
             micro_batch: 4,
             grad_accum: 1,
             activation_checkpointing: false,
+            offload_optimizer: false,
             gpu_memory_gib: None,
             base_model: None,
             input_adapters: Default::default(),

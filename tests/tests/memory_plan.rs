@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use poker_pipe::model::LlamaConfig;
-use poker_pipe::model::memory::{Task, Trains, Workload, estimate};
+use poker_pipe::model::memory::{Task, Trains, Workload, estimate, gib_text};
 use poker_pipe_tests::{Sandbox, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pp-memory");
@@ -154,11 +154,23 @@ fn out_of_memory_names_stage_preset_estimate_and_a_smaller_preset() {
         stderr.contains("stage `train` ran out of GPU memory under preset `big`"),
         "{stderr}"
     );
-    assert!(stderr.contains("the planner estimated"), "{stderr}");
+    let planned = sandbox.plan("p.yaml", &[]).unwrap()["stages"][1]["memory_estimate_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "the planner estimated {} of the preset's 2 GiB",
+            gib_text(planned)
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("--preset mid"), "{stderr}");
     assert!(stderr.contains("allocating the activations"), "{stderr}");
-    // The stage before it stays cached; only the failed one would run.
+    // The stage before it stays cached and linked; the failed one left
+    // nothing in the cache and is all that would run again.
     assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["train"]);
+    assert!(sandbox.path().join("runs/mem/src").exists());
+    assert!(!sandbox.path().join("runs/mem/train").exists());
 }
 
 /// A hub cache holding nothing but Llama 3.1 8B's published config.json,

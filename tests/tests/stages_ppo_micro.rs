@@ -69,7 +69,10 @@ fn same_outputs(want: &Path, got: &Path, label: &str) {
         for (name, t) in &a {
             let u = &b[name];
             for (p, q) in t.data.iter().zip(&u.data) {
-                assert!((p - q).abs() <= 1e-5, "{label}: {folder} {name}: {p} vs {q}");
+                assert!(
+                    (p - q).abs() <= 1e-5,
+                    "{label}: {folder} {name}: {p} vs {q}"
+                );
             }
         }
     }

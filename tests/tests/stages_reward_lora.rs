@@ -107,8 +107,13 @@ stages:
     let cfg = eval.model.cfg.clone();
     let eos = cfg.eos_token_ids.first().copied();
     let pad = cfg.pad_token_id.or(eos).unwrap_or(0);
-    let pairs =
-        dataset::load_pairs(&sandbox.path().join("pairs.jsonl"), &eval.tokenizer, eos, 48).unwrap();
+    let pairs = dataset::load_pairs(
+        &sandbox.path().join("pairs.jsonl"),
+        &eval.tokenizer,
+        eos,
+        48,
+    )
+    .unwrap();
     let batch = |pick: fn(&dataset::Pair) -> &Vec<u32>| {
         let seqs: Vec<Vec<u32>> = pairs.iter().map(|p| pick(p).clone()).collect();
         Batch::left_padded(&seqs, pad)
@@ -123,7 +128,10 @@ stages:
     }))
     .unwrap();
     let (mut roles, actor_cfg, _) = build_roles(&be, &params, &sft_dir, &rm_dir).unwrap();
-    assert!(roles.value_base.is_none(), "the reward model shares the base");
+    assert!(
+        roles.value_base.is_none(),
+        "the reward model shares the base"
+    );
     assert_eq!(actor_cfg.rank, 4);
     let ppo_chosen = roles.scores(&be, &chosen);
     let ppo_rejected = roles.scores(&be, &rejected);

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::kind::ArtifactType;
 use crate::backend::Device;
-use crate::model::memory::Trains;
 use crate::error::Exit;
+use crate::model::memory::Trains;
 
 /// How a stage executes: from the memory preset, never part of a hash.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

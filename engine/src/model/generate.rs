@@ -46,7 +46,10 @@ pub fn generate_per_prompt<B: Backend>(
     opts: &GenerateOptions,
     seeds: &[u64],
 ) -> Vec<Vec<u32>> {
-    let mut rngs: Vec<ChaCha8Rng> = seeds.iter().map(|&s| ChaCha8Rng::seed_from_u64(s)).collect();
+    let mut rngs: Vec<ChaCha8Rng> = seeds
+        .iter()
+        .map(|&s| ChaCha8Rng::seed_from_u64(s))
+        .collect();
     sample_steps(be, model, prompts, opts, |_| {
         rngs.iter_mut().map(|rng| rng.random()).collect()
     })

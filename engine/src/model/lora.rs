@@ -301,7 +301,10 @@ pub fn load<B: Backend>(be: &B, model: &mut Llama<B>, dir: &Path) -> Result<Lora
     attach_with(be, model, &cfg, |name, shape| {
         weights::take(&mut tensors, name, shape, dir)
     })?;
-    if let Some(labels) = tensors.get(PEFT_SCORE).and_then(|t| t.shape.first().copied()) {
+    if let Some(labels) = tensors
+        .get(PEFT_SCORE)
+        .and_then(|t| t.shape.first().copied())
+    {
         let head = weights::take(
             &mut tensors,
             PEFT_SCORE,

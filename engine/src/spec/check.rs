@@ -12,10 +12,10 @@ use super::schema_check::SchemaChecker;
 use super::types::{MemoryPreset, ModelDefaults, PipelineFile};
 use super::yaml::{Entry, Node, NodeValue};
 use super::{PresetChoice, SpecFile};
-use crate::model::memory::Trains;
 use crate::graph::{
     AnyParams, BatchDecl, ErasedKind, InputDecl, ModelOrigin, OutputDecl, Registry,
 };
+use crate::model::memory::Trains;
 use petgraph::graph::DiGraph;
 
 /// A checked pipeline, ready to plan.
@@ -431,9 +431,7 @@ fn resolve(
             input_adapters: BTreeMap::new(),
         });
     }
-    let bases: Vec<Option<String>> = (0..stages.len())
-        .map(|i| base_model(&stages, i))
-        .collect();
+    let bases: Vec<Option<String>> = (0..stages.len()).map(|i| base_model(&stages, i)).collect();
     let adapters: Vec<BTreeMap<String, Trains>> = (0..stages.len())
         .map(|i| input_adapters(&stages, i, 0))
         .collect();

@@ -536,7 +536,10 @@ fn state_tensors<B: Backend>(
             if let Some((m, v)) = opt.moments_of(be, &p.name) {
                 for (kind, data) in [("m", m), ("v", v)] {
                     let shape = p.shape.clone();
-                    t.insert(format!("{role}.{kind}/{}", p.name), TensorData { shape, data });
+                    t.insert(
+                        format!("{role}.{kind}/{}", p.name),
+                        TensorData { shape, data },
+                    );
                 }
             }
         }

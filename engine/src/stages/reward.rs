@@ -28,16 +28,16 @@ use super::sft::{Method, backend, fail, loop_settings, run_loop, train_all};
 use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
 use crate::backend::{Backend, Gemm};
 use crate::graph::{
-    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext,
-    StageError, StageKind, StageResult,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    StageKind, StageResult,
 };
 use crate::model::batch::Batch;
+use crate::model::llama::PROJECTIONS;
 use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
+use crate::model::lora::LoraConfig;
 use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
 use crate::model::reward::last_token_rows;
-use crate::model::llama::PROJECTIONS;
-use crate::model::lora::LoraConfig;
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
 use crate::train::lm_loop::{LoopEnd, LoopError, MicroStats, Objective, OptimParams};

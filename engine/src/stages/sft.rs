@@ -24,8 +24,8 @@ use super::tokenizer::SpecialTokens;
 use super::{CAUSAL_LM, SFT_DATASET, TOKENIZER};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError, StageKind,
-    StageResult,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    StageKind, StageResult,
 };
 use crate::model::llama::{PROJECTIONS, TrainPass};
 use crate::model::lora::{self, LoraConfig};

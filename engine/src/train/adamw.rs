@@ -134,7 +134,13 @@ impl<B: Backend> AdamW<B> {
                         v: vec![0.0; n],
                     });
                 let mut value = be.download(&p.value);
-                Cpu.adamw(&mut value, &be.download(grad), &mut state.m, &mut state.v, h);
+                Cpu.adamw(
+                    &mut value,
+                    &be.download(grad),
+                    &mut state.m,
+                    &mut state.v,
+                    h,
+                );
                 p.value = be.upload(&value);
                 continue;
             }
@@ -186,7 +192,10 @@ mod tests {
             assert!((x - y).abs() <= 1e-7, "{x} vs {y}");
         }
         let (m, v) = offloaded.moments_of(&be, "w").unwrap();
-        assert_eq!(on_device.moments_of(&be, "w").unwrap(), (m.clone(), v.clone()));
+        assert_eq!(
+            on_device.moments_of(&be, "w").unwrap(),
+            (m.clone(), v.clone())
+        );
         let mut restored = AdamW::offloaded(cfg);
         restored.step = offloaded.step;
         restored.set_moments(&be, "w", m, v);

@@ -95,3 +95,60 @@ fn sample_steps<B: Backend>(
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::config::LlamaConfig;
+
+    /// With a stream per prompt, a prompt's sampled tokens are the same
+    /// whether it is generated alone, with one neighbour or with all of
+    /// them (what lets PPO generate in micro-batches of any size), and
+    /// they differ between seeds.
+    #[test]
+    fn per_prompt_streams_do_not_depend_on_the_batch() {
+        let cfg = LlamaConfig::parse(
+            r#"{"vocab_size": 40, "hidden_size": 16, "intermediate_size": 24,
+                "num_hidden_layers": 2, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "rms_norm_eps": 1e-5}"#,
+            std::path::Path::new("config.json"),
+        )
+        .unwrap();
+        let model = Llama::random(&Cpu, cfg, 4).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let prompts: Vec<Vec<u32>> = (0..5)
+            .map(|i| (0..2 + i).map(|_| rng.random_range(1..40)).collect())
+            .collect();
+        let seeds: Vec<u64> = (0..5).map(|_| rng.random()).collect();
+        let opts = GenerateOptions {
+            max_new_tokens: 6,
+            sampling: Sampling {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+            },
+            seed: 0,
+            eos: Vec::new(),
+            pad_id: 0,
+        };
+        let all = generate_per_prompt(&Cpu, &model, &prompts, &opts, &seeds);
+        assert!(all.iter().all(|r| r.len() == 6));
+        for size in [1, 2, 3] {
+            let mut pieces = Vec::new();
+            for (p, s) in prompts.chunks(size).zip(seeds.chunks(size)) {
+                pieces.extend(generate_per_prompt(&Cpu, &model, p, &opts, s));
+            }
+            assert_eq!(pieces, all, "micro-batch {size}");
+        }
+        let other: Vec<u64> = seeds.iter().map(|s| s ^ 1).collect();
+        assert_ne!(
+            generate_per_prompt(&Cpu, &model, &prompts, &opts, &other),
+            all
+        );
+    }
+}

@@ -189,7 +189,9 @@ pub struct Ppo;
 impl StageKind for Ppo {
     type Params = PpoParams;
     const NAME: &'static str = "ppo";
-    const VERSION: u32 = 1;
+    /// 2: each prompt samples from its own random stream (so roll-outs can
+    /// run in the preset's micro-batches), which changes the responses.
+    const VERSION: u32 = 2;
     const DESCRIPTION: &'static str = "RLHF with PPO: actor from SFT, critic from the reward model, KL to the SFT policy, GAE, clipped updates, EMA.";
 
     fn outputs(&self, _: &PpoParams) -> Vec<OutputDecl> {

@@ -274,8 +274,12 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     let pairs =
         dataset::load_pairs(&data, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
     let lr = params.optim.lr.unwrap_or(5e-6);
+    let trains = match &adapter {
+        None => "every weight".to_string(),
+        Some(cfg) => format!("a rank-{} LoRA adapter and the score head", cfg.rank),
+    };
     ctx.log(format!(
-        "{} pairs, reward model from {}, lr {lr:e}",
+        "{} pairs, reward model from {} training {trains}, lr {lr:e}",
         pairs.len(),
         init.display()
     ));

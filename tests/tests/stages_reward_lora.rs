@@ -171,3 +171,38 @@ stages:
         .any(|(r, s)| be.download(&r.value) != be.download(&s.value));
     assert!(moved, "the reward adapter equals the SFT adapter");
 }
+
+/// A reward adapter written by PEFT itself (`SEQ_CLS`, the score head in
+/// `modules_to_save`; tests/golden/reward_lora/make_fixture.py) loads
+/// through `load_dir` with the scores transformers + PEFT give (f32, one
+/// unpadded sequence per pass: tolerance 1e-4 relative).
+#[test]
+fn a_peft_written_reward_adapter_scores_as_in_transformers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/reward_lora");
+    let expected = json(&dir.join("expected.json"));
+    let be = Cpu;
+    let loaded = load_dir(&be, &dir.join("adapter")).unwrap();
+    assert!(
+        loaded.model.score.is_some(),
+        "the head comes with the adapter"
+    );
+    let sequences = expected["sequences"].as_array().unwrap();
+    let scores = expected["scores"].as_array().unwrap();
+    for (seq, want) in sequences.iter().zip(scores) {
+        let ids: Vec<u32> = seq
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let got = loaded
+            .model
+            .scores(&be, &Batch::left_padded(&[ids], 0))
+            .unwrap()[0];
+        let want = want.as_f64().unwrap();
+        assert!(
+            (f64::from(got) - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+}

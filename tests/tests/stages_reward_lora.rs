@@ -3,7 +3,8 @@
 //! score head as a PEFT `SEQ_CLS` adapter pointing at the base (no weight
 //! copy), and loads both where eval loads it (`load_dir`) and where PPO
 //! does (`build_roles`, sharing the policy's base) with the same scores the
-//! trained in-memory model reported.
+//! trained in-memory model reported. An adapter PEFT itself wrote loads
+//! with the scores transformers gives.
 
 #![allow(clippy::unwrap_used)]
 

@@ -12,8 +12,8 @@ the measured peak includes the CUDA context, which the planner counts under
 `workspace`. The issue's bar: every stage within 10%.
 
 Pipelines:
-  - pipelines/tiny.yaml as shipped (the tiny model; its training stages start
-    from random weights, have no estimate and are listed as skipped);
+  - pipelines/tiny.yaml as shipped (the tiny model, started from random
+    weights: planned from its architecture and its tokenizer's vocab_size);
   - pipelines/llama8b_lora.yaml with its data shrunk to a few dozen examples
     and one epoch (peak memory per step does not depend on how many steps
     run). The 8B weights must be reachable: in the hub cache (set
@@ -151,7 +151,7 @@ def main():
                 for stage in planned["stages"]:
                     estimate = stage.get("memory_estimate_bytes")
                     if estimate is None:
-                        why = stage.get("memory_note") or "not a GPU training stage, or random init"
+                        why = stage.get("memory_note") or "not a GPU training stage"
                         print(f"skip {planned['pipeline']}/{preset}/{stage['name']}: {why}", flush=True)
                         continue
                     measured, note = measure(args.bin, pipeline, preset, stage["name"], work, log)

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use poker_pipe::model::LlamaConfig;
 use poker_pipe::model::memory::{Task, Trains, Workload, estimate, gib_text};
+use poker_pipe::stages::sft::Architecture;
+use poker_pipe::stages::tokenizer::SpecialTokens;
 use poker_pipe_tests::{Sandbox, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pp-memory");
@@ -295,4 +297,68 @@ fn validate_warns_only_where_full_fine_tuning_cannot_fit() {
         warnings.iter().all(|w| w.contains("stage `sft`")),
         "{warnings:?}"
     );
+}
+
+/// A model started from random weights is planned too: its shape from the
+/// `random:` architecture, its vocabulary the bound its tokenizer stage
+/// trains to, and the reward and PPO stages after it inherit that model.
+#[test]
+fn a_random_init_lineage_is_planned_from_its_architecture_and_tokenizer() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let architecture = serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4
+    });
+    sandbox
+        .write(
+            "p.yaml",
+            &format!(
+                "name: rnd
+memory_presets:
+  small: {{gpu_memory_gib: 2, micro_batch: 2, activation_checkpointing: true}}
+stages:
+  data: {{kind: poker-data, scenarios: 40, pairs: 20, prompts: 8, seed: 1}}
+  tok: {{kind: tokenizer, data: [data.sft], vocab_size: 300}}
+  sft: {{kind: sft, data: data.sft, tokenizer: tok, base: {{random: {architecture}}}, method: full, batch_size: 4, max_seq_len: 64}}
+  reward: {{kind: reward, init: sft, data: data.pairs, batch_size: 4, max_seq_len: 64}}
+  rlhf: {{kind: ppo, actor: sft, critic: reward, prompts: data.prompts, batch_size: 4}}
+"
+            ),
+        )
+        .unwrap();
+    let plan = sandbox.plan("p.yaml", &[]).unwrap();
+    let architecture: Architecture = serde_json::from_value(architecture).unwrap();
+    let special = SpecialTokens {
+        bos_token_id: 0,
+        eos_token_id: 0,
+        pad_token_id: 0,
+        vocab_size: 300,
+    };
+    let config = LlamaConfig::parse(
+        &architecture.config_json(&special).to_string(),
+        Path::new("config.json"),
+    )
+    .unwrap();
+    let expected = estimate(&Workload {
+        config: &config,
+        task: Task::Sft,
+        trains: Trains::Full,
+        micro_batch: 2,
+        seq_len: 64,
+        checkpointing: true,
+        optimizer_offload: false,
+        dtype_bytes: 2,
+        cuda: true,
+    });
+    assert_eq!(
+        stage(&plan, "sft")["memory_breakdown"],
+        serde_json::to_value(expected).unwrap()
+    );
+    for name in ["reward", "rlhf"] {
+        assert!(
+            stage(&plan, name)["memory_estimate_bytes"].is_u64(),
+            "{name}: {plan}"
+        );
+    }
+    assert!(stage(&plan, "tok")["memory_breakdown"].is_null());
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::kind::ArtifactType;
 use crate::backend::Device;
 use crate::error::Exit;
-use crate::model::memory::Trains;
+use crate::model::memory::{PlannedModel, Trains};
 
 /// How a stage executes: from the memory preset, never part of a hash.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,12 +31,12 @@ pub struct ExecSettings {
     #[serde(default)]
     pub offload_optimizer: bool,
     pub gpu_memory_gib: Option<f64>,
-    /// The pretrained model this stage's weights descend from (`hf:...` or
-    /// a folder), followed through upstream stages (see
+    /// The model this stage's weights descend from (a pretrained model, or
+    /// a random one's config), followed through upstream stages (see
     /// [`super::ModelOrigin`]): what the memory planner sizes a reward or
     /// PPO stage by. Derived from the stage graph, so never part of a hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_model: Option<String>,
+    pub base_model: Option<PlannedModel>,
     /// For each params field naming an upstream model, the LoRA adapter
     /// that model carries (see `StageKind::output_adapter`), so a stage
     /// that continues an adapter plans it at its real rank.

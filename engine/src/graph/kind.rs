@@ -169,6 +169,12 @@ pub trait StageKind: Send + Sync + 'static {
         ModelOrigin::Unknown
     }
 
+    /// The most tokens the tokenizer this stage makes can have, for planning
+    /// a model started from random weights over it.
+    fn vocabulary(&self, _params: &Self::Params) -> Option<usize> {
+        None
+    }
+
     /// The LoRA adapter this stage's output model carries (`None`: full
     /// weights, or no model), so a downstream stage that continues or
     /// copies it can plan its memory. `inputs`: the adapters of this
@@ -197,13 +203,19 @@ pub type AnyParams = Arc<dyn Any + Send + Sync>;
 /// size stages whose model is another stage's output: `graph` follows
 /// `Input` links through the pipeline to the pretrained model at the root
 /// and hands it to [`StageKind::memory`] as `ExecSettings::base_model`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ModelOrigin {
-    /// No model, or random weights whose shape is not known before the
-    /// tokenizer runs.
+    /// No model to plan.
     Unknown,
     /// A pretrained model: `hf:org/repo` or a folder.
     Pretrained(String),
+    /// Random weights of this `config.json`, whose vocabulary comes from
+    /// the tokenizer stage named by params field `vocabulary` (its
+    /// [`StageKind::vocabulary`] bound).
+    Random {
+        config: Value,
+        vocabulary: &'static str,
+    },
     /// The model of the upstream stage named by this params field (an
     /// [`InputDecl::Stage`] field).
     Input(&'static str),
@@ -225,6 +237,7 @@ pub trait ErasedKind: Send + Sync {
     fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64>;
     fn memory(&self, params: &AnyParams, exec: &ExecSettings) -> StageMemory;
     fn model_origin(&self, params: &AnyParams) -> ModelOrigin;
+    fn vocabulary(&self, params: &AnyParams) -> Option<usize>;
     fn output_adapter(
         &self,
         params: &AnyParams,
@@ -296,6 +309,9 @@ impl<K: StageKind> ErasedKind for Erased<K> {
     fn model_origin(&self, params: &AnyParams) -> ModelOrigin {
         self.typed(params)
             .map_or(ModelOrigin::Unknown, |p| self.0.model_origin(p))
+    }
+    fn vocabulary(&self, params: &AnyParams) -> Option<usize> {
+        self.typed(params).and_then(|p| self.0.vocabulary(p))
     }
     fn output_adapter(
         &self,

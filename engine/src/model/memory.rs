@@ -192,6 +192,17 @@ impl Breakdown {
     }
 }
 
+/// The model a stage's memory is planned on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedModel {
+    /// A pretrained model: `hf:org/repo` or a folder with `config.json`.
+    Source(String),
+    /// The `config.json` of random weights, its vocabulary the bound its
+    /// tokenizer stage trains to.
+    Config(serde_json::Value),
+}
+
 /// What the planner can say about one stage.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StageMemory {
@@ -693,14 +704,14 @@ impl fmt::Display for ReportText {
 impl std::error::Error for ReportText {}
 
 /// The one call a training stage kind makes from
-/// `StageKind::memory`: its model source (`hf:...` or a folder, relative
-/// to `base_dir`), what it does and trains, its sequence length and the
+/// `StageKind::memory`: its model (`hf:...` or a folder, relative to
+/// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
 /// preset's micro-batch, checkpointing and optimizer offload. Planned for CUDA in bf16, what
 /// presets are for. The model's shape comes from [`model_config`]; when it
 /// cannot be had the answer is [`StageMemory::Unknown`] with the reason.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_stage(
-    model: &str,
+    model: &PlannedModel,
     base_dir: &Path,
     task: Task,
     trains: Trains,
@@ -709,7 +720,14 @@ pub fn plan_stage(
     checkpointing: bool,
     optimizer_offload: bool,
 ) -> StageMemory {
-    match model_config(model, base_dir) {
+    let config = match model {
+        PlannedModel::Source(source) => model_config(source, base_dir),
+        PlannedModel::Config(json) => {
+            LlamaConfig::parse(&json.to_string(), Path::new("<random init>"))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match config {
         Ok(config) => StageMemory::Estimated(estimate(&Workload {
             config: &config,
             task,

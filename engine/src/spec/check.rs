@@ -15,7 +15,7 @@ use super::{PresetChoice, SpecFile};
 use crate::graph::{
     AnyParams, BatchDecl, ErasedKind, InputDecl, ModelOrigin, OutputDecl, Registry,
 };
-use crate::model::memory::Trains;
+use crate::model::memory::{PlannedModel, Trains};
 use petgraph::graph::DiGraph;
 
 /// A checked pipeline, ready to plan.
@@ -45,7 +45,7 @@ pub struct Stage {
     pub batch: Option<BatchDecl>,
     /// The pretrained model this stage's weights descend from, if any (see
     /// [`crate::graph::ModelOrigin`]).
-    pub base_model: Option<String>,
+    pub base_model: Option<PlannedModel>,
     /// The LoRA adapter of each upstream model this stage reads, by params
     /// field (see [`crate::graph::ErasedKind::output_adapter`]).
     pub input_adapters: BTreeMap<String, Trains>,
@@ -431,7 +431,8 @@ fn resolve(
             input_adapters: BTreeMap::new(),
         });
     }
-    let bases: Vec<Option<String>> = (0..stages.len()).map(|i| base_model(&stages, i)).collect();
+    let bases: Vec<Option<PlannedModel>> =
+        (0..stages.len()).map(|i| base_model(&stages, i)).collect();
     let adapters: Vec<BTreeMap<String, Trains>> = (0..stages.len())
         .map(|i| input_adapters(&stages, i, 0))
         .collect();
@@ -462,20 +463,30 @@ fn input_adapters(stages: &[Stage], index: usize, depth: usize) -> BTreeMap<Stri
         .collect()
 }
 
-/// The pretrained model at the root of stage `index`'s model lineage:
-/// its own, or the one of the upstream stage its origin names, and so on.
-/// A cycle (reported elsewhere) or a missing link gives `None`.
-fn base_model(stages: &[Stage], index: usize) -> Option<String> {
+/// The model at the root of stage `index`'s model lineage: its own, or the
+/// one of the upstream stage its origin names, and so on; a random model
+/// takes its vocabulary bound from its tokenizer stage. A cycle (reported
+/// elsewhere) or a missing link gives `None`.
+fn base_model(stages: &[Stage], index: usize) -> Option<PlannedModel> {
+    let upstream = |stage: &Stage, field: &str| {
+        let name = &stage.upstream.iter().find(|u| u.field == field)?.stage;
+        stages.iter().position(|s| &s.name == name)
+    };
     let mut at = index;
     for _ in 0..stages.len() {
         let stage = &stages[at];
         match stage.kind.model_origin(&stage.params) {
             ModelOrigin::Unknown => return None,
-            ModelOrigin::Pretrained(source) => return Some(source),
-            ModelOrigin::Input(field) => {
-                let upstream = stage.upstream.iter().find(|u| u.field == field)?;
-                at = stages.iter().position(|s| s.name == upstream.stage)?;
+            ModelOrigin::Pretrained(source) => return Some(PlannedModel::Source(source)),
+            ModelOrigin::Random {
+                mut config,
+                vocabulary,
+            } => {
+                let tokenizer = &stages[upstream(stage, vocabulary)?];
+                config["vocab_size"] = tokenizer.kind.vocabulary(&tokenizer.params)?.into();
+                return Some(PlannedModel::Config(config));
             }
+            ModelOrigin::Input(field) => at = upstream(stage, field)?,
         }
     }
     None

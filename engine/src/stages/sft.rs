@@ -278,11 +278,21 @@ impl StageKind for Sft {
         })
     }
 
-    /// A random-init model's vocabulary comes from a tokenizer stage that
-    /// has not run yet, so only a pretrained base is an origin.
+    /// A random-init model's vocabulary comes from its tokenizer stage,
+    /// which has not run yet: it is planned at the bound that stage trains
+    /// to.
     fn model_origin(&self, params: &SftParams) -> ModelOrigin {
-        match &params.base {
-            Some(BaseModel::Pretrained(base)) => ModelOrigin::Pretrained(base.base.clone()),
+        match (&params.base, &params.tokenizer) {
+            (Some(BaseModel::Pretrained(base)), _) => ModelOrigin::Pretrained(base.base.clone()),
+            (Some(BaseModel::Random(init)), Some(_)) => ModelOrigin::Random {
+                config: init.random.config_json(&SpecialTokens {
+                    bos_token_id: 0,
+                    eos_token_id: 0,
+                    pad_token_id: 0,
+                    vocab_size: 0,
+                }),
+                vocabulary: "tokenizer",
+            },
             _ => ModelOrigin::Unknown,
         }
     }
@@ -302,9 +312,10 @@ impl StageKind for Sft {
     }
 
     /// A pretrained base is planned from its config.json (local, cached or
-    /// one small download); a random-init model is not planned.
+    /// one small download), a random one from its architecture (see
+    /// `model_origin`).
     fn memory(&self, params: &SftParams, exec: &ExecSettings) -> StageMemory {
-        let Some(BaseModel::Pretrained(base)) = &params.base else {
+        let Some(model) = &exec.base_model else {
             return StageMemory::NotApplicable;
         };
         let trains = match params.method {
@@ -315,7 +326,7 @@ impl StageKind for Sft {
             Method::Full => Trains::Full,
         };
         plan_stage(
-            &base.base,
+            model,
             Path::new("."),
             Task::Sft,
             trains,

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check the memory planner against measured GPU memory, stage by stage.
 
-For each pipeline and each of its memory presets, this runs every training
-stage once on the GPU (`run --until STAGE --force STAGE --preset P`; cached
+For each pipeline and each of its memory presets, this runs every stage the
+planner estimates (sft, reward and ppo: each on the pretrained model its
+lineage descends from) once on the GPU (`run --until STAGE --force STAGE --preset P`; cached
 upstream stages are reused, since presets never change a stage's hash),
 samples the GPU's used memory every 20 ms with nvidia-smi, and compares the
 peak above the idle baseline with the planner's `memory_estimate_bytes` from
@@ -11,7 +12,8 @@ the measured peak includes the CUDA context, which the planner counts under
 `workspace`. The issue's bar: every stage within 10%.
 
 Pipelines:
-  - pipelines/tiny.yaml as shipped (the tiny model);
+  - pipelines/tiny.yaml as shipped (the tiny model, started from random
+    weights: planned from its architecture and its tokenizer's vocab_size);
   - pipelines/llama8b_lora.yaml with its data shrunk to a few dozen examples
     and one epoch (peak memory per step does not depend on how many steps
     run). The 8B weights must be reachable: in the hub cache (set
@@ -149,6 +151,8 @@ def main():
                 for stage in planned["stages"]:
                     estimate = stage.get("memory_estimate_bytes")
                     if estimate is None:
+                        why = stage.get("memory_note") or "not a GPU training stage"
+                        print(f"skip {planned['pipeline']}/{preset}/{stage['name']}: {why}", flush=True)
                         continue
                     measured, note = measure(args.bin, pipeline, preset, stage["name"], work, log)
                     ratio = measured / estimate if measured else None

@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use poker_pipe::model::LlamaConfig;
-use poker_pipe::model::memory::{Task, Trains, Workload, estimate};
+use poker_pipe::model::memory::{Task, Trains, Workload, estimate, gib_text};
+use poker_pipe::stages::sft::Architecture;
+use poker_pipe::stages::tokenizer::SpecialTokens;
 use poker_pipe_tests::{Sandbox, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pp-memory");
@@ -57,6 +59,7 @@ fn plan_shows_the_breakdown_and_every_preset() {
         micro_batch: 4,
         seq_len: 64,
         checkpointing: false,
+        optimizer_offload: false,
         dtype_bytes: 2,
         cuda: true,
     });
@@ -153,9 +156,209 @@ fn out_of_memory_names_stage_preset_estimate_and_a_smaller_preset() {
         stderr.contains("stage `train` ran out of GPU memory under preset `big`"),
         "{stderr}"
     );
-    assert!(stderr.contains("the planner estimated"), "{stderr}");
+    let planned = sandbox.plan("p.yaml", &[]).unwrap()["stages"][1]["memory_estimate_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "the planner estimated {} of the preset's 2 GiB",
+            gib_text(planned)
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("--preset mid"), "{stderr}");
     assert!(stderr.contains("allocating the activations"), "{stderr}");
-    // The stage before it stays cached; only the failed one would run.
+    // The stage before it stays cached and linked; the failed one left
+    // nothing in the cache and is all that would run again.
     assert_eq!(sandbox.would_run("p.yaml", &[]).unwrap(), ["train"]);
+    assert!(sandbox.path().join("runs/mem/src").exists());
+    assert!(!sandbox.path().join("runs/mem/train").exists());
+}
+
+/// A hub cache holding nothing but Llama 3.1 8B's published config.json,
+/// laid out as hf-hub keeps it, so the 8B pipelines plan offline.
+fn llama8b_hub(sandbox: &Sandbox) -> std::path::PathBuf {
+    let commit = "0e9e39f249a16976918f6564b8830bc894c89659";
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/memory/llama-3.1-8b-config.json"),
+    )
+    .unwrap();
+    let repo = "hub/models--meta-llama--Llama-3.1-8B";
+    sandbox.write(&format!("{repo}/refs/main"), commit).unwrap();
+    sandbox
+        .write(&format!("{repo}/snapshots/{commit}/config.json"), &config)
+        .unwrap();
+    sandbox.path().join("hub")
+}
+
+/// `plan --format json` of a shipped 8B pipeline under `preset`, offline.
+fn plan_8b(sandbox: &Sandbox, file: &str, preset: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines")
+        .join(file);
+    let out = sandbox
+        .command(&[
+            "plan",
+            path.to_str().unwrap(),
+            "--format",
+            "json",
+            "--preset",
+            preset,
+        ])
+        .env("HF_HUB_CACHE", llama8b_hub(sandbox))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const PRESETS_8B: [&str; 4] = ["rtx4090-24g", "a100-40g", "a40-48g", "a100-80g"];
+
+/// The stage of a plan by name.
+fn stage<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {plan}"))
+}
+
+/// Reward and PPO learn their model from upstream (`init: sft`, `actor:
+/// sft` -> the pipeline's `model:`), so every training stage of the LoRA
+/// pipeline has an estimate under every preset; the reward model has no LM
+/// head and PPO holds one base under its four adapters.
+#[test]
+fn every_training_stage_of_the_8b_pipeline_is_planned_under_every_preset() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    for preset in PRESETS_8B {
+        let plan = plan_8b(&sandbox, "llama8b_lora.yaml", preset);
+        for name in ["sft", "reward", "rlhf"] {
+            let s = stage(&plan, name);
+            let bytes = s["memory_estimate_bytes"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{preset}: {name} not planned: {s}"));
+            assert!(bytes > 15 << 30, "{preset} {name}: {bytes}");
+        }
+        let weights = |name: &str| stage(&plan, name)["memory_breakdown"]["weights"].clone();
+        assert_eq!(weights("sft"), 8_030_261_248u64 * 2, "{preset}");
+        assert_eq!(
+            weights("reward"),
+            (8_030_261_248u64 - 525_336_576) * 2,
+            "{preset}"
+        );
+        assert_eq!(weights("rlhf"), 8_030_261_248u64 * 2, "{preset}");
+        for name in ["data", "eval"] {
+            assert!(stage(&plan, name)["memory_breakdown"].is_null(), "{name}");
+        }
+        // Every stage fits every preset, with a margin (the fit rule keeps
+        // 5% of the card free).
+        for name in ["sft", "reward", "rlhf"] {
+            assert_eq!(stage(&plan, name)["fits_preset"], true, "{preset} {name}");
+        }
+    }
+    // On 24 GB, PPO fits because the preset offloads AdamW's state: its
+    // four rank-128 adapters' optimizer would add 7.5 GiB.
+    let plan = plan_8b(&sandbox, "llama8b_lora.yaml", "rtx4090-24g");
+    let ppo = &stage(&plan, "rlhf")["memory_breakdown"];
+    assert_eq!(ppo["optimizer"], 0);
+    assert_eq!(ppo["adapters"], (4 * 335_544_320u64 + 2 * 4096) * 2);
+}
+
+/// `validate` of the shipped 8B pipelines: the LoRA one fits every preset
+/// (no warning); the full one warns only about full fine-tuning of 8B,
+/// which fits no single card, once per preset.
+#[test]
+fn validate_warns_only_where_full_fine_tuning_cannot_fit() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let hub = llama8b_hub(&sandbox);
+    let validate = |file: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pipelines")
+            .join(file);
+        let out = sandbox
+            .command(&["validate", path.to_str().unwrap()])
+            .env("HF_HUB_CACHE", &hub)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("warning"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(validate("llama8b_lora.yaml"), Vec::<String>::new());
+    let warnings = validate("llama8b_full.yaml");
+    assert_eq!(warnings.len(), PRESETS_8B.len(), "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| w.contains("stage `sft`")),
+        "{warnings:?}"
+    );
+}
+
+/// A model started from random weights is planned too: its shape from the
+/// `random:` architecture, its vocabulary the bound its tokenizer stage
+/// trains to, and the reward and PPO stages after it inherit that model.
+#[test]
+fn a_random_init_lineage_is_planned_from_its_architecture_and_tokenizer() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let architecture = serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4
+    });
+    sandbox
+        .write(
+            "p.yaml",
+            &format!(
+                "name: rnd
+memory_presets:
+  small: {{gpu_memory_gib: 2, micro_batch: 2, activation_checkpointing: true}}
+stages:
+  data: {{kind: poker-data, scenarios: 40, pairs: 20, prompts: 8, seed: 1}}
+  tok: {{kind: tokenizer, data: [data.sft], vocab_size: 300}}
+  sft: {{kind: sft, data: data.sft, tokenizer: tok, base: {{random: {architecture}}}, method: full, batch_size: 4, max_seq_len: 64}}
+  reward: {{kind: reward, init: sft, data: data.pairs, batch_size: 4, max_seq_len: 64}}
+  rlhf: {{kind: ppo, actor: sft, critic: reward, prompts: data.prompts, batch_size: 4}}
+"
+            ),
+        )
+        .unwrap();
+    let plan = sandbox.plan("p.yaml", &[]).unwrap();
+    let architecture: Architecture = serde_json::from_value(architecture).unwrap();
+    let special = SpecialTokens {
+        bos_token_id: 0,
+        eos_token_id: 0,
+        pad_token_id: 0,
+        vocab_size: 300,
+    };
+    let config = LlamaConfig::parse(
+        &architecture.config_json(&special).to_string(),
+        Path::new("config.json"),
+    )
+    .unwrap();
+    let expected = estimate(&Workload {
+        config: &config,
+        task: Task::Sft,
+        trains: Trains::Full,
+        micro_batch: 2,
+        seq_len: 64,
+        checkpointing: true,
+        optimizer_offload: false,
+        dtype_bytes: 2,
+        cuda: true,
+    });
+    assert_eq!(
+        stage(&plan, "sft")["memory_breakdown"],
+        serde_json::to_value(expected).unwrap()
+    );
+    for name in ["reward", "rlhf"] {
+        assert!(
+            stage(&plan, name)["memory_estimate_bytes"].is_u64(),
+            "{name}: {plan}"
+        );
+    }
+    assert!(stage(&plan, "tok")["memory_breakdown"].is_null());
 }

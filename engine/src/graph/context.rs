@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::kind::ArtifactType;
 use crate::backend::Device;
 use crate::error::Exit;
+use crate::model::memory::{PlannedModel, Trains};
 
 /// How a stage executes: from the memory preset, never part of a hash.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,7 +27,21 @@ pub struct ExecSettings {
     /// Global batch / micro-batch (1 for stages without a batch size).
     pub grad_accum: u32,
     pub activation_checkpointing: bool,
+    /// Optimizer state in host memory (the preset's `offload_optimizer`).
+    #[serde(default)]
+    pub offload_optimizer: bool,
     pub gpu_memory_gib: Option<f64>,
+    /// The model this stage's weights descend from (a pretrained model, or
+    /// a random one's config), followed through upstream stages (see
+    /// [`super::ModelOrigin`]): what the memory planner sizes a reward or
+    /// PPO stage by. Derived from the stage graph, so never part of a hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<PlannedModel>,
+    /// For each params field naming an upstream model, the LoRA adapter
+    /// that model carries (see `StageKind::output_adapter`), so a stage
+    /// that continues an adapter plans it at its real rank.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_adapters: BTreeMap<String, Trains>,
 }
 
 /// How a stage's `run` ended when it did not fail.

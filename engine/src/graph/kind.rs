@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::context::{ExecSettings, StageContext, StageResult};
-use crate::model::memory::StageMemory;
+use crate::model::memory::{StageMemory, Trains};
 
 /// What an output *is*, so references can be checked before anything runs
 /// (a reward stage cannot be initialised from a dataset).
@@ -164,6 +164,29 @@ pub trait StageKind: Send + Sync + 'static {
         StageMemory::NotApplicable
     }
 
+    /// Where this stage's model comes from (see [`ModelOrigin`]).
+    fn model_origin(&self, _params: &Self::Params) -> ModelOrigin {
+        ModelOrigin::Unknown
+    }
+
+    /// The most tokens the tokenizer this stage makes can have, for planning
+    /// a model started from random weights over it.
+    fn vocabulary(&self, _params: &Self::Params) -> Option<usize> {
+        None
+    }
+
+    /// The LoRA adapter this stage's output model carries (`None`: full
+    /// weights, or no model), so a downstream stage that continues or
+    /// copies it can plan its memory. `inputs`: the adapters of this
+    /// stage's own upstream models, by params field.
+    fn output_adapter(
+        &self,
+        _params: &Self::Params,
+        _inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
+        None
+    }
+
     /// Kind-specific semantic checks beyond the schema: (dotted field, message).
     fn check(&self, _params: &Self::Params) -> Vec<(String, String)> {
         Vec::new()
@@ -175,6 +198,28 @@ pub trait StageKind: Send + Sync + 'static {
 
 /// Parsed params of some kind, opaque to everything but that kind.
 pub type AnyParams = Arc<dyn Any + Send + Sync>;
+
+/// Where the weights a stage trains come from, so the memory planner can
+/// size stages whose model is another stage's output: `graph` follows
+/// `Input` links through the pipeline to the pretrained model at the root
+/// and hands it to [`StageKind::memory`] as `ExecSettings::base_model`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelOrigin {
+    /// No model to plan.
+    Unknown,
+    /// A pretrained model: `hf:org/repo` or a folder.
+    Pretrained(String),
+    /// Random weights of this `config.json`, whose vocabulary comes from
+    /// the tokenizer stage named by params field `vocabulary` (its
+    /// [`StageKind::vocabulary`] bound).
+    Random {
+        config: Value,
+        vocabulary: &'static str,
+    },
+    /// The model of the upstream stage named by this params field (an
+    /// [`InputDecl::Stage`] field).
+    Input(&'static str),
+}
 
 /// The object-safe face of a [`StageKind`], used by the checker and executor.
 pub trait ErasedKind: Send + Sync {
@@ -191,6 +236,13 @@ pub trait ErasedKind: Send + Sync {
     fn global_batch(&self, params: &AnyParams) -> Option<BatchDecl>;
     fn memory_estimate(&self, params: &AnyParams, exec: &ExecSettings) -> Option<u64>;
     fn memory(&self, params: &AnyParams, exec: &ExecSettings) -> StageMemory;
+    fn model_origin(&self, params: &AnyParams) -> ModelOrigin;
+    fn vocabulary(&self, params: &AnyParams) -> Option<usize>;
+    fn output_adapter(
+        &self,
+        params: &AnyParams,
+        inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains>;
     fn check(&self, params: &AnyParams) -> Vec<(String, String)>;
     fn run(&self, params: &AnyParams, ctx: &mut StageContext) -> StageResult;
 }
@@ -253,6 +305,21 @@ impl<K: StageKind> ErasedKind for Erased<K> {
     fn memory(&self, params: &AnyParams, exec: &ExecSettings) -> StageMemory {
         self.typed(params)
             .map_or(StageMemory::NotApplicable, |p| self.0.memory(p, exec))
+    }
+    fn model_origin(&self, params: &AnyParams) -> ModelOrigin {
+        self.typed(params)
+            .map_or(ModelOrigin::Unknown, |p| self.0.model_origin(p))
+    }
+    fn vocabulary(&self, params: &AnyParams) -> Option<usize> {
+        self.typed(params).and_then(|p| self.0.vocabulary(p))
+    }
+    fn output_adapter(
+        &self,
+        params: &AnyParams,
+        inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
+        self.typed(params)
+            .and_then(|p| self.0.output_adapter(p, inputs))
     }
     fn check(&self, params: &AnyParams) -> Vec<(String, String)> {
         self.typed(params)

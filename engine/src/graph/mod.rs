@@ -21,7 +21,8 @@ pub use hash::{
     hash_file_contents,
 };
 pub use kind::{
-    AnyParams, ArtifactType, BatchDecl, ErasedKind, InputDecl, OutputDecl, Registry, StageKind,
+    AnyParams, ArtifactType, BatchDecl, ErasedKind, InputDecl, ModelOrigin, OutputDecl, Registry,
+    StageKind,
 };
 pub use plan::{Plan, PlanOptions, PlannedStage, Reason, plan, topological_order};
 pub use store::{

@@ -41,6 +41,17 @@ impl Batch {
         }
     }
 
+    /// Sequences `range` on their own, with the same length and padding,
+    /// so a forward pass can take a few sequences of a batch at a time.
+    pub fn sequences(&self, range: std::ops::Range<usize>) -> Batch {
+        Batch {
+            ids: self.ids[range.start * self.seq..range.end * self.seq].to_vec(),
+            batch: range.len(),
+            seq: self.seq,
+            pad: self.pad[range].to_vec(),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.batch * self.seq
     }

@@ -85,6 +85,10 @@ struct PeftConfig {
     base_model_name_or_path: Option<String>,
     #[serde(default)]
     inference_mode: bool,
+    /// Whole modules saved beside the adapter: a sequence classifier's
+    /// `score` head (PEFT adds it for `SEQ_CLS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modules_to_save: Option<Vec<String>>,
     /// Per-module ranks and alphas: not supported, so refused when set.
     #[serde(default, skip_serializing)]
     rank_pattern: serde_json::Map<String, serde_json::Value>,
@@ -102,6 +106,10 @@ enum TargetModules {
     List(Vec<String>),
     One(String),
 }
+
+/// PEFT's name of a sequence classifier's score head saved with the
+/// adapter (`modules_to_save`).
+pub const PEFT_SCORE: &str = "base_model.model.score.weight";
 
 /// PEFT's name of a LoRA matrix on the projection whose weight is `base`
 /// (`model.layers.0.self_attn.q_proj.weight` ->
@@ -203,6 +211,11 @@ pub fn save<B: Backend>(
             }
         }
     }
+    // A reward model's head trains with the adapter and is saved with it,
+    // as PEFT saves `modules_to_save`.
+    if let Some(score) = model.score.as_ref() {
+        tensors.insert(PEFT_SCORE.to_string(), score.to_host(be));
+    }
     let task = if model.score.is_some() {
         "SEQ_CLS"
     } else {
@@ -221,6 +234,7 @@ pub fn save<B: Backend>(
         bias: "none".into(),
         base_model_name_or_path: Some(base.to_string()),
         inference_mode: true,
+        modules_to_save: model.score.is_some().then(|| vec!["score".to_string()]),
         rank_pattern: serde_json::Map::new(),
         alpha_pattern: serde_json::Map::new(),
     };
@@ -238,7 +252,8 @@ pub fn save<B: Backend>(
 }
 
 /// Reads a PEFT LoRA adapter from `dir` onto the model (base frozen,
-/// adapters trainable) and returns its config.
+/// adapters trainable) and returns its config. A score head saved with it
+/// (a reward model's) becomes the model's frozen `score`.
 pub fn load<B: Backend>(be: &B, model: &mut Llama<B>, dir: &Path) -> Result<LoraConfig> {
     let path = dir.join("adapter_config.json");
     let bad = |reason: String| ModelError::Adapter {
@@ -286,5 +301,17 @@ pub fn load<B: Backend>(be: &B, model: &mut Llama<B>, dir: &Path) -> Result<Lora
     attach_with(be, model, &cfg, |name, shape| {
         weights::take(&mut tensors, name, shape, dir)
     })?;
+    if let Some(labels) = tensors
+        .get(PEFT_SCORE)
+        .and_then(|t| t.shape.first().copied())
+    {
+        let head = weights::take(
+            &mut tensors,
+            PEFT_SCORE,
+            &[labels, model.cfg.hidden_size],
+            dir,
+        )?;
+        model.score = Some(Param::new(be, "score.weight", &head));
+    }
     Ok(cfg)
 }

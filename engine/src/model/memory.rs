@@ -13,8 +13,10 @@
 //! - **gradients** `[4]`: one f32 gradient per trainable parameter, so that
 //!   micro-batches accumulate without bf16 rounding.
 //! - **optimizer** `[4 x 3]` on bf16 (f32 master copy, AdamW's m and v), `[4
-//!   x 2]` on f32 where the weight is its own master; PPO's EMA of the actor
-//!   adds one f32 copy of what the actor trains.
+//!   x 2]` on f32 where the weight is its own master; nothing when the
+//!   preset offloads it to host memory (`offload_optimizer`). PPO's EMA of the
+//!   actor lives in host memory (the stage keeps it as host vectors), so it
+//!   costs the device nothing.
 //! - **activations** `[act]`, per token row: without checkpointing each block
 //!   keeps what `Saved` in `llama.rs` keeps (x, h1, q, k, v, attn, x2, h2,
 //!   gate, up, act, the LoRA intermediates, and in f32 the two RMSNorm
@@ -25,7 +27,9 @@
 //!   branch is the widest: three `[rows, intermediate]` and three `[rows,
 //!   hidden]` gradients).
 //! - **logits** `[act]`: one chunk of the fused cross-entropy, `[chunk rows,
-//!   vocab]`, turned into its gradient in place; never `B x T x V`.
+//!   vocab]`, turned into its gradient in place; never `B x T x V`. PPO
+//!   also takes the entropy of each roll-out micro-batch from its full
+//!   logits, `[micro-batch x T, vocab]` in f32, which is the larger.
 //! - **kv_cache** `[act]` and **generation**: PPO's roll-out, kept allocated
 //!   through the update (allocated once, reused every step, so the allocator
 //!   never fragments); generation is the prefill's working set and f32
@@ -41,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use miette::Diagnostic;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::config::LlamaConfig;
@@ -69,7 +73,7 @@ pub const CUBLAS_WORKSPACE_BYTES: u64 = 32 * MIB;
 pub const USABLE_FRACTION: f64 = 0.95;
 
 /// Which parameters a model trains.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "trains")]
 pub enum Trains {
     /// Nothing: inference only.
@@ -111,9 +115,15 @@ pub enum Task {
     /// replaces the LM head.
     Reward,
     /// PPO: the actor trains as `trains` says, the critic as `critic`;
-    /// reference and reward model are the shared base with the adapter off
-    /// and with the reward adapter and score head.
-    Ppo { critic: Trains, rollout: Rollout },
+    /// the reference is the shared base with `reference`'s frozen adapter
+    /// (the SFT adapter the actor starts from, or `Nothing`), the reward
+    /// model the base with a frozen adapter of the critic's shape and the
+    /// score head.
+    Ppo {
+        critic: Trains,
+        reference: Trains,
+        rollout: Rollout,
+    },
 }
 
 /// Everything the estimate depends on.
@@ -128,6 +138,8 @@ pub struct Workload<'a> {
     /// Tokens per training sequence (PPO: prompt + new tokens).
     pub seq_len: usize,
     pub checkpointing: bool,
+    /// AdamW's state (and master copies) in host memory: none on the device.
+    pub optimizer_offload: bool,
     /// 2 for bf16 (CUDA), 4 for f32 (CPU).
     pub dtype_bytes: usize,
     /// Count the CUDA context and cuBLAS workspace.
@@ -178,6 +190,17 @@ impl Breakdown {
             .collect();
         format!("{} = {}", parts.join(" + "), gib_text(self.total()))
     }
+}
+
+/// The model a stage's memory is planned on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedModel {
+    /// A pretrained model: `hf:org/repo` or a folder with `config.json`.
+    Source(String),
+    /// The `config.json` of random weights, its vocabulary the bound its
+    /// tokenizer stage trains to.
+    Config(serde_json::Value),
 }
 
 /// What the planner can say about one stage.
@@ -348,9 +371,13 @@ fn logits_chunk(c: &LlamaConfig, rows: u64, act: u64) -> u64 {
     chunk * c.vocab_size as u64 * act + chunk * 2 * 4
 }
 
-/// Gradient and optimizer bytes of `n` trained parameters.
-fn grads_and_optimizer(n: u64, act: u64) -> (u64, u64) {
-    let optimizer_per = if act < 4 { 12 } else { 8 };
+/// Gradient and device optimizer bytes of `n` trained parameters.
+fn grads_and_optimizer(n: u64, act: u64, offload: bool) -> (u64, u64) {
+    let optimizer_per = match (offload, act < 4) {
+        (true, _) => 0,
+        (false, true) => 12,
+        (false, false) => 8,
+    };
     (n * 4, n * optimizer_per)
 }
 
@@ -370,7 +397,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
     match &w.task {
         Task::Sft => {
             let (extra, trained) = trained_params(c, &w.trains, counts.causal_lm);
-            let (gradients, optimizer) = grads_and_optimizer(trained, act);
+            let (gradients, optimizer) = grads_and_optimizer(trained, act, w.optimizer_offload);
             let rows = micro * seq;
             Breakdown {
                 weights: counts.causal_lm * act,
@@ -386,7 +413,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
         Task::Reward => {
             let base = counts.causal_lm - counts.lm_head;
             let (extra, trained) = trained_params(c, &w.trains, base);
-            let (gradients, optimizer) = grads_and_optimizer(trained + d, act);
+            let (gradients, optimizer) = grads_and_optimizer(trained + d, act, w.optimizer_offload);
             let rows = 2 * micro * seq;
             Breakdown {
                 weights: base * act,
@@ -400,10 +427,15 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 ..Breakdown::default()
             }
         }
-        Task::Ppo { critic, rollout } => {
+        Task::Ppo {
+            critic,
+            reference,
+            rollout,
+        } => {
             let base = counts.causal_lm;
             let (actor_extra, actor_trained) = trained_params(c, &w.trains, base);
             let (critic_extra, critic_trained) = trained_params(c, critic, base);
+            let (reference_extra, _) = trained_params(c, reference, base);
             // The reward model's adapter has the critic's shape (the critic
             // starts from it) and trains nothing here.
             let reward_extra = critic_extra;
@@ -413,8 +445,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 1 + u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
             let heads = 2 * d;
             let trained = actor_trained + critic_trained + d;
-            let (gradients, optimizer) = grads_and_optimizer(trained, act);
-            let ema = actor_trained * 4;
+            let (gradients, optimizer) = grads_and_optimizer(trained, act, w.optimizer_offload);
             let rows = micro * seq;
             let activations = training_activations(c, &w.trains, rows, w.checkpointing, act)
                 .max(training_activations(c, critic, rows, w.checkpointing, act));
@@ -434,11 +465,12 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 + gen_batch * c.vocab_size as u64 * 4;
             Breakdown {
                 weights: copies * base * act,
-                adapters: (actor_extra + critic_extra + reward_extra + heads) * act,
+                adapters: (actor_extra + reference_extra + critic_extra + reward_extra + heads)
+                    * act,
                 gradients,
-                optimizer: optimizer + ema,
+                optimizer,
                 activations,
-                logits: logits_chunk(c, rows, act),
+                logits: logits_chunk(c, rows, act).max(rows * c.vocab_size as u64 * 4),
                 kv_cache: kv,
                 generation,
                 workspace,
@@ -672,22 +704,30 @@ impl fmt::Display for ReportText {
 impl std::error::Error for ReportText {}
 
 /// The one call a training stage kind makes from
-/// `StageKind::memory`: its model source (`hf:...` or a folder, relative
-/// to `base_dir`), what it does and trains, its sequence length and the
-/// preset's micro-batch and checkpointing. Planned for CUDA in bf16, what
+/// `StageKind::memory`: its model (`hf:...` or a folder, relative to
+/// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
+/// preset's micro-batch, checkpointing and optimizer offload. Planned for CUDA in bf16, what
 /// presets are for. The model's shape comes from [`model_config`]; when it
 /// cannot be had the answer is [`StageMemory::Unknown`] with the reason.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_stage(
-    model: &str,
+    model: &PlannedModel,
     base_dir: &Path,
     task: Task,
     trains: Trains,
     seq_len: usize,
     micro_batch: u32,
     checkpointing: bool,
+    optimizer_offload: bool,
 ) -> StageMemory {
-    match model_config(model, base_dir) {
+    let config = match model {
+        PlannedModel::Source(source) => model_config(source, base_dir),
+        PlannedModel::Config(json) => {
+            LlamaConfig::parse(&json.to_string(), Path::new("<random init>"))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match config {
         Ok(config) => StageMemory::Estimated(estimate(&Workload {
             config: &config,
             task,
@@ -695,6 +735,7 @@ pub fn plan_stage(
             micro_batch: micro_batch as usize,
             seq_len,
             checkpointing,
+            optimizer_offload,
             dtype_bytes: 2,
             cuda: true,
         })),
@@ -756,6 +797,7 @@ mod tests {
             micro_batch: micro,
             seq_len: 512,
             checkpointing: ckpt,
+            optimizer_offload: false,
             dtype_bytes: 2,
             cuda: true,
         }
@@ -862,6 +904,7 @@ mod tests {
             micro_batch: 2,
             seq_len: 16,
             checkpointing: false,
+            optimizer_offload: false,
             dtype_bytes: 4,
             cuda: false,
         });
@@ -909,8 +952,10 @@ mod tests {
     }
 
     /// Reward: pairs double the rows, the LM head is gone, a 4096-wide
-    /// score head trains. PPO: one base, three adapters, KV cache of 1 x
-    /// (256 + 256) tokens x 32 layers x 2 x 1024 x 2 B = 67,108,864.
+    /// score head trains. PPO: one base, four adapters (actor, reference,
+    /// critic, reward), KV cache of 1 x (256 + 256) tokens x 32 layers x 2
+    /// x 1024 x 2 B = 67,108,864. Offloading the optimizer takes its 8 GB
+    /// (2 x 335,548,416 x 12 B) off the device, and only that.
     #[test]
     fn reward_and_ppo_share_the_base() {
         let c = llama8b();
@@ -934,19 +979,36 @@ mod tests {
         let ppo = estimate(&Workload {
             task: Task::Ppo {
                 critic: lora.clone(),
+                reference: lora.clone(),
                 rollout,
             },
             ..sft(&c, lora.clone(), 1, true)
         });
         assert_eq!(ppo.weights, 8_030_261_248 * 2);
-        assert_eq!(ppo.adapters, (3 * 335_544_320 + 2 * 4096) * 2);
+        assert_eq!(ppo.adapters, (4 * 335_544_320 + 2 * 4096) * 2);
         assert_eq!(ppo.gradients, (2 * 335_544_320 + 4096) * 4);
-        assert_eq!(
-            ppo.optimizer,
-            (2 * 335_544_320 + 4096) * 12 + 335_544_320 * 4
-        );
+        assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 12);
         assert_eq!(ppo.kv_cache, 67_108_864);
         assert!(fits(ppo.total(), 39.5));
+        assert!(!fits(ppo.total(), 23.9));
+        let offloaded = estimate(&Workload {
+            optimizer_offload: true,
+            ..ppo_workload(&c, &lora, rollout)
+        });
+        assert_eq!(offloaded.optimizer, 0);
+        assert_eq!(ppo.total() - offloaded.total(), ppo.optimizer);
+        assert!(fits(offloaded.total(), 23.9));
+    }
+
+    fn ppo_workload<'a>(c: &'a LlamaConfig, lora: &Trains, rollout: Rollout) -> Workload<'a> {
+        Workload {
+            task: Task::Ppo {
+                critic: lora.clone(),
+                reference: lora.clone(),
+                rollout,
+            },
+            ..sft(c, lora.clone(), 1, true)
+        }
     }
 
     /// Checkpointing saves memory, a bigger micro-batch costs it, and the

@@ -12,7 +12,10 @@ use super::schema_check::SchemaChecker;
 use super::types::{MemoryPreset, ModelDefaults, PipelineFile};
 use super::yaml::{Entry, Node, NodeValue};
 use super::{PresetChoice, SpecFile};
-use crate::graph::{AnyParams, BatchDecl, ErasedKind, InputDecl, OutputDecl, Registry};
+use crate::graph::{
+    AnyParams, BatchDecl, ErasedKind, InputDecl, ModelOrigin, OutputDecl, Registry,
+};
+use crate::model::memory::{PlannedModel, Trains};
 use petgraph::graph::DiGraph;
 
 /// A checked pipeline, ready to plan.
@@ -40,6 +43,12 @@ pub struct Stage {
     /// Input files: (params field, absolute path).
     pub files: Vec<(String, PathBuf)>,
     pub batch: Option<BatchDecl>,
+    /// The pretrained model this stage's weights descend from, if any (see
+    /// [`crate::graph::ModelOrigin`]).
+    pub base_model: Option<PlannedModel>,
+    /// The LoRA adapter of each upstream model this stage reads, by params
+    /// field (see [`crate::graph::ErasedKind::output_adapter`]).
+    pub input_adapters: BTreeMap<String, Trains>,
 }
 
 /// An upstream output this stage reads through params field `field`.
@@ -418,9 +427,69 @@ fn resolve(
             upstream,
             files,
             batch: p.kind.global_batch(&p.params),
+            base_model: None,
+            input_adapters: BTreeMap::new(),
         });
     }
+    let bases: Vec<Option<PlannedModel>> =
+        (0..stages.len()).map(|i| base_model(&stages, i)).collect();
+    let adapters: Vec<BTreeMap<String, Trains>> = (0..stages.len())
+        .map(|i| input_adapters(&stages, i, 0))
+        .collect();
+    for ((stage, base), adapters) in stages.iter_mut().zip(bases).zip(adapters) {
+        stage.base_model = base;
+        stage.input_adapters = adapters;
+    }
     stages
+}
+
+/// The adapters of the models stage `index` reads, by params field: each
+/// upstream stage's `output_adapter`, given its own inputs. `depth` stops a
+/// cycle (reported elsewhere).
+fn input_adapters(stages: &[Stage], index: usize, depth: usize) -> BTreeMap<String, Trains> {
+    if depth > stages.len() {
+        return BTreeMap::new();
+    }
+    stages[index]
+        .upstream
+        .iter()
+        .filter_map(|u| {
+            let from = stages.iter().position(|s| s.name == u.stage)?;
+            let inputs = input_adapters(stages, from, depth + 1);
+            let stage = &stages[from];
+            let adapter = stage.kind.output_adapter(&stage.params, &inputs)?;
+            Some((u.field.clone(), adapter))
+        })
+        .collect()
+}
+
+/// The model at the root of stage `index`'s model lineage: its own, or the
+/// one of the upstream stage its origin names, and so on; a random model
+/// takes its vocabulary bound from its tokenizer stage. A cycle (reported
+/// elsewhere) or a missing link gives `None`.
+fn base_model(stages: &[Stage], index: usize) -> Option<PlannedModel> {
+    let upstream = |stage: &Stage, field: &str| {
+        let name = &stage.upstream.iter().find(|u| u.field == field)?.stage;
+        stages.iter().position(|s| &s.name == name)
+    };
+    let mut at = index;
+    for _ in 0..stages.len() {
+        let stage = &stages[at];
+        match stage.kind.model_origin(&stage.params) {
+            ModelOrigin::Unknown => return None,
+            ModelOrigin::Pretrained(source) => return Some(PlannedModel::Source(source)),
+            ModelOrigin::Random {
+                mut config,
+                vocabulary,
+            } => {
+                let tokenizer = &stages[upstream(stage, vocabulary)?];
+                config["vocab_size"] = tokenizer.kind.vocabulary(&tokenizer.params)?.into();
+                return Some(PlannedModel::Config(config));
+            }
+            ModelOrigin::Input(field) => at = upstream(stage, field)?,
+        }
+    }
+    None
 }
 
 /// Report each dependency cycle once, naming every stage on it.

@@ -109,7 +109,10 @@ pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> 
                 micro_batch: micro,
                 grad_accum: global.map_or(1, |g| (g / micro.max(1)).max(1)),
                 activation_checkpointing: preset.activation_checkpointing,
+                offload_optimizer: preset.offload_optimizer,
                 gpu_memory_gib: Some(preset.gpu_memory_gib),
+                base_model: stage.base_model.clone(),
+                input_adapters: stage.input_adapters.clone(),
             }
         }
         None => ExecSettings {
@@ -117,7 +120,10 @@ pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> 
             micro_batch: global.unwrap_or(1),
             grad_accum: 1,
             activation_checkpointing: false,
+            offload_optimizer: false,
             gpu_memory_gib: None,
+            base_model: stage.base_model.clone(),
+            input_adapters: stage.input_adapters.clone(),
         },
     }
 }

@@ -71,6 +71,12 @@ pub struct MemoryPreset {
     /// Recompute activations in the backward pass to save memory.
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Keep the optimizer's state (AdamW's moments) in host memory, as
+    /// DeepSpeed's `--offload` does: the GPU holds no optimizer state, each
+    /// update goes through the host. The `ppo` stage, which trains actor and
+    /// critic at once, honours it.
+    #[serde(default)]
+    pub offload_optimizer: bool,
 }
 
 /// Until the kinds are known, a stage is any mapping with a `kind`.

@@ -19,17 +19,19 @@ use serde_json::{Value, json};
 use super::{CAUSAL_LM, PROMPT_SET, REWARD_MODEL};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    StageKind, StageResult,
 };
 use crate::model::adapters::AdapterSet;
 use crate::model::llama::{Llama, TrainPass};
 use crate::model::load::load_dir;
 use crate::model::lora::{self, LoraConfig};
+use crate::model::memory::{Rollout as MemoryRollout, StageMemory, Task, Trains, plan_stage};
 use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::expert::Expert;
 use crate::poker::spot::{Spot, parse_answer};
-use crate::train::adamw::{AdamW, AdamWConfig, Moments};
+use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{self, Checkpoint, Resume, TensorData, TrainState};
 use crate::train::clip::clip_grad_norm;
 use crate::train::data_order::{Cursor, DataOrder};
@@ -187,7 +189,9 @@ pub struct Ppo;
 impl StageKind for Ppo {
     type Params = PpoParams;
     const NAME: &'static str = "ppo";
-    const VERSION: u32 = 1;
+    /// 2: each prompt samples from its own random stream (so roll-outs can
+    /// run in the preset's micro-batches), which changes the responses.
+    const VERSION: u32 = 2;
     const DESCRIPTION: &'static str = "RLHF with PPO: actor from SFT, critic from the reward model, KL to the SFT policy, GAE, clipped updates, EMA.";
 
     fn outputs(&self, _: &PpoParams) -> Vec<OutputDecl> {
@@ -205,6 +209,60 @@ impl StageKind for Ppo {
         ]
     }
 
+    fn model_origin(&self, _: &PpoParams) -> ModelOrigin {
+        ModelOrigin::Input("actor")
+    }
+
+    /// Micro-batches of the global batch come from the preset (see
+    /// `Roles::micro_batch`).
+    fn global_batch(&self, p: &PpoParams) -> Option<BatchDecl> {
+        Some(BatchDecl {
+            field: "batch_size".into(),
+            size: p.batch_size,
+        })
+    }
+
+    /// One shared base (the SFT model's pretrained root) under the actor,
+    /// reference, critic and reward adapters. The actor continues the SFT
+    /// adapter (its frozen copy is the reference) and the critic the reward
+    /// model's; where those have none, a fresh adapter of `lora_rank` is
+    /// added and the reference is the bare base (see `build_roles`). The
+    /// preset's micro-batch is both the generation batch and the training
+    /// micro-batch.
+    fn memory(&self, p: &PpoParams, exec: &ExecSettings) -> StageMemory {
+        let Some(model) = &exec.base_model else {
+            return StageMemory::NotApplicable;
+        };
+        let fresh = Trains::lora_all(p.lora_rank as usize);
+        let upstream = |field: &str| match exec.input_adapters.get(field) {
+            Some(lora @ Trains::Lora { .. }) => Some(lora.clone()),
+            _ => None,
+        };
+        let (actor, reference) = match upstream("actor") {
+            Some(lora) => (lora.clone(), lora),
+            None => (fresh.clone(), Trains::Nothing),
+        };
+        let rollout = MemoryRollout {
+            generation_batch: exec.micro_batch as usize,
+            prompt_len: PLANNED_PROMPT_TOKENS,
+            new_tokens: p.max_new_tokens as usize,
+        };
+        plan_stage(
+            model,
+            Path::new("."),
+            Task::Ppo {
+                critic: upstream("critic").unwrap_or(fresh),
+                reference,
+                rollout,
+            },
+            actor,
+            rollout.prompt_len + rollout.new_tokens,
+            exec.micro_batch,
+            exec.activation_checkpointing,
+            exec.offload_optimizer,
+        )
+    }
+
     fn run(&self, p: &PpoParams, ctx: &mut StageContext) -> StageResult {
         match ctx.device {
             Device::Cpu => run(&Cpu, p, ctx),
@@ -215,6 +273,10 @@ impl StageKind for Ppo {
         }
     }
 }
+
+/// The prompt length the planner assumes: prompts are only read when the
+/// stage runs, and the recipe's sequences are at most 512 tokens.
+const PLANNED_PROMPT_TOKENS: usize = 512;
 
 /// One PPO prompt: its text and, from poker-data, the spot and the EV of
 /// each offered answer for the verifiable reward.
@@ -316,9 +378,77 @@ fn fresh_lora(rank: u32) -> LoraConfig {
     }
 }
 
+/// The reward model's part of the roles.
+struct RewardRoles<B: Backend> {
+    score: Param<B>,
+    reward: AdapterSet<B>,
+    critic: AdapterSet<B>,
+    /// The reward model's base when it is not the policy's.
+    value_base: Option<Llama<B>>,
+}
+
+/// Loads the reward model. A LoRA reward model over the policy's own
+/// pretrained base (`reward` with `method: lora` after a LoRA SFT) is read
+/// onto the policy base, so one base is ever in memory; otherwise the
+/// reward model is loaded whole and keeps its own base unless its weights
+/// equal the policy's. `sft.model` must carry no adapter.
+fn reward_roles<B: Backend>(
+    be: &B,
+    p: &PpoParams,
+    sft: &mut crate::model::load::Loaded<B>,
+    rm_dir: &Path,
+) -> Result<RewardRoles<B>, StageError> {
+    let no_score = || {
+        StageError::user(miette!(
+            help = "the critic must be a reward stage's output (LlamaForSequenceClassification)",
+            "`{}` has no score.weight",
+            rm_dir.display()
+        ))
+    };
+    let same_base = lora::has_adapter(rm_dir)
+        && crate::model::load::base_dir(rm_dir)
+            .ok()
+            .and_then(|dir| dir.canonicalize().ok())
+            .is_some_and(|dir| sft.base_dir.canonicalize().ok() == Some(dir));
+    if same_base {
+        lora::load(be, &mut sft.model, rm_dir).map_err(model_err)?;
+        let score = sft.model.score.take().ok_or_else(no_score)?;
+        let reward = AdapterSet::take(&mut sft.model);
+        let critic = reward.deep_copy(be, true);
+        return Ok(RewardRoles {
+            score,
+            reward,
+            critic,
+            value_base: None,
+        });
+    }
+    let mut rm = load_dir(be, rm_dir).map_err(model_err)?;
+    let score = rm.model.score.take().ok_or_else(no_score)?;
+    let reward = AdapterSet::take(&mut rm.model);
+    let critic = if reward.is_bare() {
+        lora::attach(be, &mut rm.model, &fresh_lora(p.lora_rank), p.seed ^ 1).map_err(model_err)?;
+        AdapterSet::take(&mut rm.model)
+    } else {
+        reward.deep_copy(be, true)
+    };
+    // A reward model has no lm_head; every tensor it does have must match.
+    let policy_tensors = sft.model.base_tensors(be);
+    let shared = rm
+        .model
+        .base_tensors(be)
+        .iter()
+        .all(|(name, t)| policy_tensors.get(name) == Some(t));
+    Ok(RewardRoles {
+        score,
+        reward,
+        critic,
+        value_base: (!shared).then_some(rm.model),
+    })
+}
+
 /// Builds the four roles from the SFT and reward model directories; returns
 /// them with the actor's LoRA config and the tokenizer.
-fn build_roles<B: Backend>(
+pub fn build_roles<B: Backend>(
     be: &B,
     p: &PpoParams,
     sft_dir: &Path,
@@ -340,14 +470,12 @@ fn build_roles<B: Backend>(
             )
         }
     };
-    let mut rm = load_dir(be, rm_dir).map_err(model_err)?;
-    let score = rm.model.score.take().ok_or_else(|| {
-        StageError::user(miette!(
-            help = "the critic must be a reward stage's output (LlamaForSequenceClassification)",
-            "`{}` has no score.weight",
-            rm_dir.display()
-        ))
-    })?;
+    let RewardRoles {
+        score,
+        reward,
+        critic,
+        value_base,
+    } = reward_roles(be, p, &mut sft, rm_dir)?;
     if score.shape != [1, sft.model.cfg.hidden_size] {
         return Err(StageError::user(miette!(
             "the reward model's score.weight has shape {:?}, expected [1, {}] (one label, the policy's hidden size)",
@@ -355,31 +483,19 @@ fn build_roles<B: Backend>(
             sft.model.cfg.hidden_size
         )));
     }
-    let reward = AdapterSet::take(&mut rm.model);
-    let critic = if reward.is_bare() {
-        lora::attach(be, &mut rm.model, &fresh_lora(p.lora_rank), p.seed ^ 1).map_err(model_err)?;
-        AdapterSet::take(&mut rm.model)
-    } else {
-        reward.deep_copy(be, true)
-    };
-    // A reward model has no lm_head; every tensor it does have must match.
-    let policy_tensors = sft.model.base_tensors(be);
-    let shared = rm
-        .model
-        .base_tensors(be)
-        .iter()
-        .all(|(name, t)| policy_tensors.get(name) == Some(t));
     let mut value_head = Param::new(be, "v_head.weight", &score.to_host(be));
     value_head.set_trainable(be, true);
     let roles = Roles {
         policy: sft.model,
-        value_base: (!shared).then_some(rm.model),
+        value_base,
         actor: actor.without_dropout(),
         reference,
         critic: critic.without_dropout(),
         reward,
         value_head,
         reward_head: score,
+        micro_batch: p.batch_size as usize,
+        activation_checkpointing: false,
     };
     Ok((roles, actor_cfg, sft.tokenizer))
 }
@@ -419,9 +535,14 @@ fn state_tensors<B: Backend>(
                 format!("{role}/{}", p.name),
                 to_data(be, &p.value, &p.shape),
             );
-            if let Some(m) = opt.moments.get(&p.name) {
-                t.insert(format!("{role}.m/{}", p.name), to_data(be, &m.m, &p.shape));
-                t.insert(format!("{role}.v/{}", p.name), to_data(be, &m.v, &p.shape));
+            if let Some((m, v)) = opt.moments_of(be, &p.name) {
+                for (kind, data) in [("m", m), ("v", v)] {
+                    let shape = p.shape.clone();
+                    t.insert(
+                        format!("{role}.{kind}/{}", p.name),
+                        TensorData { shape, data },
+                    );
+                }
             }
         }
     }
@@ -495,13 +616,7 @@ fn restore<B: Backend>(
                 let v = resume
                     .take(&format!("{role}.v/{}", p.name), &shape)
                     .map_err(err)?;
-                opt.moments.insert(
-                    p.name.clone(),
-                    Moments {
-                        m: be.upload(&m.data),
-                        v: be.upload(&v.data),
-                    },
-                );
+                opt.set_moments(be, &p.name, m.data, v.data);
             }
         }
     }
@@ -545,6 +660,8 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     let rm_dir = ctx.input("critic")?.path.clone();
     let prompts = read_prompts(&ctx.input("prompts")?.path.clone())?;
     let (mut roles, actor_cfg, tokenizer) = build_roles(be, p, &sft_dir, &rm_dir)?;
+    roles.micro_batch = ctx.exec.micro_batch.max(1) as usize;
+    roles.activation_checkpointing = ctx.exec.activation_checkpointing;
     let encoded: Vec<Vec<u32>> = prompts
         .iter()
         .map(|r| tokenizer.encode(&r.text, true))
@@ -560,11 +677,15 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         warmup_steps: 0,
         total_steps: total,
     };
-    let mut actor_opt = AdamW::new(AdamWConfig {
+    let optimizer = |cfg| match ctx.exec.offload_optimizer {
+        true => AdamW::offloaded(cfg),
+        false => AdamW::new(cfg),
+    };
+    let mut actor_opt = optimizer(AdamWConfig {
         weight_decay: 0.0,
         ..AdamWConfig::default()
     });
-    let mut critic_opt = AdamW::new(AdamWConfig {
+    let mut critic_opt = optimizer(AdamWConfig {
         weight_decay: 0.0,
         ..AdamWConfig::default()
     });

@@ -1,28 +1,42 @@
 //! `reward`: a reward model trained on preference pairs, the recipe's
-//! second step. It starts from an `sft` stage's model (its LoRA adapter, if
-//! any, merged in), adds a zero `score` head (`LlamaForSequenceClassification`,
-//! one label, pooled at each sequence's last token) and trains every weight
-//! on the pairwise loss `-log sigmoid(r_chosen - r_rejected)`. Dropout is
-//! off: the model has no adapters to drop out.
+//! second step. It starts from an `sft` stage's model, adds a zero `score`
+//! head (`LlamaForSequenceClassification`, one label, pooled at each
+//! sequence's last token) and trains on the pairwise loss `-log
+//! sigmoid(r_chosen - r_rejected)`. Dropout is off (the recipe's).
+//!
+//! `method: full` (the default) merges the SFT adapter, if any, and trains
+//! every weight; the output is a whole `LlamaForSequenceClassification`
+//! folder. `method: lora` keeps the base frozen and trains an adapter with
+//! the head: the SFT model's own adapter when it has one (so the reward
+//! model starts exactly from the SFT model and shares its pretrained base,
+//! which lets PPO hold one base for all four roles), else a fresh adapter
+//! of `lora:`. The output is then a PEFT adapter (`task_type: SEQ_CLS`, the
+//! head saved as `modules_to_save`) pointing at the pretrained base, as
+//! `peft` writes one: an 8B LoRA reward model is about 0.7 GB, not 16.
 //!
 //! The summary reports, on the held-out pairs, the pairwise accuracy and the
 //! mean chosen and rejected scores.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::sft::{backend, fail, loop_settings, run_loop, train_all};
+use super::sft::{Method, backend, fail, loop_settings, run_loop, train_all};
 use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
 use crate::backend::{Backend, Gemm};
 use crate::graph::{
-    BatchDecl, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    StageKind, StageResult,
 };
 use crate::model::batch::Batch;
+use crate::model::llama::PROJECTIONS;
 use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
+use crate::model::lora::LoraConfig;
+use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
 use crate::model::reward::last_token_rows;
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
@@ -40,6 +54,18 @@ pub struct RewardParams {
     /// Held-out pairs for the summary's accuracy: `data.test_pairs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_data: Option<String>,
+    /// `full` trains every weight; `lora` trains an adapter and the head
+    /// on a frozen base (see the module docs).
+    #[serde(
+        default = "RewardParams::method",
+        skip_serializing_if = "RewardParams::is_full"
+    )]
+    pub method: Method,
+    /// The adapter of `method: lora` when the SFT model has none (a full
+    /// fine-tune). When it has one, training continues it, and these
+    /// settings, if given, must match its rank and targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<RewardLora>,
     /// Learning rate default: 5e-6 (the recipe's).
     #[serde(default)]
     pub optim: OptimParams,
@@ -61,7 +87,77 @@ pub struct RewardParams {
     pub checkpoint_every: u64,
 }
 
+/// LoRA settings of a reward model (no dropout: the recipe disables it).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardLora {
+    #[serde(default = "RewardLora::rank")]
+    #[schemars(range(min = 1))]
+    pub rank: usize,
+    #[serde(default = "RewardLora::alpha")]
+    pub alpha: f32,
+    /// Projections to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj,
+    /// up_proj, down_proj.
+    #[serde(default = "RewardLora::targets")]
+    pub targets: Vec<String>,
+}
+
+impl RewardLora {
+    fn rank() -> usize {
+        128
+    }
+    fn alpha() -> f32 {
+        256.0
+    }
+    fn targets() -> Vec<String> {
+        PROJECTIONS.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn config(&self) -> LoraConfig {
+        LoraConfig {
+            rank: self.rank,
+            alpha: self.alpha,
+            dropout: 0.0,
+            targets: self.targets.clone(),
+            rslora: false,
+        }
+    }
+}
+
+impl Default for RewardLora {
+    fn default() -> Self {
+        RewardLora {
+            rank: Self::rank(),
+            alpha: Self::alpha(),
+            targets: Self::targets(),
+        }
+    }
+}
+
 impl RewardParams {
+    fn method() -> Method {
+        Method::Full
+    }
+    fn is_full(method: &Method) -> bool {
+        *method == Method::Full
+    }
+
+    /// What the stage trains, for the planner: a continued SFT adapter
+    /// (`init_adapter`) keeps its shape.
+    fn trains(&self, init_adapter: Option<&Trains>) -> Trains {
+        match (self.method, init_adapter, &self.lora) {
+            (Method::Full, _, _) => Trains::Full,
+            (Method::Lora, Some(adapter @ Trains::Lora { .. }), _) => adapter.clone(),
+            (Method::Lora, _, lora) => {
+                let lora = lora.clone().unwrap_or_default();
+                Trains::Lora {
+                    rank: lora.rank,
+                    targets: lora.targets,
+                }
+            }
+        }
+    }
+
     fn batch_size() -> u32 {
         8
     }
@@ -112,6 +208,55 @@ impl StageKind for Reward {
         })
     }
 
+    fn model_origin(&self, _: &RewardParams) -> ModelOrigin {
+        ModelOrigin::Input("init")
+    }
+
+    /// Planned on the pretrained model the `init` stage descends from; the
+    /// score head replaces the LM head.
+    fn memory(&self, params: &RewardParams, exec: &ExecSettings) -> StageMemory {
+        let Some(model) = &exec.base_model else {
+            return StageMemory::NotApplicable;
+        };
+        plan_stage(
+            model,
+            Path::new("."),
+            Task::Reward,
+            params.trains(exec.input_adapters.get("init")),
+            params.max_seq_len,
+            exec.micro_batch,
+            exec.activation_checkpointing,
+            exec.offload_optimizer,
+        )
+    }
+
+    fn output_adapter(
+        &self,
+        params: &RewardParams,
+        inputs: &BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
+        match params.method {
+            Method::Full => None,
+            Method::Lora => Some(params.trains(inputs.get("init"))),
+        }
+    }
+
+    fn check(&self, params: &RewardParams) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(lora) = &params.lora {
+            if params.method == Method::Full {
+                out.push((
+                    "lora".into(),
+                    "`lora` settings only apply with `method: lora`".into(),
+                ));
+            }
+            if let Err(e) = lora.config().check(Path::new("lora")) {
+                out.push(("lora".into(), e.to_string()));
+            }
+        }
+        out
+    }
+
     fn run(&self, params: &RewardParams, ctx: &mut StageContext) -> StageResult {
         let be = backend(ctx.device)?;
         run_reward(&be, params, ctx)
@@ -122,24 +267,19 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     let init = ctx.input("init")?.path.clone();
     let loaded = load_dir(be, &init).map_err(fail)?;
     let mut model = loaded.model;
-    if loaded.adapter.is_some() {
-        lora::set_merged(be, &mut model, true);
-        for layer in &mut model.layers {
-            for (_, lin) in layer.projections_mut() {
-                lin.lora = None;
-            }
-        }
-    }
-    model.add_score_head(be, 1);
-    train_all(be, &mut model);
+    let adapter = prepare(be, &mut model, params, loaded.adapter)?;
     let pad = pad_id(&model);
     let eos = model.cfg.eos_token_ids.first().copied();
     let data = ctx.input("data")?.path.clone();
     let pairs =
         dataset::load_pairs(&data, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
     let lr = params.optim.lr.unwrap_or(5e-6);
+    let trains = match &adapter {
+        None => "every weight".to_string(),
+        Some(cfg) => format!("a rank-{} LoRA adapter and the score head", cfg.rank),
+    };
     ctx.log(format!(
-        "{} pairs, reward model from {}, lr {lr:e}",
+        "{} pairs, reward model from {} training {trains}, lr {lr:e}",
         pairs.len(),
         init.display()
     ));
@@ -174,13 +314,21 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
         None => None,
     };
     let out = ctx.out_dir().to_path_buf();
-    write_config(&loaded.base_dir, &out, pad)?;
     std::fs::copy(
         tokenizer_path(&init, &loaded.base_dir),
         out.join("tokenizer.json"),
     )
     .map_err(|e| StageError::runtime(miette::miette!("cannot copy tokenizer.json: {e}")))?;
-    model.save_weights(be, &out).map_err(fail)?;
+    match &adapter {
+        None => {
+            write_config(&loaded.base_dir, &out, pad)?;
+            model.save_weights(be, &out).map_err(fail)?;
+        }
+        Some(cfg) => {
+            let base = std::path::absolute(&loaded.base_dir).unwrap_or(loaded.base_dir.clone());
+            lora::save(be, &mut model, cfg, &out, &base.display().to_string()).map_err(fail)?;
+        }
+    }
     crate::train::lm_loop::publish_metrics(ctx.work_dir(), &out)
         .map_err(|e| StageError::runtime(miette::miette!("cannot copy metrics.jsonl: {e}")))?;
     let mut summary = json!({
@@ -197,6 +345,73 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     write_summary(&out, &summary).map_err(fail)?;
     ctx.log(format!("done: {summary}"));
     Ok(Outcome::Done)
+}
+
+/// Sets the SFT model up to train as `method` says: the score head is
+/// added and trains in both. Returns the adapter `method: lora` trains.
+fn prepare<B: Backend>(
+    be: &B,
+    model: &mut Llama<B>,
+    params: &RewardParams,
+    init_adapter: Option<LoraConfig>,
+) -> Result<Option<LoraConfig>, StageError> {
+    let adapter = match (params.method, init_adapter) {
+        (Method::Full, init_adapter) => {
+            if init_adapter.is_some() {
+                lora::set_merged(be, model, true);
+                for layer in &mut model.layers {
+                    for (_, lin) in layer.projections_mut() {
+                        lin.lora = None;
+                    }
+                }
+            }
+            None
+        }
+        (Method::Lora, Some(cfg)) => {
+            if let Some(own) = &params.lora
+                && (own.rank != cfg.rank || own.targets != cfg.targets)
+            {
+                return Err(StageError::user(miette::miette!(
+                    help = "leave `lora` out to continue the SFT adapter as it is, or train \
+                            the SFT stage with the same rank and targets",
+                    "the reward model continues the SFT model's adapter (rank {}, targets {}), \
+                     but `lora` asks for rank {} on {}",
+                    cfg.rank,
+                    cfg.targets.join(", "),
+                    own.rank,
+                    own.targets.join(", ")
+                )));
+            }
+            for layer in &mut model.layers {
+                for (_, lin) in layer.projections_mut() {
+                    if let Some(lora) = lin.lora.as_mut() {
+                        lora.dropout = 0.0;
+                    }
+                }
+            }
+            Some(LoraConfig {
+                dropout: 0.0,
+                ..cfg
+            })
+        }
+        (Method::Lora, None) => {
+            let cfg = params.lora.clone().unwrap_or_default().config();
+            lora::attach(be, model, &cfg, params.seed).map_err(fail)?;
+            Some(cfg)
+        }
+    };
+    model.add_score_head(be, 1);
+    match adapter {
+        None => train_all(be, model),
+        Some(_) => {
+            // Scores come from the hidden states: the LM head is never used.
+            model.lm_head = None;
+            if let Some(score) = model.score.as_mut() {
+                score.set_trainable(be, true);
+            }
+        }
+    }
+    Ok(adapter)
 }
 
 /// The id that pads a reward model's batches: its pad token, else EOS.

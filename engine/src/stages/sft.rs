@@ -24,8 +24,8 @@ use super::tokenizer::SpecialTokens;
 use super::{CAUSAL_LM, SFT_DATASET, TOKENIZER};
 use crate::backend::{Backend, Cpu, Device};
 use crate::graph::{
-    BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind,
-    StageResult,
+    BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
+    StageKind, StageResult,
 };
 use crate::model::llama::{PROJECTIONS, TrainPass};
 use crate::model::lora::{self, LoraConfig};
@@ -278,11 +278,44 @@ impl StageKind for Sft {
         })
     }
 
+    /// A random-init model's vocabulary comes from its tokenizer stage,
+    /// which has not run yet: it is planned at the bound that stage trains
+    /// to.
+    fn model_origin(&self, params: &SftParams) -> ModelOrigin {
+        match (&params.base, &params.tokenizer) {
+            (Some(BaseModel::Pretrained(base)), _) => ModelOrigin::Pretrained(base.base.clone()),
+            (Some(BaseModel::Random(init)), Some(_)) => ModelOrigin::Random {
+                config: init.random.config_json(&SpecialTokens {
+                    bos_token_id: 0,
+                    eos_token_id: 0,
+                    pad_token_id: 0,
+                    vocab_size: 0,
+                }),
+                vocabulary: "tokenizer",
+            },
+            _ => ModelOrigin::Unknown,
+        }
+    }
+
+    fn output_adapter(
+        &self,
+        params: &SftParams,
+        _: &std::collections::BTreeMap<String, Trains>,
+    ) -> Option<Trains> {
+        match (params.method, &params.base) {
+            (Method::Lora, Some(BaseModel::Pretrained(_))) => Some(Trains::Lora {
+                rank: params.lora.rank,
+                targets: params.lora.targets.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// A pretrained base is planned from its config.json (local, cached or
-    /// one small download); a random-init model's vocabulary comes from a
-    /// tokenizer stage that has not run yet, so it is not planned.
+    /// one small download), a random one from its architecture (see
+    /// `model_origin`).
     fn memory(&self, params: &SftParams, exec: &ExecSettings) -> StageMemory {
-        let Some(BaseModel::Pretrained(base)) = &params.base else {
+        let Some(model) = &exec.base_model else {
             return StageMemory::NotApplicable;
         };
         let trains = match params.method {
@@ -293,13 +326,14 @@ impl StageKind for Sft {
             Method::Full => Trains::Full,
         };
         plan_stage(
-            &base.base,
+            model,
             Path::new("."),
             Task::Sft,
             trains,
             params.max_seq_len,
             exec.micro_batch,
             exec.activation_checkpointing,
+            exec.offload_optimizer,
         )
     }
 
@@ -457,6 +491,7 @@ pub fn loop_settings(
         optim: optim.clone(),
         checkpoint_every,
         activation_checkpointing: ctx.exec.activation_checkpointing,
+        offload_optimizer: ctx.exec.offload_optimizer,
         work_dir: ctx.work_dir().to_path_buf(),
         progress: ProgressMode::Auto,
     }

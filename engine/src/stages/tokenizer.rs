@@ -116,6 +116,11 @@ impl StageKind for TokenizerKind {
             .collect()
     }
 
+    /// BPE training stops at `vocab_size` tokens (special tokens included).
+    fn vocabulary(&self, params: &TokenizerParams) -> Option<usize> {
+        Some(params.vocab_size)
+    }
+
     fn run(&self, params: &TokenizerParams, ctx: &mut StageContext) -> StageResult {
         let mut texts = Vec::new();
         for i in 0..params.data.len() {

@@ -16,7 +16,7 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::adamw::{AdamW, AdamWConfig, Moments};
+use super::adamw::{AdamW, AdamWConfig};
 use super::checkpoint::{self, Checkpoint, CheckpointError, TensorData, TrainState};
 use super::clip::{clip_grad_norm, global_grad_norm};
 use super::data_order::{Cursor, DataOrder, DataOrderError};
@@ -90,6 +90,8 @@ pub struct LoopSettings {
     /// Write a checkpoint every this many optimizer steps (and at the end).
     pub checkpoint_every: u64,
     pub activation_checkpointing: bool,
+    /// AdamW's state in host memory (the preset's `offload_optimizer`).
+    pub offload_optimizer: bool,
     /// Where checkpoints, metrics.jsonl and the step log live.
     pub work_dir: PathBuf,
     pub progress: ProgressMode,
@@ -191,10 +193,14 @@ pub fn train<B: Backend>(
         warmup_steps: settings.optim.warmup_steps,
         total_steps,
     };
-    let mut opt = AdamW::new(AdamWConfig {
+    let adamw = AdamWConfig {
         weight_decay: settings.optim.weight_decay as f32,
         ..AdamWConfig::default()
-    });
+    };
+    let mut opt = match settings.offload_optimizer {
+        true => AdamW::offloaded(adamw),
+        false => AdamW::new(adamw),
+    };
     let metrics_dir = settings.work_dir.join("metrics");
     let (mut step, cursor, mut last_loss, mut metrics) = match checkpoint::load(&settings.work_dir)?
     {
@@ -325,13 +331,13 @@ fn save<B: Backend>(
                 data: host.data,
             },
         );
-        if let Some(m) = opt.moments.get(&p.name) {
-            for (prefix, buf) in [(EXP_AVG, &m.m), (EXP_AVG_SQ, &m.v)] {
+        if let Some((m, v)) = opt.moments_of(be, &p.name) {
+            for (prefix, data) in [(EXP_AVG, m), (EXP_AVG_SQ, v)] {
                 tensors.insert(
                     format!("{prefix}{}", p.name),
                     TensorData {
                         shape: host.shape.clone(),
-                        data: be.download(buf),
+                        data,
                     },
                 );
             }
@@ -373,13 +379,7 @@ fn restore<B: Backend>(
         {
             let m = resume.take(&format!("{EXP_AVG}{}", p.name), &shape)?;
             let v = resume.take(&format!("{EXP_AVG_SQ}{}", p.name), &shape)?;
-            opt.moments.insert(
-                p.name.clone(),
-                Moments {
-                    m: be.upload(&m.data),
-                    v: be.upload(&v.data),
-                },
-            );
+            opt.set_moments(be, &p.name, m.data, v.data);
         }
     }
     Ok(resume.checkpoint.state)

@@ -14,7 +14,7 @@ use std::ops::Range;
 use crate::backend::{Backend, Sampling};
 use crate::model::adapters::AdapterSet;
 use crate::model::batch::Batch;
-use crate::model::generate::{GenerateOptions, generate};
+use crate::model::generate::{GenerateOptions, generate_per_prompt};
 use crate::model::llama::{Llama, TrainPass};
 use crate::model::param::Param;
 
@@ -34,6 +34,12 @@ pub struct Roles<B: Backend> {
     pub value_head: Param<B>,
     /// The reward model's `score` head `[1, hidden]`, frozen.
     pub reward_head: Param<B>,
+    /// Sequences per generation and per forward/backward pass (the memory
+    /// preset's micro-batch): the roll-out batch goes through in pieces
+    /// this size, with the same results whatever the size.
+    pub micro_batch: usize,
+    /// Recompute activations in the backward passes (the preset's).
+    pub activation_checkpointing: bool,
 }
 
 /// Sampled responses and their per-token quantities. Token quantities are
@@ -57,6 +63,20 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// The rollout's sequences in micro-batches of `size`, each with the
+    /// index of its first row in `batch`. A micro-batch keeps the whole
+    /// batch's length, so its rows are the same rows.
+    fn micro_batches(&self, size: usize) -> Vec<(Batch, usize)> {
+        let n = self.batch.batch;
+        (0..n)
+            .step_by(size.max(1))
+            .map(|first| {
+                let end = (first + size.max(1)).min(n);
+                (self.batch.sequences(first..end), first * self.batch.seq)
+            })
+            .collect()
+    }
+
     /// Row weights that are `w[i]` on response token `i`'s row and 0
     /// elsewhere: the weights of [`Llama::loss_backward`].
     pub fn row_weights(&self, w: &[f32]) -> Vec<f32> {
@@ -102,9 +122,18 @@ impl<B: Backend> Roles<B> {
             eos: self.policy.cfg.eos_token_ids.clone(),
             pad_id: self.pad_id(),
         };
-        let responses = self
-            .actor
-            .with(&mut self.policy, |m| generate(be, m, prompts, &gen_opts));
+        // One random stream per prompt, so the micro-batch size never
+        // changes what is sampled.
+        let seeds: Vec<u64> = (0..prompts.len() as u64)
+            .map(|i| opts.seed ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        let size = self.micro_batch.max(1);
+        let mut responses = Vec::with_capacity(prompts.len());
+        for (chunk, seeds) in prompts.chunks(size).zip(seeds.chunks(size)) {
+            responses.extend(self.actor.with(&mut self.policy, |m| {
+                generate_per_prompt(be, m, chunk, &gen_opts, seeds)
+            }));
+        }
         let seqs: Vec<Vec<u32>> = prompts
             .iter()
             .zip(&responses)
@@ -136,26 +165,19 @@ impl<B: Backend> Roles<B> {
             scores: Vec::new(),
         };
         rollout.old_logp = self.actor_logp(be, &rollout);
-        rollout.ref_logp = {
-            let ones = rollout.row_weights(&vec![1.0; rollout.rows.len()]);
-            let nll = self.reference.with(&mut self.policy, |m| {
-                m.token_nll(be, &rollout.batch, &rollout.targets, &ones, None)
-            });
-            rollout.rows.iter().map(|&r| -nll[r]).collect()
-        };
+        rollout.ref_logp = self.policy_logp(be, &rollout, false);
         rollout.entropy = {
             let vocab = self.policy.cfg.vocab_size;
-            let logits = self
-                .actor
-                .with(&mut self.policy, |m| m.logits(be, &rollout.batch));
-            rollout
-                .rows
-                .iter()
-                .map(|&r| {
+            let mut entropy = vec![0.0; rollout.batch.rows()];
+            for (part, first) in rollout.micro_batches(self.micro_batch) {
+                let logits = self.actor.with(&mut self.policy, |m| m.logits(be, &part));
+                for (r, e) in entropy[first..first + part.rows()].iter_mut().enumerate() {
+                    let target = rollout.targets[first + r];
                     let row = &logits[r * vocab..(r + 1) * vocab];
-                    super::ppo::logp_and_entropy(row, rollout.targets[r]).1
-                })
-                .collect()
+                    *e = super::ppo::logp_and_entropy(row, target).1;
+                }
+            }
+            rollout.rows.iter().map(|&r| entropy[r]).collect()
         };
         rollout.values = self.values(be, &rollout);
         rollout.scores = self.scores(be, &rollout.batch);
@@ -164,10 +186,26 @@ impl<B: Backend> Roles<B> {
 
     /// The actor's log-probability of every response token.
     pub fn actor_logp(&mut self, be: &B, rollout: &Rollout) -> Vec<f32> {
+        self.policy_logp(be, rollout, true)
+    }
+
+    /// Log-probabilities of every response token under the actor or the
+    /// reference, a micro-batch at a time.
+    fn policy_logp(&mut self, be: &B, rollout: &Rollout, actor: bool) -> Vec<f32> {
         let ones = rollout.row_weights(&vec![1.0; rollout.rows.len()]);
-        let nll = self.actor.with(&mut self.policy, |m| {
-            m.token_nll(be, &rollout.batch, &rollout.targets, &ones, None)
-        });
+        let mut nll = Vec::with_capacity(rollout.batch.rows());
+        for (part, first) in rollout.micro_batches(self.micro_batch) {
+            let rows = first..first + part.rows();
+            let (targets, weights) = (&rollout.targets[rows.clone()], &ones[rows]);
+            let set = if actor {
+                &mut self.actor
+            } else {
+                &mut self.reference
+            };
+            nll.extend(set.with(&mut self.policy, |m| {
+                m.token_nll(be, &part, targets, weights, None)
+            }));
+        }
         rollout.rows.iter().map(|&r| -nll[r]).collect()
     }
 
@@ -176,10 +214,11 @@ impl<B: Backend> Roles<B> {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.value_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
-        let h = self
-            .critic
-            .with(model, |m| m.forward(be, &rollout.batch, None));
-        let h = be.download(&h);
+        let mut h = Vec::with_capacity(rollout.batch.rows() * d);
+        for (part, _) in rollout.micro_batches(self.micro_batch) {
+            let hidden = self.critic.with(model, |m| m.forward(be, &part, None));
+            h.extend(be.download(&hidden));
+        }
         rollout
             .rows
             .iter()
@@ -188,33 +227,55 @@ impl<B: Backend> Roles<B> {
     }
 
     /// The reward model's score of each sequence of a left-padded batch,
-    /// pooled at its last position (always a real token).
+    /// pooled at its last position (always a real token), a micro-batch at
+    /// a time.
     pub fn scores(&mut self, be: &B, batch: &Batch) -> Vec<f32> {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.reward_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
-        let h = self.reward.with(model, |m| m.forward(be, batch, None));
-        let h = be.download(&h);
-        (0..batch.batch)
-            .map(|b| {
-                let r = b * batch.seq + batch.seq - 1;
+        let size = self.micro_batch.max(1);
+        let mut scores = Vec::with_capacity(batch.batch);
+        for first in (0..batch.batch).step_by(size) {
+            let part = batch.sequences(first..(first + size).min(batch.batch));
+            let h = self.reward.with(model, |m| m.forward(be, &part, None));
+            let h = be.download(&h);
+            scores.extend((0..part.batch).map(|b| {
+                let r = b * part.seq + part.seq - 1;
                 dot(&h[r * d..(r + 1) * d], &head)
-            })
-            .collect()
+            }));
+        }
+        scores
+    }
+
+    /// The training pass of a backward: the step's seed, and checkpointing
+    /// as the preset says.
+    fn pass(&self, pass: TrainPass) -> TrainPass {
+        TrainPass {
+            checkpoint: self.activation_checkpointing,
+            ..pass
+        }
     }
 
     /// Accumulates the actor's gradient of the clipped surrogate, given its
-    /// per-token weights (see [`super::ppo::Surrogate::weights`]).
+    /// per-token weights (see [`super::ppo::Surrogate::weights`]), a
+    /// micro-batch at a time.
     pub fn actor_backward(&mut self, be: &B, rollout: &Rollout, weights: &[f32], pass: TrainPass) {
         let w = rollout.row_weights(weights);
-        self.actor.with(&mut self.policy, |m| {
-            m.loss_backward(be, &rollout.batch, &rollout.targets, &w, pass);
-        });
+        let pass = self.pass(pass);
+        for (part, first) in rollout.micro_batches(self.micro_batch) {
+            let rows = first..first + part.rows();
+            let (targets, w) = (&rollout.targets[rows.clone()], &w[rows]);
+            self.actor.with(&mut self.policy, |m| {
+                m.loss_backward(be, &part, targets, w, pass);
+            });
+        }
     }
 
     /// Forward and backward of the critic: `grad(values)` comes from the
     /// value loss of the values this returns, so the caller passes a
-    /// closure that turns values into their gradient and a loss.
+    /// closure that turns values into their gradient and a loss. With
+    /// several micro-batches the values are computed first (the loss needs
+    /// them all), then each micro-batch runs forward and backward again.
     pub fn critic_backward(
         &mut self,
         be: &B,
@@ -224,30 +285,49 @@ impl<B: Backend> Roles<B> {
     ) -> f32 {
         let d = self.policy.cfg.hidden_size;
         let head = be.download(&self.value_head.value);
+        let pass = self.pass(pass);
+        let parts = rollout.micro_batches(self.micro_batch);
+        let mut loss = Some(loss);
+        let mut result = None;
+        if parts.len() > 1
+            && let Some(loss) = loss.take()
+        {
+            result = Some(loss(&self.values(be, rollout)));
+        }
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
         let value_head = &mut self.value_head;
-        self.critic.with(model, |m| {
-            let (h, tape) = m.forward_train(be, &rollout.batch, pass);
-            let host = be.download(&h);
-            let values: Vec<f32> = rollout
-                .rows
-                .iter()
-                .map(|&r| dot(&host[r * d..(r + 1) * d], &head))
-                .collect();
-            let (value, grad) = loss(&values);
-            let mut dh = vec![0.0; rollout.batch.rows() * d];
-            let mut dw = vec![0.0; d];
-            for (&r, &g) in rollout.rows.iter().zip(&grad) {
-                for k in 0..d {
-                    dh[r * d + k] += g * head[k];
-                    dw[k] += g * host[r * d + k];
+        let mut dw = vec![0.0; d];
+        for (part, first) in parts {
+            let end = first + part.rows();
+            self.critic.with(model, |m| {
+                let (h, tape) = m.forward_train(be, &part, pass);
+                let host = be.download(&h);
+                if let Some(loss) = loss.take() {
+                    let values: Vec<f32> = rollout
+                        .rows
+                        .iter()
+                        .map(|&r| dot(&host[(r - first) * d..(r - first + 1) * d], &head))
+                        .collect();
+                    result = Some(loss(&values));
                 }
-            }
-            m.backward_from_hidden(be, &rollout.batch, tape, &be.upload(&dh));
-            if let Some(g) = value_head.grad.as_mut() {
-                be.axpy(g, 1.0, &be.upload(&dw));
-            }
-            value
-        })
+                let grad = result.as_ref().map_or(&[][..], |(_, g)| g.as_slice());
+                let mut dh = vec![0.0; part.rows() * d];
+                for (&r, &g) in rollout.rows.iter().zip(grad) {
+                    if !(first..end).contains(&r) {
+                        continue;
+                    }
+                    let local = r - first;
+                    for k in 0..d {
+                        dh[local * d + k] += g * head[k];
+                        dw[k] += g * host[local * d + k];
+                    }
+                }
+                m.backward_from_hidden(be, &part, tape, &be.upload(&dh));
+            });
+        }
+        if let Some(g) = value_head.grad.as_mut() {
+            be.axpy(g, 1.0, &be.upload(&dw));
+        }
+        result.map_or(0.0, |(value, _)| value)
     }
 }

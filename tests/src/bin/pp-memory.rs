@@ -7,7 +7,9 @@ use poker_pipe::graph::{
     BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind,
     StageResult,
 };
-use poker_pipe::model::memory::{DeviceOutOfMemory, StageMemory, Task, Trains, plan_stage};
+use poker_pipe::model::memory::{
+    DeviceOutOfMemory, PlannedModel, StageMemory, Task, Trains, plan_stage,
+};
 use poker_pipe_tests::kinds::{MODEL, TEXT};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -61,13 +63,14 @@ impl StageKind for LmTrain {
     fn memory(&self, params: &LmTrainParams, exec: &ExecSettings) -> StageMemory {
         let trains = params.lora_rank.map_or(Trains::Full, Trains::lora_all);
         plan_stage(
-            &params.model,
+            &PlannedModel::Source(params.model.clone()),
             std::path::Path::new("."),
             Task::Sft,
             trains,
             params.max_seq_len,
             exec.micro_batch,
             exec.activation_checkpointing,
+            exec.offload_optimizer,
         )
     }
 

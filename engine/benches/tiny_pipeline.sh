@@ -16,16 +16,21 @@ BIN="$PWD/target/release/poker-pipe"
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
 
+# Every run works in the same folder (outputs may name their absolute
+# paths, e.g. an adapter's base model) and leaves its log and hashes.
 for i in $(seq "$RUNS"); do
+    work="$SCRATCH/work"
     dir="$SCRATCH/run$i"
-    mkdir -p "$dir/pipelines"
-    cp pipelines/tiny.yaml "$dir/pipelines/"
+    rm -rf "$work"
+    mkdir -p "$work/pipelines" "$dir"
+    cp pipelines/tiny.yaml "$work/pipelines/"
     start=$(date +%s%N)
-    (cd "$dir" && "$BIN" run pipelines/tiny.yaml >"$dir/log.txt" 2>&1)
+    (cd "$work" && "$BIN" run pipelines/tiny.yaml >"$dir/log.txt" 2>&1)
     end=$(date +%s%N)
     echo $(((end - start) / 1000000)) >"$dir/wall_ms"
+    cp "$work/runs/tiny/eval/summary.json" "$dir/eval.json"
     # Content of every output file, not the logs (they carry timings).
-    (cd "$dir/runs/tiny" && find . -type f ! -name training.log ! -name manifest.json -print0 \
+    (cd "$work/runs/tiny" && find -L . -type f ! -name training.log ! -name manifest.json -print0 \
         | sort -z | xargs -0 sha256sum) >"$dir/outputs.sha256"
 done
 
@@ -41,7 +46,7 @@ for i in range(1, runs + 1):
         if m:
             stages[m.group(1)] = float(m.group(2))
     out["runs"].append({"wall_s": int((d / "wall_ms").read_text()) / 1000, "stages_s": stages})
-out["eval"] = json.loads((scratch / "run1/runs/tiny/eval/summary.json").read_text())
+out["eval"] = json.loads((scratch / "run1/eval.json").read_text())
 if runs >= 2:
     first = (scratch / "run1/outputs.sha256").read_text()
     out["identical_outputs"] = all(

@@ -12,7 +12,8 @@ use std::fmt::{self, Write as _};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::cards::Card;
+use super::cards::{Card, CardSet};
+use super::eval::{Category, evaluate};
 use super::game::{Action, BB, Event, Hand, IllegalAction, Position, Street, Table, bb_text};
 
 /// The decision in front of one player.
@@ -425,6 +426,23 @@ fn render_natural(spot: &Spot) -> String {
     out
 }
 
+/// Hero's made hand after the flop: the category of the best five of hole
+/// and board cards.
+fn made_hand(spot: &Spot) -> Category {
+    let cards: Vec<Card> = spot
+        .hole
+        .iter()
+        .chain(&spot.board)
+        .copied()
+        .collect();
+    evaluate(CardSet::of(&cards)).category()
+}
+
+/// The compact style: a few dozen tokens. After the flop it names hero's
+/// made hand (`pair`, `flush`, ...), which the natural style leaves to the
+/// reader: a model of a few hundred thousand weights cannot afford to work
+/// out hand strength from seven cards, and it is a fact of the visible
+/// cards, not advice.
 fn render_compact(spot: &Spot) -> String {
     let mut out = format!(
         "{} {} {}",
@@ -465,6 +483,9 @@ fn render_compact(spot: &Spot) -> String {
             }
             let _ = write!(out, " {} {}", e.position.name(), short(e));
         }
+    }
+    if spot.street != Street::Preflop {
+        let _ = write!(out, " | {}", made_hand(spot).name());
     }
     let _ = write!(out, " | pot {}", bb_text(spot.pot));
     if spot.to_call > 0 {
@@ -614,8 +635,21 @@ mod tests {
         let text = render(&spot, PromptStyle::Compact);
         assert_eq!(
             text,
-            "6max UTG Ah Kd | UTG r2.5 BB c | Ts 9s 8h F 5.5 BB b2 | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->"
+            "6max UTG Ah Kd | UTG r2.5 BB c | Ts 9s 8h F 5.5 BB b2 | high card | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->"
         );
+        // The made hand counts hole and board cards together.
+        let mut set = spot.clone();
+        for (hole, made) in [
+            ("9h9d", "three of a kind"),
+            ("Jh7c", "straight"),
+            ("As2s", "high card"),
+            ("Tc2d", "pair"),
+        ] {
+            let cards = parse_cards(hole).unwrap();
+            set.hole = [cards[0], cards[1]];
+            let text = render(&set, PromptStyle::Compact);
+            assert!(text.contains(&format!("BB b2 | {made} | pot")), "{text}");
+        }
     }
 
     #[test]

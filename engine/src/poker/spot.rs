@@ -429,12 +429,7 @@ fn render_natural(spot: &Spot) -> String {
 /// Hero's made hand after the flop: the category of the best five of hole
 /// and board cards.
 fn made_hand(spot: &Spot) -> Category {
-    let cards: Vec<Card> = spot
-        .hole
-        .iter()
-        .chain(&spot.board)
-        .copied()
-        .collect();
+    let cards: Vec<Card> = spot.hole.iter().chain(&spot.board).copied().collect();
     evaluate(CardSet::of(&cards)).category()
 }
 

@@ -189,7 +189,7 @@ pub fn preflop_range(table: Table, position: Position, history: &[Event]) -> Cla
     let hu = table == Table::HeadsUp;
     let (lo, hi) = match last {
         None => (0.0, 1.0),
-        Some((_, _, true)) => (0.0, 0.05),
+        Some((_, _, true)) => (0.0, if hu { 0.10 } else { 0.05 }),
         Some((Action::Check, _, _)) => (0.10, 1.0),
         Some((Action::Call, 0, _)) if position == Position::Sb => (0.10, 0.70),
         Some((Action::Call, 0, _)) if hu => (0.15, 0.90),

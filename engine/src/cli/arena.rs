@@ -10,7 +10,7 @@ use miette::miette;
 use crate::backend::Cpu;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::poker::arena::play_match;
-use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
+use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::PromptStyle;
 use crate::stages::eval::LmAnswerer;
 
@@ -24,8 +24,8 @@ pub struct Args {
     #[arg(long, value_name = "PLAYER")]
     pub b: String,
     /// Prompt style of `model:` players (the style they were trained on).
-    #[arg(long, value_enum, default_value_t = Style::Compact)]
-    pub style: Style,
+    #[arg(long, value_enum, default_value_t = PromptStyle::Compact)]
+    pub style: PromptStyle,
     /// Tokens a `model:` player may generate per answer.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_new_tokens: usize,
@@ -44,12 +44,6 @@ pub enum Format {
     Json,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Style {
-    Compact,
-    Natural,
-}
-
 /// Makes a fresh player for each chunk of deals (bots are seeded per
 /// chunk; a model is loaded once and shared).
 type MakePlayer = Box<dyn Fn(u64) -> Box<dyn Player> + Send + Sync>;
@@ -65,16 +59,8 @@ fn player(flag: &str, spec: &str, args: &Args) -> Result<MakePlayer, Failure> {
             )
         })?;
         let lm = Arc::new(lm);
-        let style = match args.style {
-            Style::Compact => PromptStyle::Compact,
-            Style::Natural => PromptStyle::Natural,
-        };
-        return Ok(Box::new(move |_| {
-            let lm = Arc::clone(&lm);
-            Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
-                lm.answer(prompt)
-            }))
-        }));
+        let style = args.style;
+        return Ok(Box::new(move |_| LmAnswerer::player(&lm, style)));
     }
     check_name(flag, spec)?;
     let name = spec.to_string();

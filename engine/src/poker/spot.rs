@@ -266,7 +266,19 @@ pub fn spot_type(spot: &Spot) -> SpotType {
 }
 
 /// How prompts are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PromptStyle {
     /// Full sentences in the style of public poker-decision benchmarks.
@@ -274,6 +286,16 @@ pub enum PromptStyle {
     /// A few dozen tokens for tiny models.
     #[default]
     Compact,
+}
+
+impl PromptStyle {
+    /// The name pipeline files and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptStyle::Natural => "natural",
+            PromptStyle::Compact => "compact",
+        }
+    }
 }
 
 /// The action in words, third person for opponents and second for hero.

@@ -237,8 +237,8 @@ pub fn prompt_style(
         (Some(want), Some(got)) if want != got => Err(StageError::user(miette!(
             help = "remove `style` from the eval stage: it follows the data stage's",
             "`style: {}` but the held-out prompts are in the {} style",
-            style_name(want),
-            style_name(got)
+            want.name(),
+            got.name()
         ))),
         (_, Some(got)) => Ok(got),
         (Some(want), None) => Ok(want),
@@ -246,13 +246,6 @@ pub fn prompt_style(
             help = "set the eval stage's `style` to the style of its prompts",
             "the held-out prompts are in neither the compact nor the natural style"
         ))),
-    }
-}
-
-fn style_name(style: PromptStyle) -> &'static str {
-    match style {
-        PromptStyle::Compact => "compact",
-        PromptStyle::Natural => "natural",
     }
 }
 
@@ -367,6 +360,18 @@ impl<B: Backend + Clone> LmAnswerer<B> {
             .collect()
     }
 
+    /// A seat at the table: every decision's prompt in `style`, answered
+    /// greedily by the shared model.
+    pub fn player(lm: &Arc<Self>, style: PromptStyle) -> Box<dyn Player>
+    where
+        Self: Send + Sync + 'static,
+    {
+        let lm = Arc::clone(lm);
+        Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
+            lm.answer(prompt)
+        }))
+    }
+
     /// One answer; a tokenizer failure is an empty (illegal) answer, which
     /// the arena counts.
     pub fn answer(&self, prompt: &str) -> String {
@@ -471,13 +476,7 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             ctx.finish();
             return Ok(Outcome::Interrupted);
         }
-        let lm = Arc::clone(&lm);
-        let make_lm = move |_seed: u64| -> Box<dyn Player> {
-            let lm = Arc::clone(&lm);
-            Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
-                lm.answer(prompt)
-            }))
-        };
+        let make_lm = |_seed: u64| LmAnswerer::player(&lm, style);
         let name = opponent.clone();
         let make_bot = move |seed: u64| -> Box<dyn Player> {
             bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))

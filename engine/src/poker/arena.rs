@@ -49,7 +49,7 @@ fn deal_cards(seed: u64, index: u64) -> ([Card; 2], [Card; 2], [Card; 5]) {
 }
 
 /// Play one hand; returns the button's and the big blind's net chips.
-fn play_hand(
+pub(crate) fn play_hand(
     button: &mut dyn Player,
     big_blind: &mut dyn Player,
     cards: &([Card; 2], [Card; 2], [Card; 5]),

@@ -20,8 +20,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::bots::BOT_NAMES;
 use super::expert::Expert;
 use super::game::Action;
+use super::played::played_spot;
 use super::scenario::{SpotMix, indexed_spot};
 use super::spot::{PromptStyle, Spot, render};
 
@@ -70,6 +72,16 @@ pub struct PokerDataParams {
     #[serde(default = "defaults::flop_runouts")]
     #[schemars(range(min = 50, max = 5000))]
     pub flop_runouts: u32,
+    /// Share of records taken from hands the expert plays heads-up against
+    /// `played_opponents` (one of its decisions per hand) rather than from
+    /// scripted lines: the lines the arena's bots take, as often as they
+    /// take them.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub played_fraction: f64,
+    /// Baseline bots the expert plays for `played_fraction`'s records.
+    #[serde(default = "defaults::played_opponents")]
+    pub played_opponents: Vec<String>,
 }
 
 mod defaults {
@@ -100,6 +112,11 @@ mod defaults {
     pub fn flop_runouts() -> u32 {
         400
     }
+    pub fn played_opponents() -> Vec<String> {
+        ["random", "calling-station", "tight-aggressive"]
+            .map(String::from)
+            .to_vec()
+    }
 }
 
 impl Default for PokerDataParams {
@@ -115,6 +132,8 @@ impl Default for PokerDataParams {
             test_fraction: defaults::test_fraction(),
             pair_margin: defaults::pair_margin(),
             flop_runouts: defaults::flop_runouts(),
+            played_fraction: 0.0,
+            played_opponents: defaults::played_opponents(),
         }
     }
 }
@@ -137,6 +156,7 @@ impl PokerDataParams {
             ("heads_up_fraction", self.heads_up_fraction, 1.0),
             ("test_fraction", self.test_fraction, 0.9),
             ("pair_margin", self.pair_margin, 100.0),
+            ("played_fraction", self.played_fraction, 1.0),
         ] {
             if !(0.0..=max).contains(&value) {
                 problems.push((field, format!("must be between 0 and {max}, got {value}")));
@@ -147,6 +167,23 @@ impl PokerDataParams {
                 "flop_runouts",
                 format!("must be between 50 and 5000, got {}", self.flop_runouts),
             ));
+        }
+        if self.played_opponents.is_empty() {
+            problems.push((
+                "played_opponents",
+                format!("needs at least one bot, one of: {}", BOT_NAMES.join(", ")),
+            ));
+        }
+        for name in &self.played_opponents {
+            if !BOT_NAMES.contains(&name.as_str()) {
+                problems.push((
+                    "played_opponents",
+                    format!(
+                        "unknown bot `{name}`, expected one of: {}",
+                        BOT_NAMES.join(", ")
+                    ),
+                ));
+            }
         }
         problems
     }
@@ -269,9 +306,20 @@ enum Stream {
     Prompts = 3,
 }
 
-/// The spot and its RNG for record `index` of `stream`.
+/// The spot and its RNG for record `index` of `stream`. Played records are
+/// spread evenly: index `i` is played when `floor((i + 1) f)` passes an
+/// integer, so any prefix holds its share.
 fn draw(params: &PokerDataParams, stream: Stream, index: u64) -> (Spot, ChaCha8Rng) {
-    indexed_spot(params.seed, ((stream as u64) << 48) | index, &params.mix())
+    let key = ((stream as u64) << 48) | index;
+    let f = params.played_fraction;
+    let played = ((index + 1) as f64 * f).floor() > (index as f64 * f).floor();
+    if played
+        && let Some(drawn) =
+            played_spot(params.seed, key, &params.played_opponents, params.expert())
+    {
+        return drawn;
+    }
+    indexed_spot(params.seed, key, &params.mix())
 }
 
 fn action_kind(action: Action) -> &'static str {
@@ -511,5 +559,37 @@ mod tests {
         let parsed: Result<PokerDataParams, _> =
             serde_json::from_str(r#"{"scenarios": 3, "bogus": 1}"#);
         assert!(parsed.is_err());
+        let params = PokerDataParams {
+            played_opponents: vec!["random".into(), "shark".into()],
+            ..small()
+        };
+        let problems = params.check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "played_opponents");
+        assert!(problems[0].1.contains("`shark`"), "{}", problems[0].1);
+    }
+
+    #[test]
+    fn played_records_take_their_share_from_played_hands() {
+        // 6-max only for scripted lines, so heads-up spots are played ones.
+        let params = PokerDataParams {
+            heads_up_fraction: 0.0,
+            played_fraction: 0.25,
+            ..small()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        generate(&params, dir.path(), |_, _| {}).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("prompts.jsonl")).unwrap();
+        let tables: Vec<bool> = text
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                let spot: Spot = serde_json::from_value(record["spot"].clone()).unwrap();
+                spot.table == crate::poker::game::Table::HeadsUp
+            })
+            .collect();
+        // Records 3, 7, 11, ... of 27 training prompts: every fourth.
+        let expected: Vec<bool> = (0..tables.len() as u64).map(|i| i % 4 == 3).collect();
+        assert_eq!(tables, expected);
     }
 }

@@ -9,6 +9,7 @@ pub mod equity;
 pub mod eval;
 pub mod expert;
 pub mod game;
+pub mod played;
 pub mod preflop;
 pub mod range;
 pub mod scenario;

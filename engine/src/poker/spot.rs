@@ -448,15 +448,35 @@ fn render_natural(spot: &Spot) -> String {
     out
 }
 
-/// Hero's made hand after the flop: the category of the best five of hole
-/// and board cards.
-fn made_hand(spot: &Spot) -> Category {
-    let cards: Vec<Card> = spot.hole.iter().chain(&spot.board).copied().collect();
-    evaluate(CardSet::of(&cards)).category()
+/// Hero's made hand after the flop, as compact prompts name it: the
+/// category of the best five of hole and board cards, with what the hole
+/// cards add. `board pair` (or `board two pair`, ...) when the board alone
+/// makes that category, so hero's cards add nothing to it; a pair made
+/// with a hole card is `top pair` when it is at least the board's highest
+/// rank (top pair or an overpair), else `low pair`.
+fn made_hand(spot: &Spot) -> String {
+    let all: Vec<Card> = spot.hole.iter().chain(&spot.board).copied().collect();
+    let category = evaluate(CardSet::of(&all)).category();
+    if category == Category::HighCard {
+        return category.name().to_string();
+    }
+    if evaluate(CardSet::of(&spot.board)).category() == category {
+        return format!("board {}", category.name());
+    }
+    if category == Category::Pair {
+        let mut counts = [0u8; 13];
+        for card in &all {
+            counts[card.rank() as usize] += 1;
+        }
+        let pair = (0..13u8).rev().find(|&r| counts[r as usize] == 2);
+        let top = spot.board.iter().map(|c| c.rank()).max();
+        return if pair >= top { "top pair" } else { "low pair" }.to_string();
+    }
+    category.name().to_string()
 }
 
 /// The compact style: a few dozen tokens. After the flop it names hero's
-/// made hand (`pair`, `flush`, ...), which the natural style leaves to the
+/// made hand (`top pair`, `board pair`, `flush`, ...), which the natural style leaves to the
 /// reader: a model of a few hundred thousand weights cannot afford to work
 /// out hand strength from seven cards, and it is a fact of the visible
 /// cards, not advice.
@@ -502,7 +522,7 @@ fn render_compact(spot: &Spot) -> String {
         }
     }
     if spot.street != Street::Preflop {
-        let _ = write!(out, " | {}", made_hand(spot).name());
+        let _ = write!(out, " | {}", made_hand(spot));
     }
     let _ = write!(out, " | pot {}", bb_text(spot.pot));
     if spot.to_call > 0 {
@@ -660,12 +680,27 @@ mod tests {
             ("9h9d", "three of a kind"),
             ("Jh7c", "straight"),
             ("As2s", "high card"),
-            ("Tc2d", "pair"),
+            ("Tc2d", "top pair"),
+            ("QdQc", "top pair"),
+            ("8c2d", "low pair"),
+            ("6c6d", "low pair"),
         ] {
             let cards = parse_cards(hole).unwrap();
             set.hole = [cards[0], cards[1]];
             let text = render(&set, PromptStyle::Compact);
             assert!(text.contains(&format!("BB b2 | {made} | pot")), "{text}");
+        }
+        // On a paired board, a pair hero's cards do not improve is the board's.
+        set.board = parse_cards("TsTd8h").unwrap();
+        for (hole, made) in [
+            ("As2c", "board pair"),
+            ("8c2d", "two pair"),
+            ("TcAh", "three of a kind"),
+        ] {
+            let cards = parse_cards(hole).unwrap();
+            set.hole = [cards[0], cards[1]];
+            let text = render(&set, PromptStyle::Compact);
+            assert!(text.contains(&format!(" | {made} | pot")), "{text}");
         }
     }
 

@@ -15,7 +15,7 @@ pub struct PokerData;
 impl StageKind for PokerData {
     type Params = PokerDataParams;
     const NAME: &'static str = "poker-data";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const DESCRIPTION: &'static str = "Generated hold'em spots labelled by the expert: SFT examples, preference pairs, PPO prompts and held-out test files.";
 
     fn outputs(&self, _params: &PokerDataParams) -> Vec<OutputDecl> {

@@ -61,7 +61,9 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
             "legal_action_rate",
             "majority_baseline",
             "reward_mean_ppo",
+            "reward_mean_ppo_greedy",
             "reward_mean_sft",
+            "reward_mean_sft_greedy",
             "rm_pairwise_accuracy",
             "spot_type_baseline"
         ]
@@ -74,8 +76,11 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
         let v = s[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{k} {v}");
     }
-    // The same model as "sft" and as the evaluated model: same mean reward.
+    // The same model as "sft" and as the evaluated model: same mean reward,
+    // sampled (same seeded streams) and greedy.
+    assert!(s["reward_mean_ppo"].is_f64(), "{s}");
     assert_eq!(s["reward_mean_sft"], s["reward_mean_ppo"]);
+    assert_eq!(s["reward_mean_sft_greedy"], s["reward_mean_ppo_greedy"]);
     for opp in ["random", "calling-station"] {
         let a = &s["arena"][opp];
         assert_eq!(a["hands"], 12);

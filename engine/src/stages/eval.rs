@@ -5,7 +5,7 @@
 //! (the most common best answer of the training prompts, and the most
 //! common one per spot type); the reward model's accuracy on held-out
 //! preference pairs; the reward model's mean score of the SFT and final
-//! models' answers; and bb/100 with a 95% interval against baseline bots,
+//! models' answers (sampled, as PPO is scored, and greedy); and bb/100 with a 95% interval against baseline bots,
 //! the model playing through [`PromptPlayer`].
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use crate::graph::{
     InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
 use crate::model::batch::Batch;
-use crate::model::generate::{GenerateOptions, generate};
+use crate::model::generate::{GenerateOptions, generate, generate_per_prompt};
 use crate::model::llama::Llama;
 use crate::model::load::load_dir;
 use crate::model::lora;
@@ -86,6 +86,18 @@ pub struct EvalParams {
     #[serde(default = "defaults::max_new_tokens")]
     #[schemars(range(min = 1, max = 512))]
     pub max_new_tokens: u32,
+    /// `reward_mean_sft` and `reward_mean_ppo` average the reward model's
+    /// score over this many answers per held-out prompt, sampled at
+    /// `reward_temperature`: the expected reward PPO maximises. The greedy
+    /// answers' means are reported beside them (`..._greedy`).
+    #[serde(default = "defaults::reward_samples")]
+    #[schemars(range(min = 1, max = 64))]
+    pub reward_samples: u32,
+    /// Sampling temperature of those answers (PPO's roll-out default is 1;
+    /// 0 makes the reward means greedy).
+    #[serde(default = "defaults::reward_temperature")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub reward_temperature: f64,
     #[serde(default)]
     pub arena: ArenaParams,
 }
@@ -105,6 +117,12 @@ mod defaults {
     pub fn max_new_tokens() -> u32 {
         8
     }
+    pub fn reward_samples() -> u32 {
+        4
+    }
+    pub fn reward_temperature() -> f64 {
+        1.0
+    }
 }
 
 /// The `eval` stage kind.
@@ -113,7 +131,7 @@ pub struct Eval;
 impl StageKind for Eval {
     type Params = EvalParams;
     const NAME: &'static str = "eval";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const DESCRIPTION: &'static str = "Held-out legal-action rate and accuracy against card-blind baselines, reward-model accuracy and means, arena bb/100 against baseline bots.";
 
     fn outputs(&self, _: &EvalParams) -> Vec<OutputDecl> {
@@ -143,7 +161,8 @@ impl StageKind for Eval {
     }
 
     fn check(&self, p: &EvalParams) -> Vec<(String, String)> {
-        p.arena
+        let mut problems: Vec<(String, String)> = p
+            .arena
             .opponents
             .iter()
             .enumerate()
@@ -154,7 +173,20 @@ impl StageKind for Eval {
                     format!("unknown bot `{o}` (known: {})", BOT_NAMES.join(", ")),
                 )
             })
-            .collect()
+            .collect();
+        if !(1..=64).contains(&p.reward_samples) {
+            problems.push((
+                "reward_samples".into(),
+                format!("must be between 1 and 64, got {}", p.reward_samples),
+            ));
+        }
+        if !(0.0..=10.0).contains(&p.reward_temperature) {
+            problems.push((
+                "reward_temperature".into(),
+                format!("must be between 0 and 10, got {}", p.reward_temperature),
+            ));
+        }
+        problems
     }
 
     fn run(&self, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
@@ -343,6 +375,48 @@ impl<B: Backend + Clone> LmAnswerer<B> {
         Ok(out)
     }
 
+    /// `samples` answers to each prompt, sampled at `temperature` (0:
+    /// greedy): sample `k` of prompt `i` has its own seeded stream, so the
+    /// answers do not depend on how prompts are batched.
+    pub fn sample_ids(
+        &self,
+        prompts: &[String],
+        temperature: f64,
+        samples: u32,
+        seed: u64,
+    ) -> Result<Vec<PromptAndAnswer>, StageError> {
+        if temperature == 0.0 {
+            return self.generate_ids(prompts);
+        }
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(p, true))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        let opts = GenerateOptions {
+            sampling: Sampling {
+                temperature: temperature as f32,
+                top_k: 0,
+                top_p: 1.0,
+            },
+            ..self.options()
+        };
+        let mut out = Vec::with_capacity(ids.len() * samples as usize);
+        for k in 0..u64::from(samples) {
+            let indexed: Vec<(u64, &Vec<u32>)> = (0..).zip(&ids).collect();
+            for chunk in indexed.chunks(16) {
+                let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| (*p).clone()).collect();
+                let seeds: Vec<u64> = chunk
+                    .iter()
+                    .map(|(i, _)| seed ^ (k << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    .collect();
+                let resp = generate_per_prompt(&self.be, &self.model, &prompts, &opts, &seeds);
+                out.extend(prompts.into_iter().zip(resp));
+            }
+        }
+        Ok(out)
+    }
+
     /// The answer texts of `prompts`.
     pub fn answer_all(&self, prompts: &[String]) -> Result<Vec<String>, StageError> {
         self.decode_answers(&self.generate_ids(prompts)?)
@@ -437,7 +511,7 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         "legal {legal:.3}, accuracy {accuracy:.3}, majority baseline {majority_acc:.3} (`{majority}`), spot-type baseline {type_acc:.3}"
     ));
 
-    let (mut rm_acc, mut reward_sft, mut reward_ppo) = (None, None, None);
+    let (mut rm_acc, mut reward_sft, mut reward_ppo) = (None, [None; 2], [None; 2]);
     if ctx.input("reward").is_ok() {
         let rm_dir = ctx.input("reward")?.path.clone();
         let mut rm =
@@ -456,17 +530,33 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
                 .map(|(p, r)| [p.as_slice(), r.as_slice()].concat())
                 .collect()
         };
-        reward_ppo = mean(&rm_scores(be, &rm.model, &seqs(&generated))?);
+        let sampled = |lm: &LmAnswerer<Cpu>| {
+            lm.sample_ids(
+                &prompts,
+                p.reward_temperature,
+                p.reward_samples,
+                p.arena.seed,
+            )
+        };
+        let score = |g: &[PromptAndAnswer]| rm_scores(be, &rm.model, &seqs(g)).map(|s| mean(&s));
+        reward_ppo = [score(&sampled(&lm)?)?, score(&generated)?];
         if let Ok(sft) = ctx.input("sft").map(|i| i.path.clone()) {
             let sft_lm = LmAnswerer::load(be, &sft, p.max_new_tokens as usize)?;
-            reward_sft = mean(&rm_scores(
-                be,
-                &rm.model,
-                &seqs(&sft_lm.generate_ids(&prompts)?),
-            )?);
+            reward_sft = [
+                score(&sampled(&sft_lm)?)?,
+                score(&sft_lm.generate_ids(&prompts)?)?,
+            ];
         }
+        let shown = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
         ctx.log(format!(
-            "reward model: pairwise accuracy {rm_acc:?}, mean reward sft {reward_sft:?}, evaluated model {reward_ppo:?}"
+            "reward model: pairwise accuracy {}; mean reward of {} sampled answers per prompt (temperature {}): sft {}, evaluated model {}; of greedy answers: sft {}, evaluated model {}",
+            shown(rm_acc),
+            p.reward_samples,
+            p.reward_temperature,
+            shown(reward_sft[0]),
+            shown(reward_ppo[0]),
+            shown(reward_sft[1]),
+            shown(reward_ppo[1]),
         ));
     }
 
@@ -499,8 +589,10 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         "majority_baseline": majority_acc,
         "spot_type_baseline": type_acc,
         "rm_pairwise_accuracy": rm_acc,
-        "reward_mean_sft": reward_sft,
-        "reward_mean_ppo": reward_ppo,
+        "reward_mean_sft": reward_sft[0],
+        "reward_mean_ppo": reward_ppo[0],
+        "reward_mean_sft_greedy": reward_sft[1],
+        "reward_mean_ppo_greedy": reward_ppo[1],
         "arena": arena,
     });
     crate::train::metrics::write_summary(ctx.out_dir(), &summary)

@@ -49,7 +49,7 @@ pub fn played_spot(
     opponents: &[String],
     expert: Expert,
 ) -> Option<(Spot, ChaCha8Rng)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9_1A7E_D0);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x091A_7ED0);
     rng.set_stream(index);
     loop {
         let name = &opponents[rng.random_range(0..opponents.len())];

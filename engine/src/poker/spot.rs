@@ -674,30 +674,24 @@ mod tests {
             text,
             "6max UTG Ah Kd | UTG r2.5 BB c | Ts 9s 8h F 5.5 BB b2 | high card | pot 7.5 call 2 stack 97.5 | fold, call, raise 6, all in ->"
         );
-        // The made hand counts hole and board cards together.
-        let mut set = spot.clone();
-        for (hole, made) in [
-            ("9h9d", "three of a kind"),
-            ("Jh7c", "straight"),
-            ("As2s", "high card"),
-            ("Tc2d", "top pair"),
-            ("QdQc", "top pair"),
-            ("8c2d", "low pair"),
-            ("6c6d", "low pair"),
+        // The made hand counts hole and board cards together; on a paired
+        // board, a pair hero's cards do not improve is the board's.
+        let paired = parse_cards("TsTd8h").unwrap();
+        for (board, hole, made) in [
+            (&spot.board, "9h9d", "three of a kind"),
+            (&spot.board, "Jh7c", "straight"),
+            (&spot.board, "As2s", "high card"),
+            (&spot.board, "Tc2d", "top pair"),
+            (&spot.board, "QdQc", "top pair"),
+            (&spot.board, "8c2d", "low pair"),
+            (&spot.board, "6c6d", "low pair"),
+            (&paired, "As2c", "board pair"),
+            (&paired, "8c2d", "two pair"),
+            (&paired, "TcAh", "three of a kind"),
         ] {
             let cards = parse_cards(hole).unwrap();
-            set.hole = [cards[0], cards[1]];
-            let text = render(&set, PromptStyle::Compact);
-            assert!(text.contains(&format!("BB b2 | {made} | pot")), "{text}");
-        }
-        // On a paired board, a pair hero's cards do not improve is the board's.
-        set.board = parse_cards("TsTd8h").unwrap();
-        for (hole, made) in [
-            ("As2c", "board pair"),
-            ("8c2d", "two pair"),
-            ("TcAh", "three of a kind"),
-        ] {
-            let cards = parse_cards(hole).unwrap();
+            let mut set = spot.clone();
+            set.board = board.clone();
             set.hole = [cards[0], cards[1]];
             let text = render(&set, PromptStyle::Compact);
             assert!(text.contains(&format!(" | {made} | pot")), "{text}");

@@ -176,3 +176,59 @@ fn arena_seats_a_model_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--b") && err.contains("no/such/dir"), "{err}");
 }
+
+/// `arena --trace FILE` writes every decision of player A with the expert's
+/// answer and the regret, and names the costliest spot types; a file that
+/// cannot be created is a user error.
+#[test]
+fn arena_traces_player_a() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let trace = sandbox.path().join("trace.jsonl");
+    let trace_arg = trace.display().to_string();
+    let out = sandbox
+        .run(&[
+            "arena",
+            "--a",
+            "calling-station",
+            "--b",
+            "random",
+            "--hands",
+            "40",
+            "--trace",
+            &trace_arg,
+        ])
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bb of regret"), "{stdout}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // A calling station acts at least once in each of its 40 hands.
+    assert!(lines.len() >= 40, "{}", lines.len());
+    for d in &lines {
+        let action = d["action"].as_str().unwrap();
+        assert!(["check", "call", "all in"].contains(&action), "{d}");
+        assert!(d["prompt"].as_str().unwrap().ends_with("->"), "{d}");
+        assert!(d["regret_bb"].as_f64().unwrap() >= 0.0, "{d}");
+        assert!(d["spot_type"].is_string() && d["expert"].is_string(), "{d}");
+    }
+
+    let out = sandbox
+        .run(&[
+            "arena",
+            "--a",
+            "random",
+            "--b",
+            "random",
+            "--hands",
+            "2",
+            "--trace",
+            "no/such/dir/t.jsonl",
+        ])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dir/t.jsonl"));
+}

@@ -2,7 +2,9 @@
 //! is a baseline bot or `model:DIR`, a trained model answering prompts
 //! greedily, as the eval stage plays it.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::miette;
@@ -12,6 +14,7 @@ use crate::error::{CmdResult, Exit, Failure};
 use crate::poker::arena::play_match;
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::PromptStyle;
+use crate::poker::trace::{Decision, Traced, regret_by_spot_type};
 use crate::stages::eval::LmAnswerer;
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +39,11 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Write every decision of player A to this JSONL file, in deal order:
+    /// spot type, prompt, action, the expert's best action and the regret
+    /// in big blinds by the expert's EVs (sort by it to see what loses).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,17 +105,69 @@ pub fn run(args: Args) -> CmdResult {
     }
     let make_a = player("--a", &args.a, &args)?;
     let make_b = player("--b", &args.b, &args)?;
+    // The trace file is created before the match, so a bad path costs no
+    // play.
+    let trace_file = match &args.trace {
+        Some(path) => Some(File::create(path).map_err(|e| trace_error(path, e))?),
+        None => None,
+    };
+    let make_a: MakePlayer = if args.trace.is_some() {
+        let style = args.style;
+        Box::new(move |seed| Box::new(Traced::new(make_a(seed), style)))
+    } else {
+        make_a
+    };
     let result = play_match(&*make_a, &*make_b, args.hands, args.seed)
         .map_err(|e| Failure::runtime(miette!("{e}")))?;
+    if let (Some(path), Some(file)) = (&args.trace, trace_file) {
+        write_trace(path, file, &result.trace)?;
+    }
     match args.format {
         Format::Json => {
             let json = serde_json::json!({"hands": result.hands, "bb_per_100": result.bb_per_100, "ci95": result.ci95});
             println!("{json}");
         }
-        Format::Text => println!(
-            "{} vs {}: {:+.1} bb/100 over {} hands (95% CI {:+.1} to {:+.1})",
-            args.a, args.b, result.bb_per_100, result.hands, result.ci95[0], result.ci95[1]
-        ),
+        Format::Text => {
+            println!(
+                "{} vs {}: {:+.1} bb/100 over {} hands (95% CI {:+.1} to {:+.1})",
+                args.a, args.b, result.bb_per_100, result.hands, result.ci95[0], result.ci95[1]
+            );
+            if let Some(path) = &args.trace {
+                print_regret(path, &result.trace);
+            }
+        }
     }
     Ok(Exit::Ok)
+}
+
+fn trace_error(path: &Path, e: std::io::Error) -> Failure {
+    Failure::user(miette!(
+        help = "--trace names a file to create; its folder must exist and be writable",
+        "cannot write `{}`: {e}",
+        path.display()
+    ))
+}
+
+fn write_trace(path: &Path, file: File, trace: &[Decision]) -> Result<(), Failure> {
+    let io = |e: std::io::Error| trace_error(path, e);
+    let mut out = BufWriter::new(file);
+    for decision in trace {
+        let line = serde_json::to_string(decision).map_err(|e| io(e.into()))?;
+        writeln!(out, "{line}").map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+/// The trace's total regret and its three costliest spot types.
+fn print_regret(path: &Path, trace: &[Decision]) {
+    let total: f64 = trace.iter().map(|d| d.regret_bb).sum();
+    let agree = trace.iter().filter(|d| d.action == d.expert).count();
+    println!(
+        "{} decisions of A in {}: {agree} as the expert plays them, {total:.1} bb of regret by its EVs",
+        trace.len(),
+        path.display()
+    );
+    for (spot_type, regret, n) in regret_by_spot_type(trace).into_iter().take(3) {
+        println!("  {spot_type}: {regret:.1} bb over {n} decisions");
+    }
 }

@@ -14,6 +14,7 @@ use super::bots::Player;
 use super::cards::Card;
 use super::game::{Action, BB, Hand, STACK, Table};
 use super::spot::Spot;
+use super::trace::Decision;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ArenaResult {
@@ -22,6 +23,10 @@ pub struct ArenaResult {
     pub ci95: [f64; 2],
     /// Answers of A and B that were not legal (replaced by check or fold).
     pub illegal: [u64; 2],
+    /// A's decisions in deal order, when A keeps them (a
+    /// [`super::trace::Traced`] player); empty otherwise.
+    #[serde(skip)]
+    pub trace: Vec<Decision>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -126,6 +131,7 @@ pub fn summarise(per_deal: &[i64], illegal: [u64; 2]) -> ArenaResult {
         bb_per_100: rate,
         ci95: [rate - half_width, rate + half_width],
         illegal,
+        trace: Vec::new(),
     }
 }
 
@@ -142,24 +148,33 @@ pub fn play_match(
         return Err(ArenaError::TooFewHands);
     }
     let deals = hands.div_ceil(2);
-    let chunks: Vec<(Vec<i64>, [u64; 2])> = (0..deals.div_ceil(CHUNK))
+    let chunks: Vec<(Vec<i64>, [u64; 2], Vec<Decision>)> = (0..deals.div_ceil(CHUNK))
         .into_par_iter()
         .map(|chunk| {
             let mut a = make_a(seed.wrapping_mul(1_000_003).wrapping_add(2 * chunk));
             let mut b = make_b(seed.wrapping_mul(1_000_003).wrapping_add(2 * chunk + 1));
             let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(deals);
             let nets = play_deals(a.as_mut(), b.as_mut(), range, seed)?;
-            Ok((nets, [a.illegal_answers(), b.illegal_answers()]))
+            Ok((
+                nets,
+                [a.illegal_answers(), b.illegal_answers()],
+                a.take_trace(),
+            ))
         })
         .collect::<Result<_, ArenaError>>()?;
     let mut nets = Vec::with_capacity(deals as usize);
     let mut illegal = [0, 0];
-    for (n, i) in chunks {
+    let mut trace = Vec::new();
+    for (n, i, t) in chunks {
         nets.extend(n);
         illegal[0] += i[0];
         illegal[1] += i[1];
+        trace.extend(t);
     }
-    Ok(summarise(&nets, illegal))
+    Ok(ArenaResult {
+        trace,
+        ..summarise(&nets, illegal)
+    })
 }
 
 #[cfg(test)]

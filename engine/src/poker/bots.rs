@@ -13,6 +13,7 @@ use super::game::{Action, BB, Street};
 use super::preflop::PreflopTable;
 use super::range::HandClass;
 use super::spot::{PromptStyle, Spot, parse_answer, render};
+use super::trace::Decision;
 
 /// Anything that can decide an action in a spot. Answers should be legal;
 /// the arena replaces an illegal one by check, else fold, and counts it.
@@ -22,6 +23,11 @@ pub trait Player: Send {
     /// Answers that were not legal actions so far (for reports).
     fn illegal_answers(&self) -> u64 {
         0
+    }
+    /// The decisions recorded since the last call, for players that keep
+    /// them ([`super::trace::Traced`]).
+    fn take_trace(&mut self) -> Vec<Decision> {
+        Vec::new()
     }
 }
 

@@ -14,3 +14,4 @@ pub mod preflop;
 pub mod range;
 pub mod scenario;
 pub mod spot;
+pub mod trace;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::bots::BOT_NAMES;
-use super::expert::Expert;
+use super::expert::{Expert, Judgement};
 use super::game::Action;
 use super::played::played_spot;
 use super::scenario::{SpotMix, indexed_spot};
@@ -306,20 +306,22 @@ enum Stream {
     Prompts = 3,
 }
 
-/// The spot and its RNG for record `index` of `stream`. Played records are
-/// spread evenly: index `i` is played when `floor((i + 1) f)` passes an
-/// integer, so any prefix holds its share.
-fn draw(params: &PokerDataParams, stream: Stream, index: u64) -> (Spot, ChaCha8Rng) {
+/// The spot for record `index` of `stream`, its expert judgement and its
+/// RNG. Played records are spread evenly: index `i` is played when
+/// `floor((i + 1) f)` passes an integer, so any prefix holds its share;
+/// their judgement comes from the hand, scripted ones are judged here.
+fn draw(params: &PokerDataParams, stream: Stream, index: u64) -> (Spot, Judgement, ChaCha8Rng) {
     let key = ((stream as u64) << 48) | index;
     let f = params.played_fraction;
     let played = ((index + 1) as f64 * f).floor() > (index as f64 * f).floor();
     if played
-        && let Some(drawn) =
-            played_spot(params.seed, key, &params.played_opponents, params.expert())
+        && let Some(p) = played_spot(params.seed, key, &params.played_opponents, params.expert())
     {
-        return drawn;
+        return (p.spot, p.judged, p.rng);
     }
-    indexed_spot(params.seed, key, &params.mix())
+    let (spot, rng) = indexed_spot(params.seed, key, &params.mix());
+    let judged = params.expert().judge(&spot);
+    (spot, judged, rng)
 }
 
 fn action_kind(action: Action) -> &'static str {
@@ -343,7 +345,6 @@ pub fn generate(
     if let Some((field, message)) = params.check().into_iter().next() {
         return Err(DatasetError::Params { field, message });
     }
-    let expert = params.expert();
     let style = params.style;
     let total = params.scenarios + params.pairs + params.prompts;
     let mut done = 0;
@@ -362,8 +363,8 @@ pub fn generate(
         let lines: Vec<(String, String, Action, usize)> = (start..end)
             .into_par_iter()
             .map(|i| {
-                let (spot, _) = draw(params, Stream::Sft, i);
-                let best = expert.judge(&spot).best_action();
+                let (spot, judged, _) = draw(params, Stream::Sft, i);
+                let best = judged.best_action();
                 let prompt = render(&spot, style);
                 let line = json!({"prompt": prompt, "response": best.answer()}).to_string();
                 (line, spot.spot_type().to_string(), best, prompt.len())
@@ -395,8 +396,7 @@ pub fn generate(
         let lines: Vec<Option<String>> = (next..next + BATCH)
             .into_par_iter()
             .map(|i| {
-                let (spot, mut rng) = draw(params, Stream::Pairs, i);
-                let judged = expert.judge(&spot);
+                let (spot, judged, mut rng) = draw(params, Stream::Pairs, i);
                 let worse: Vec<Action> = judged
                     .values
                     .iter()
@@ -445,8 +445,7 @@ pub fn generate(
         let lines: Vec<String> = (start..end)
             .into_par_iter()
             .map(|i| {
-                let (spot, _) = draw(params, Stream::Prompts, i);
-                let judged = expert.judge(&spot);
+                let (spot, judged, _) = draw(params, Stream::Prompts, i);
                 let evs: serde_json::Map<String, serde_json::Value> = judged
                     .values
                     .iter()

@@ -11,44 +11,50 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::arena::play_hand;
-use super::bots::{ExpertPlayer, Player, bot};
+use super::bots::{Player, bot};
 use super::cards::Card;
-use super::expert::Expert;
+use super::expert::{Expert, Judgement};
 use super::game::Action;
 use super::spot::Spot;
 
-/// The expert, remembering one of the spots it acted in, chosen uniformly
-/// by reservoir sampling (the number of decisions is known only at the end).
+/// The expert, remembering one of the spots it acted in with its
+/// judgement, chosen uniformly by reservoir sampling (the number of
+/// decisions is known only at the end).
 struct Recorder<'a> {
-    hero: ExpertPlayer,
+    expert: Expert,
     rng: &'a mut ChaCha8Rng,
     seen: u64,
-    kept: Option<Spot>,
+    kept: Option<(Spot, Judgement)>,
 }
 
 impl Player for Recorder<'_> {
     fn name(&self) -> String {
-        self.hero.name()
+        "expert".into()
     }
     fn act(&mut self, spot: &Spot) -> Action {
+        let judged = self.expert.judge(spot);
+        let action = judged.best_action();
         self.seen += 1;
         if self.rng.random_range(0..self.seen) == 0 {
-            self.kept = Some(spot.clone());
+            self.kept = Some((spot.clone(), judged));
         }
-        self.hero.act(spot)
+        action
     }
+}
+
+/// A spot drawn from a played hand, with `expert`'s judgement of it (the
+/// label, already computed while playing) and the RNG to draw on with.
+pub struct Played {
+    pub spot: Spot,
+    pub judged: Judgement,
+    pub rng: ChaCha8Rng,
 }
 
 /// Spot number `index` of the played sequence for `seed`: a fresh deal,
 /// opponent (from `opponents`, bot names) and seat per try, until the expert
 /// had a decision (in the big blind it has none when the button folds).
 /// Each index has its own RNG stream, so records are drawn in parallel.
-pub fn played_spot(
-    seed: u64,
-    index: u64,
-    opponents: &[String],
-    expert: Expert,
-) -> Option<(Spot, ChaCha8Rng)> {
+pub fn played_spot(seed: u64, index: u64, opponents: &[String], expert: Expert) -> Option<Played> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x091A_7ED0);
     rng.set_stream(index);
     loop {
@@ -64,7 +70,7 @@ pub fn played_spot(
         let on_button = rng.random_bool(0.5);
         let mut hero_rng = ChaCha8Rng::seed_from_u64(rng.random());
         let mut hero = Recorder {
-            hero: ExpertPlayer { expert },
+            expert,
             rng: &mut hero_rng,
             seen: 0,
             kept: None,
@@ -77,8 +83,8 @@ pub fn played_spot(
         // Bots and the expert answer legally and chips are conserved by
         // the rules engine, so a failed hand is a bug; skip it rather than
         // stop a dataset over it.
-        if let (Ok(_), Some(spot)) = (played, hero.kept) {
-            return Some((spot, rng));
+        if let (Ok(_), Some((spot, judged))) = (played, hero.kept) {
+            return Some(Played { spot, judged, rng });
         }
     }
 }
@@ -99,9 +105,12 @@ mod tests {
         let expert = Expert::default();
         let mut streets = [0usize; 4];
         for i in 0..300 {
-            let (a, _) = played_spot(3, i, &opponents, expert).unwrap();
-            let (b, _) = played_spot(3, i, &opponents, expert).unwrap();
-            assert_eq!(a, b);
+            let a = played_spot(3, i, &opponents, expert).unwrap();
+            let b = played_spot(3, i, &opponents, expert).unwrap();
+            assert_eq!(a.spot, b.spot);
+            // The judgement kept while playing is the labeler's.
+            assert_eq!(a.judged.values, expert.judge(&a.spot).values);
+            let a = a.spot;
             assert!(!a.options().is_empty());
             let street = match a.street {
                 Street::Preflop => 0,
@@ -122,7 +131,7 @@ mod tests {
         let expert = Expert::default();
         let shoves = (0..400)
             .filter(|&i| {
-                let (spot, _) = played_spot(5, i, &opponents, expert).unwrap();
+                let spot = played_spot(5, i, &opponents, expert).unwrap().spot;
                 spot.to_call >= spot.hero_stack
             })
             .count();

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use poker_pipe::backend::Cpu;
 use poker_pipe::graph::{Cancel, Outcome, StageKind};
+use poker_pipe::model::batch::Batch;
 use poker_pipe::model::load::load_dir;
+use poker_pipe::model::lora;
 use poker_pipe::stages::ppo::{Ppo, PpoParams};
 use stages_ppo_support::{Fixture, context, fixture, ppo_inputs, ppo_inputs_at};
 
@@ -159,26 +161,72 @@ fn a_diverging_run_names_the_step_and_keeps_the_last_checkpoint() {
     assert!(root.join("work").join("checkpoint.safetensors").exists());
 }
 
+/// The exact expected reward-model score of one-token answers to the
+/// training prompts, averaged over prompts: for each prompt, the sum over
+/// the vocabulary of p(token | prompt) (temperature 1, as roll-outs
+/// sample) times the reward model's score of prompt + token. No sampling,
+/// so a comparison of two policies is free of noise.
+fn expected_reward(policy: &Path, f: &Fixture) -> f64 {
+    let be = Cpu;
+    let mut lm = load_dir(&be, policy).unwrap();
+    lora::set_merged(&be, &mut lm.model, true);
+    let mut rm = load_dir(&be, &f.reward).unwrap();
+    lora::set_merged(&be, &mut rm.model, true);
+    let vocab = lm.model.cfg.vocab_size;
+    let text = std::fs::read_to_string(f.data.join("prompts.jsonl")).unwrap();
+    let mut total = 0.0;
+    let mut n = 0;
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let prompt = lm
+            .tokenizer
+            .encode(record["prompt"].as_str().unwrap(), true)
+            .unwrap();
+        let logits = lm
+            .model
+            .logits(&be, &Batch::left_padded(&[prompt.clone()], 1));
+        let last = &logits[(prompt.len() - 1) * vocab..prompt.len() * vocab];
+        let top = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f64> = last.iter().map(|&l| f64::from(l - top).exp()).collect();
+        let z: f64 = weights.iter().sum();
+        let answers: Vec<Vec<u32>> = (0..vocab as u32)
+            .map(|t| [prompt.as_slice(), &[t]].concat())
+            .collect();
+        let scores = rm
+            .model
+            .scores(&be, &Batch::left_padded(&answers, 1))
+            .unwrap();
+        total += weights
+            .iter()
+            .zip(&scores)
+            .map(|(w, &r)| w / z * f64::from(r))
+            .sum::<f64>();
+        n += 1;
+    }
+    total / f64::from(n)
+}
+
 #[test]
 fn ppo_raises_the_reward_models_score() {
     let f = fixture().unwrap();
     let root = f.dir.path().join("learn");
-    // One-token answers, no KL pull and a high rate: the actor should find
-    // the tokens the (random) reward model scores highest.
+    // One-token answers, no KL pull, no verifiable reward and a high rate:
+    // the actor should move toward the tokens the (random) reward model
+    // scores highest, which the exact expected reward measures. The random
+    // policy is near uniform over the whole vocabulary and its adapters
+    // reach the logits only through attention and MLP, so it moves slowly:
+    // 24 steps of all 18 prompts gain about 0.04 (two seeds: 0.048, 0.036;
+    // the scores' spread over tokens is about 1.9). Before this test
+    // measured exactly, it compared sampled quarter means, whose noise
+    // exceeded the gain and once changed sign with the data.
     let p = params(serde_json::json!({
-        "actor_lr": 2e-2, "critic_lr": 1e-2, "kl_coef": 0.0, "ev_weight": 0.0,
-        "max_new_tokens": 1, "epochs": 8, "ppo_epochs": 2, "batch_size": 6
+        "actor_lr": 5e-2, "critic_lr": 1e-2, "kl_coef": 0.0, "ev_weight": 0.0,
+        "max_new_tokens": 1, "epochs": 24, "ppo_epochs": 4, "batch_size": 18
     }));
     assert_eq!(run(&f, &root, &p, Cancel::new()), Outcome::Done);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("out/summary.json")).unwrap())
-            .unwrap();
-    let first = summary["reward_mean_first_quarter"].as_f64().unwrap();
-    let last = summary["reward_mean_last_quarter"].as_f64().unwrap();
-    assert!(
-        last > first + 0.1,
-        "first quarter {first}, last quarter {last}"
-    );
+    let before = expected_reward(&f.sft, &f);
+    let after = expected_reward(&root.join("out/actor"), &f);
+    assert!(after > before + 0.02, "expected reward {before} -> {after}");
 }
 
 /// Speed of whole PPO steps on the test model (6 prompts, 8 new tokens):

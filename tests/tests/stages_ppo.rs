@@ -184,7 +184,7 @@ fn expected_reward(policy: &Path, f: &Fixture) -> f64 {
             .unwrap();
         let logits = lm
             .model
-            .logits(&be, &Batch::left_padded(&[prompt.clone()], 1));
+            .logits(&be, &Batch::left_padded(std::slice::from_ref(&prompt), 1));
         let last = &logits[(prompt.len() - 1) * vocab..prompt.len() * vocab];
         let top = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let weights: Vec<f64> = last.iter().map(|&l| f64::from(l - top).exp()).collect();

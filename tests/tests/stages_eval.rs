@@ -19,7 +19,8 @@ fn run(f: &Fixture, root: &Path) -> serde_json::Value {
         "model": "sft", "sft": "sft", "reward": "reward",
         "scenarios": "data.test_prompts", "train_prompts": "data.prompts",
         "pairs": "data.test_pairs", "max_new_tokens": 3,
-        "arena": {"opponents": ["random", "calling-station"], "hands": 12, "seed": 4}
+        "arena": {"opponents": ["random", "calling-station"], "hands": 12,
+                  "hands_against": {"random": 6}, "seed": 4}
     }))
     .unwrap();
     let inputs = vec![
@@ -81,9 +82,9 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
     assert!(s["reward_mean_ppo"].is_f64(), "{s}");
     assert_eq!(s["reward_mean_sft"], s["reward_mean_ppo"]);
     assert_eq!(s["reward_mean_sft_greedy"], s["reward_mean_ppo_greedy"]);
-    for opp in ["random", "calling-station"] {
+    for (opp, hands) in [("random", 6), ("calling-station", 12)] {
         let a = &s["arena"][opp];
-        assert_eq!(a["hands"], 12);
+        assert_eq!(a["hands"], hands);
         let (lo, mid, hi) = (
             a["ci95"][0].as_f64().unwrap(),
             a["bb_per_100"].as_f64().unwrap(),

@@ -44,6 +44,11 @@ pub struct ArenaParams {
     #[serde(default = "defaults::hands")]
     #[schemars(range(min = 2))]
     pub hands: u64,
+    /// Hands against particular opponents instead of `hands`, e.g.
+    /// `{random: 30000}`: a random bot's all-ins make its results the
+    /// noisiest, so it needs the most hands for the same interval.
+    #[serde(default)]
+    pub hands_against: BTreeMap<String, u64>,
     #[serde(default = "defaults::seed")]
     pub seed: u64,
 }
@@ -53,8 +58,19 @@ impl Default for ArenaParams {
         ArenaParams {
             opponents: defaults::opponents(),
             hands: defaults::hands(),
+            hands_against: BTreeMap::new(),
             seed: defaults::seed(),
         }
+    }
+}
+
+impl ArenaParams {
+    /// Hands to play against `opponent`.
+    pub fn hands_for(&self, opponent: &str) -> u64 {
+        self.hands_against
+            .get(opponent)
+            .copied()
+            .unwrap_or(self.hands)
     }
 }
 
@@ -174,6 +190,20 @@ impl StageKind for Eval {
                 )
             })
             .collect();
+        for (name, &hands) in &p.arena.hands_against {
+            let field = format!("arena.hands_against.{name}");
+            if !p.arena.opponents.contains(name) {
+                problems.push((
+                    field,
+                    format!(
+                        "`{name}` is not among arena.opponents ({})",
+                        p.arena.opponents.join(", ")
+                    ),
+                ));
+            } else if hands < 2 {
+                problems.push((field, format!("must be at least 2, got {hands}")));
+            }
+        }
         if !(1..=64).contains(&p.reward_samples) {
             problems.push((
                 "reward_samples".into(),
@@ -571,7 +601,8 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         let make_bot = move |seed: u64| -> Box<dyn Player> {
             bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
         };
-        let result = play_match(&make_lm, &make_bot, p.arena.hands, p.arena.seed)
+        let hands = p.arena.hands_for(opponent);
+        let result = play_match(&make_lm, &make_bot, hands, p.arena.seed)
             .map_err(|e| StageError::runtime(miette!("arena against {opponent}: {e}")))?;
         ctx.log(format!(
             "arena vs {opponent}: {:.1} bb/100, 95% CI [{:.1}, {:.1}] over {} hands, {} illegal answers",

@@ -107,11 +107,11 @@ pub fn run(args: Args) -> CmdResult {
     let make_b = player("--b", &args.b, &args)?;
     // The trace file is created before the match, so a bad path costs no
     // play.
-    let trace_file = match &args.trace {
-        Some(path) => Some(File::create(path).map_err(|e| trace_error(path, e))?),
+    let trace = match &args.trace {
+        Some(path) => Some((path, File::create(path).map_err(|e| trace_error(path, e))?)),
         None => None,
     };
-    let make_a: MakePlayer = if args.trace.is_some() {
+    let make_a: MakePlayer = if trace.is_some() {
         let style = args.style;
         Box::new(move |seed| Box::new(Traced::new(make_a(seed), style)))
     } else {
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     let result = play_match(&*make_a, &*make_b, args.hands, args.seed)
         .map_err(|e| Failure::runtime(miette!("{e}")))?;
-    if let (Some(path), Some(file)) = (&args.trace, trace_file) {
+    if let Some((path, file)) = trace {
         write_trace(path, file, &result.trace)?;
     }
     match args.format {

@@ -40,12 +40,20 @@ pub enum ArenaError {
 /// Deals per parallel chunk; each chunk gets players seeded for it.
 const CHUNK: u64 = 100;
 
-/// The cards of deal `index`: button's hole, big blind's hole, board.
-fn deal_cards(seed: u64, index: u64) -> ([Card; 2], [Card; 2], [Card; 5]) {
+/// Both holes and a board: button's hole, big blind's hole, board.
+pub(crate) type Deal = ([Card; 2], [Card; 2], [Card; 5]);
+
+/// The cards of deal `index`.
+fn deal_cards(seed: u64, index: u64) -> Deal {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(index);
+    deal_from(&mut rng)
+}
+
+/// A deal from a deck shuffled by `rng`.
+pub(crate) fn deal_from(rng: &mut ChaCha8Rng) -> Deal {
     let mut deck: Vec<Card> = Card::all().collect();
-    deck.shuffle(&mut rng);
+    deck.shuffle(rng);
     (
         [deck[0], deck[1]],
         [deck[2], deck[3]],
@@ -57,7 +65,7 @@ fn deal_cards(seed: u64, index: u64) -> ([Card; 2], [Card; 2], [Card; 5]) {
 pub(crate) fn play_hand(
     button: &mut dyn Player,
     big_blind: &mut dyn Player,
-    cards: &([Card; 2], [Card; 2], [Card; 5]),
+    cards: &Deal,
     deal: u64,
 ) -> Result<[i64; 2], ArenaError> {
     let mut hand = Hand::new(Table::HeadsUp, &[cards.0, cards.1], cards.2);

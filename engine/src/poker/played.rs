@@ -6,13 +6,11 @@
 //! proportions a match produces them, so a model is taught the spots it
 //! will be judged in.
 
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::arena::play_hand;
+use super::arena::{deal_from, play_hand};
 use super::bots::{Player, bot};
-use super::cards::Card;
 use super::expert::{Expert, Judgement};
 use super::game::Action;
 use super::spot::Spot;
@@ -60,13 +58,7 @@ pub fn played_spot(seed: u64, index: u64, opponents: &[String], expert: Expert) 
     loop {
         let name = &opponents[rng.random_range(0..opponents.len())];
         let mut villain = bot(name, rng.random())?;
-        let mut deck: Vec<Card> = Card::all().collect();
-        deck.shuffle(&mut rng);
-        let cards = (
-            [deck[0], deck[1]],
-            [deck[2], deck[3]],
-            [deck[4], deck[5], deck[6], deck[7], deck[8]],
-        );
+        let cards = deal_from(&mut rng);
         let on_button = rng.random_bool(0.5);
         let mut hero_rng = ChaCha8Rng::seed_from_u64(rng.random());
         let mut hero = Recorder {

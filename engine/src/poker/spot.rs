@@ -476,10 +476,10 @@ fn made_hand(spot: &Spot) -> String {
 }
 
 /// The compact style: a few dozen tokens. After the flop it names hero's
-/// made hand (`top pair`, `board pair`, `flush`, ...), which the natural style leaves to the
-/// reader: a model of a few hundred thousand weights cannot afford to work
-/// out hand strength from seven cards, and it is a fact of the visible
-/// cards, not advice.
+/// made hand (`top pair`, `board pair`, `flush`, ...), which the natural
+/// style leaves to the reader: a model of a few hundred thousand weights
+/// cannot afford to work out hand strength from seven cards, and it is a
+/// fact of the visible cards, not advice.
 fn render_compact(spot: &Spot) -> String {
     let mut out = format!(
         "{} {} {}",

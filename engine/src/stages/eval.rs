@@ -5,8 +5,9 @@
 //! (the most common best answer of the training prompts, and the most
 //! common one per spot type); the reward model's accuracy on held-out
 //! preference pairs; the reward model's mean score of the SFT and final
-//! models' answers (sampled, as PPO is scored, and greedy); and bb/100 with a 95% interval against baseline bots,
-//! the model playing through [`PromptPlayer`].
+//! models' answers (sampled, as PPO is scored, and greedy); and bb/100
+//! with a 95% interval against baseline bots, the model playing through
+//! [`PromptPlayer`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -392,11 +393,7 @@ impl<B: Backend + Clone> LmAnswerer<B> {
 
     /// Prompt and response token ids of each prompt (greedy answers).
     pub fn generate_ids(&self, prompts: &[String]) -> Result<Vec<PromptAndAnswer>, StageError> {
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| self.tokenizer.encode(p, true))
-            .collect::<Result<_, _>>()
-            .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        let ids = self.encode_all(prompts)?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(16) {
             let resp = generate(&self.be, &self.model, chunk, &self.options());
@@ -418,11 +415,7 @@ impl<B: Backend + Clone> LmAnswerer<B> {
         if temperature == 0.0 {
             return self.generate_ids(prompts);
         }
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| self.tokenizer.encode(p, true))
-            .collect::<Result<_, _>>()
-            .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        let ids = self.encode_all(prompts)?;
         let opts = GenerateOptions {
             sampling: Sampling {
                 temperature: temperature as f32,
@@ -433,18 +426,24 @@ impl<B: Backend + Clone> LmAnswerer<B> {
         };
         let mut out = Vec::with_capacity(ids.len() * samples as usize);
         for k in 0..u64::from(samples) {
-            let indexed: Vec<(u64, &Vec<u32>)> = (0..).zip(&ids).collect();
-            for chunk in indexed.chunks(16) {
-                let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| (*p).clone()).collect();
-                let seeds: Vec<u64> = chunk
-                    .iter()
-                    .map(|(i, _)| seed ^ (k << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            for (first, chunk) in (0u64..).step_by(16).zip(ids.chunks(16)) {
+                let seeds: Vec<u64> = (first..first + chunk.len() as u64)
+                    .map(|i| seed ^ (k << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
                     .collect();
-                let resp = generate_per_prompt(&self.be, &self.model, &prompts, &opts, &seeds);
-                out.extend(prompts.into_iter().zip(resp));
+                let resp = generate_per_prompt(&self.be, &self.model, chunk, &opts, &seeds);
+                out.extend(chunk.iter().cloned().zip(resp));
             }
         }
         Ok(out)
+    }
+
+    /// Token ids of each prompt, as generation starts from them.
+    fn encode_all(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>, StageError> {
+        prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(p, true))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StageError::runtime(miette::Report::new(e)))
     }
 
     /// The answer texts of `prompts`.

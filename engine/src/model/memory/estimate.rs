@@ -39,21 +39,11 @@
 //!
 //! The peak is the sum: the planner errs on the side of "does not fit".
 
-use std::collections::HashMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
-
-use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-use super::config::LlamaConfig;
-use super::llama::PROJECTIONS;
-use super::source::{self, ModelSource, ResolveOptions};
-
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-const MIB: u64 = 1024 * 1024;
+use super::{MIB, gib_text};
+use crate::model::config::LlamaConfig;
+use crate::model::llama::PROJECTIONS;
 
 /// Rows of token logits the fused cross-entropy handles at once. The CUDA
 /// backend computes logits chunk by chunk with this many rows, so their
@@ -66,11 +56,6 @@ pub const CUDA_CONTEXT_BYTES: u64 = 512 * MIB;
 
 /// cuBLASLt's recommended workspace on Hopper (32 MiB).
 pub const CUBLAS_WORKSPACE_BYTES: u64 = 32 * MIB;
-
-/// The share of a card's memory a stage may plan to use: the rest covers
-/// allocator rounding and fragmentation and what other processes (a
-/// desktop, a monitor) hold.
-pub const USABLE_FRACTION: f64 = 0.95;
 
 /// Which parameters a model trains.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,68 +174,6 @@ impl Breakdown {
             .map(|(name, b)| format!("{name} {}", gib_text(*b)))
             .collect();
         format!("{} = {}", parts.join(" + "), gib_text(self.total()))
-    }
-}
-
-/// The model a stage's memory is planned on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlannedModel {
-    /// A pretrained model: `hf:org/repo` or a folder with `config.json`.
-    Source(String),
-    /// The `config.json` of random weights, its vocabulary the bound its
-    /// tokenizer stage trains to.
-    Config(serde_json::Value),
-}
-
-/// What the planner can say about one stage.
-#[derive(Clone, Debug, PartialEq)]
-pub enum StageMemory {
-    /// The stage holds nothing on the device (data, evaluation on the CPU).
-    NotApplicable,
-    Estimated(Breakdown),
-    /// The stage trains, but the model's shape is not known here (offline
-    /// with nothing cached, an unreadable `config.json`): why.
-    Unknown(String),
-}
-
-impl StageMemory {
-    pub fn total(&self) -> Option<u64> {
-        match self {
-            StageMemory::Estimated(b) => Some(b.total()),
-            _ => None,
-        }
-    }
-
-    pub fn breakdown(&self) -> Option<&Breakdown> {
-        match self {
-            StageMemory::Estimated(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    pub fn note(&self) -> Option<&str> {
-        match self {
-            StageMemory::Unknown(note) => Some(note),
-            _ => None,
-        }
-    }
-}
-
-/// Whether `bytes` fit a card of `gpu_memory_gib` (at [`USABLE_FRACTION`]).
-pub fn fits(bytes: u64, gpu_memory_gib: f64) -> bool {
-    bytes as f64 <= gpu_memory_gib * GIB * USABLE_FRACTION
-}
-
-/// `16106127360` -> `"15.0 GiB"`, `570425344` -> `"544.0 MiB"`.
-pub fn gib_text(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= GIB {
-        format!("{:.1} GiB", b / GIB)
-    } else if bytes >= MIB {
-        format!("{:.1} MiB", b / MIB as f64)
-    } else {
-        format!("{:.1} KiB", b / 1024.0)
     }
 }
 
@@ -479,270 +402,6 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
     }
 }
 
-/// Config lookups by (source, base folder), for [`model_config`].
-type ConfigMemo = HashMap<(String, PathBuf), Result<LlamaConfig, String>>;
-
-/// The model shape of a `model:` source, for planning: a local folder's
-/// `config.json`, or a hub repository's from the hub cache, else fetched
-/// alone (a few kB), never the weights. `Err` carries a note for `plan`
-/// (offline with nothing cached, an unreadable file); it is never fatal.
-/// Relative folders are taken from `base_dir` (the pipeline file's folder).
-/// Answers are remembered for the process, so planning every preset asks
-/// once.
-pub fn model_config(source_text: &str, base_dir: &Path) -> Result<LlamaConfig, String> {
-    static SEEN: OnceLock<Mutex<ConfigMemo>> = OnceLock::new();
-    let key = (source_text.to_string(), base_dir.to_path_buf());
-    let seen = SEEN.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(answer) = seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return answer;
-    }
-    let answer = lookup_config(source_text, base_dir, &ResolveOptions::from_env());
-    if let Ok(mut map) = seen.lock() {
-        map.insert(key, answer.clone());
-    }
-    answer
-}
-
-/// [`model_config`] without the memo, with explicit hub options.
-pub fn lookup_config(
-    source_text: &str,
-    base_dir: &Path,
-    options: &ResolveOptions,
-) -> Result<LlamaConfig, String> {
-    let parsed = source::parse(source_text).map_err(|e| e.to_string())?;
-    let path = match parsed {
-        ModelSource::Local(dir) => base_dir.join(dir).join("config.json"),
-        ModelSource::Hub(repo) => hub_config(&repo, options)?,
-    };
-    LlamaConfig::load(&path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// `config.json` of a hub repository: from the cache's snapshot for the
-/// revision, else downloaded alone unless offline.
-fn hub_config(repo: &source::HubRepo, options: &ResolveOptions) -> Result<PathBuf, String> {
-    let folder = options
-        .cache_dir
-        .join(format!("models--{}--{}", repo.owner, repo.name));
-    let revision = repo.revision();
-    let commit = std::fs::read_to_string(folder.join("refs").join(revision))
-        .map(|text| text.trim().to_string())
-        .unwrap_or_else(|_| revision.to_string());
-    let cached = folder.join("snapshots").join(&commit).join("config.json");
-    if cached.is_file() {
-        return Ok(cached);
-    }
-    if options.offline {
-        return Err(format!(
-            "{}'s config.json is not in the hub cache {} and HF_HUB_OFFLINE is set: \
-             memory not estimated",
-            repo.repo_id(),
-            options.cache_dir.display()
-        ));
-    }
-    let api =
-        hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(options.cache_dir.clone()))
-            .with_endpoint(options.endpoint.clone())
-            .with_token(options.token.as_ref().map(|t| t.expose().to_string()))
-            .with_progress(false)
-            .build()
-            .map_err(|e| format!("cannot reach the hub for {}: {e}", repo.repo_id()))?;
-    api.repo(hf_hub::Repo::with_revision(
-        repo.repo_id(),
-        hf_hub::RepoType::Model,
-        revision.to_string(),
-    ))
-    .get("config.json")
-    .map_err(|e| {
-        format!(
-            "cannot fetch {}'s config.json ({e}): memory not estimated",
-            repo.repo_id()
-        )
-    })
-}
-
-/// Total memory of CUDA device `ordinal` in bytes, asked of the driver after
-/// the same probe `--device cuda` runs (so a missing driver is an error, not
-/// a panic).
-pub fn gpu_total_memory(ordinal: usize) -> Result<u64, crate::backend::cuda::CudaError> {
-    use crate::backend::cuda::{CudaError, probe};
-    probe(ordinal)?;
-    let device = cudarc::driver::result::device::get(i32::try_from(ordinal).unwrap_or(i32::MAX))
-        .map_err(|source| CudaError::Driver {
-            op: "opening the device to read its memory".into(),
-            source,
-        })?;
-    // SAFETY: the driver is loaded and initialised by `probe`, and `device`
-    // is a valid handle it returned.
-    let bytes = unsafe { cudarc::driver::result::device::total_mem(device) }.map_err(|source| {
-        CudaError::Driver {
-            op: "reading the device's total memory".into(),
-            source,
-        }
-    })?;
-    Ok(bytes as u64)
-}
-
-/// The error the CUDA backend raises when an allocation fails: which
-/// allocation, and how much it asked for.
-#[derive(Debug, Error, Diagnostic)]
-#[error("the GPU ran out of memory while {op} ({} requested)", gib_text(*requested))]
-#[diagnostic(code(cuda::out_of_memory))]
-pub struct DeviceOutOfMemory {
-    pub op: String,
-    pub requested: u64,
-}
-
-/// What a user sees when a stage runs out of device memory: the stage, its
-/// preset, the planner's estimate, and the next smaller preset to try.
-#[derive(Debug, Error, Diagnostic)]
-#[error("stage `{stage}` ran out of GPU memory under preset `{preset}`{}", estimate_text(.estimate, .gpu_memory_gib))]
-#[diagnostic(code(run::out_of_memory))]
-pub struct OutOfMemory {
-    pub stage: String,
-    pub preset: String,
-    pub estimate: Option<u64>,
-    pub gpu_memory_gib: Option<f64>,
-    pub next_smaller: Option<String>,
-    #[help]
-    pub help: String,
-    #[source]
-    pub cause: Box<dyn std::error::Error + Send + Sync>,
-}
-
-fn estimate_text(estimate: &Option<u64>, gib: &Option<f64>) -> String {
-    match (estimate, gib) {
-        (Some(bytes), Some(gib)) => format!(
-            " (the planner estimated {} of the preset's {gib} GiB)",
-            gib_text(*bytes)
-        ),
-        (Some(bytes), None) => format!(" (the planner estimated {})", gib_text(*bytes)),
-        _ => String::new(),
-    }
-}
-
-/// Where a stage ran out of memory, for [`explain_out_of_memory`].
-#[derive(Clone, Debug)]
-pub struct OomContext<'a> {
-    pub stage: &'a str,
-    pub preset: Option<&'a str>,
-    pub gpu_memory_gib: Option<f64>,
-    pub estimate: Option<u64>,
-    /// Every preset of the pipeline: (name, GPU memory in GiB).
-    pub presets: Vec<(&'a str, f64)>,
-}
-
-/// The preset with the most memory below `current`'s.
-pub fn next_smaller_preset<'a>(presets: &[(&'a str, f64)], current_gib: f64) -> Option<&'a str> {
-    presets
-        .iter()
-        .filter(|(_, gib)| *gib < current_gib)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(name, _)| *name)
-}
-
-/// Whether a stage's failure is the device running out of memory: our typed
-/// error, or a CUDA driver call that answered `CUDA_ERROR_OUT_OF_MEMORY`.
-pub fn is_out_of_memory(report: &miette::Report) -> bool {
-    if report.downcast_ref::<DeviceOutOfMemory>().is_some() {
-        return true;
-    }
-    matches!(
-        report.downcast_ref::<crate::backend::cuda::CudaError>(),
-        Some(crate::backend::cuda::CudaError::Driver { source, .. })
-            if source.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY
-    )
-}
-
-/// Turn an out-of-memory failure into [`OutOfMemory`]; any other failure
-/// comes back unchanged. The executor never moves a failed stage's
-/// temporary output into the cache and keeps its resume state, so the
-/// message can promise that nothing cached is lost.
-pub fn explain_out_of_memory(report: miette::Report, at: &OomContext<'_>) -> miette::Report {
-    if !is_out_of_memory(&report) {
-        return report;
-    }
-    let next = at
-        .gpu_memory_gib
-        .and_then(|gib| next_smaller_preset(&at.presets, gib));
-    let preset = at.preset.unwrap_or("(none)");
-    let mut help = match next {
-        Some(name) => format!(
-            "run again with `--preset {name}` (smaller micro-batch, same global batch and results)"
-        ),
-        None if at.preset.is_some() => "this is already the smallest preset: add one with \
-             `micro_batch: 1` and `activation_checkpointing: true`, or use LoRA instead of \
-             full fine-tuning"
-            .to_string(),
-        None => "add `memory_presets` to the pipeline and pick one with `--preset`".to_string(),
-    };
-    help.push_str(
-        "; `poker-pipe plan` shows each stage's estimate per preset. Stages that \
-         finished stay cached and this stage resumes from its last checkpoint",
-    );
-    let cause: Box<dyn std::error::Error + Send + Sync> = Box::new(ReportText(format!("{report}")));
-    miette::Report::new(OutOfMemory {
-        stage: at.stage.to_string(),
-        preset: preset.to_string(),
-        estimate: at.estimate,
-        gpu_memory_gib: at.gpu_memory_gib,
-        next_smaller: next.map(str::to_string),
-        help,
-        cause,
-    })
-}
-
-/// The original failure's text as the source of [`OutOfMemory`].
-#[derive(Debug)]
-struct ReportText(String);
-
-impl fmt::Display for ReportText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ReportText {}
-
-/// The one call a training stage kind makes from
-/// `StageKind::memory`: its model (`hf:...` or a folder, relative to
-/// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
-/// preset's micro-batch, checkpointing and optimizer offload. Planned for CUDA in bf16, what
-/// presets are for. The model's shape comes from [`model_config`]; when it
-/// cannot be had the answer is [`StageMemory::Unknown`] with the reason.
-#[allow(clippy::too_many_arguments)]
-pub fn plan_stage(
-    model: &PlannedModel,
-    base_dir: &Path,
-    task: Task,
-    trains: Trains,
-    seq_len: usize,
-    micro_batch: u32,
-    checkpointing: bool,
-    optimizer_offload: bool,
-) -> StageMemory {
-    let config = match model {
-        PlannedModel::Source(source) => model_config(source, base_dir),
-        PlannedModel::Config(json) => {
-            LlamaConfig::parse(&json.to_string(), Path::new("<random init>"))
-                .map_err(|e| e.to_string())
-        }
-    };
-    match config {
-        Ok(config) => StageMemory::Estimated(estimate(&Workload {
-            config: &config,
-            task,
-            trains,
-            micro_batch: micro_batch as usize,
-            seq_len,
-            checkpointing,
-            optimizer_offload,
-            dtype_bytes: 2,
-            cuda: true,
-        })),
-        Err(note) => StageMemory::Unknown(note),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -751,6 +410,7 @@ mod tests {
     use crate::model::config::RopeScaling;
     use crate::model::llama::Llama;
     use crate::model::lora::{self, LoraConfig};
+    use crate::model::memory::fits;
 
     /// Llama 3.1 8B's `config.json` numbers.
     fn llama8b() -> LlamaConfig {
@@ -1024,74 +684,5 @@ mod tests {
         assert!(two.activations < on.activations);
         assert_eq!(two.logits, on.logits);
         assert_eq!(two.weights, on.weights);
-    }
-
-    #[test]
-    fn next_smaller_preset_and_fit_rule() {
-        let presets = [("a", 23.9), ("b", 39.5), ("c", 44.9), ("d", 79.6)];
-        assert_eq!(next_smaller_preset(&presets, 79.6), Some("c"));
-        assert_eq!(next_smaller_preset(&presets, 39.5), Some("a"));
-        assert_eq!(next_smaller_preset(&presets, 23.9), None);
-        assert!(fits(9 * (1 << 30), 10.0));
-        assert!(!fits(10 * (1 << 30), 10.0));
-    }
-
-    /// A typed out-of-memory failure becomes the full message; any other
-    /// failure passes through untouched.
-    #[test]
-    fn out_of_memory_names_stage_preset_estimate_and_next_preset() {
-        let at = OomContext {
-            stage: "sft",
-            preset: Some("a40-48g"),
-            gpu_memory_gib: Some(44.9),
-            estimate: Some(30 * (1 << 30)),
-            presets: vec![("rtx4090-24g", 23.9), ("a40-48g", 44.9), ("a100-40g", 39.5)],
-        };
-        let oom = miette::Report::new(DeviceOutOfMemory {
-            op: "allocating activations".into(),
-            requested: 1 << 30,
-        });
-        let explained = explain_out_of_memory(oom, &at);
-        let typed = explained.downcast_ref::<OutOfMemory>().unwrap();
-        assert_eq!(typed.next_smaller.as_deref(), Some("a100-40g"));
-        let text = format!("{explained}");
-        assert!(
-            text.contains("`sft`") && text.contains("`a40-48g`"),
-            "{text}"
-        );
-        assert!(text.contains("30.0 GiB"), "{text}");
-        assert!(typed.help.contains("--preset a100-40g"), "{}", typed.help);
-        assert!(typed.help.contains("stay cached"), "{}", typed.help);
-
-        let other = explain_out_of_memory(miette::miette!("disk full"), &at);
-        assert!(other.downcast_ref::<OutOfMemory>().is_none());
-        assert_eq!(format!("{other}"), "disk full");
-    }
-
-    /// A hub model with nothing cached and the hub unreachable gives a note,
-    /// never an error; a local folder's config is read.
-    #[test]
-    fn model_config_offline_is_a_note() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = ResolveOptions::from_vars(|key| match key {
-            "HF_HUB_CACHE" => Some(dir.path().display().to_string()),
-            "HF_HUB_OFFLINE" => Some("1".into()),
-            _ => None,
-        });
-        let note = lookup_config("hf:meta-llama/Llama-3.1-8B", dir.path(), &options).unwrap_err();
-        assert!(note.contains("HF_HUB_OFFLINE"), "{note}");
-
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama");
-        let config = lookup_config("gqa", &golden, &options).unwrap();
-        assert_eq!(config, {
-            let mut c = tiny();
-            c.rms_norm_eps = config.rms_norm_eps;
-            c.rope_theta = config.rope_theta;
-            c.rope_scaling = config.rope_scaling.clone();
-            c.bos_token_id = config.bos_token_id;
-            c.eos_token_ids = config.eos_token_ids.clone();
-            c.pad_token_id = config.pad_token_id;
-            c
-        });
     }
 }

@@ -1,0 +1,137 @@
+//! Device memory, planned and diagnosed: the estimator (`estimate`), the
+//! model shapes it is planned on (`configs`), the driver's answer for a real
+//! card (`driver`), and the message a stage that runs out of memory ends
+//! with (`oom`). This file holds what the stage kinds and the CLI call: the
+//! per-stage answer ([`plan_stage`]) and the fit rule.
+
+mod configs;
+mod driver;
+mod estimate;
+mod oom;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::LlamaConfig;
+
+pub use configs::{lookup_config, model_config};
+pub use driver::gpu_total_memory;
+pub use estimate::{
+    Breakdown, CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, LOGITS_CHUNK_ROWS, ParamCounts, Rollout,
+    Task, Trains, Workload, estimate, lora_params, param_counts,
+};
+pub use oom::{
+    DeviceOutOfMemory, OomContext, OutOfMemory, explain_out_of_memory, is_out_of_memory,
+    next_smaller_preset,
+};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+const MIB: u64 = 1024 * 1024;
+
+/// The share of a card's memory a stage may plan to use: the rest covers
+/// allocator rounding and fragmentation and what other processes (a
+/// desktop, a monitor) hold.
+pub const USABLE_FRACTION: f64 = 0.95;
+
+/// The model a stage's memory is planned on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedModel {
+    /// A pretrained model: `hf:org/repo` or a folder with `config.json`.
+    Source(String),
+    /// The `config.json` of random weights, its vocabulary the bound its
+    /// tokenizer stage trains to.
+    Config(serde_json::Value),
+}
+
+/// What the planner can say about one stage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageMemory {
+    /// The stage holds nothing on the device (data, evaluation on the CPU).
+    NotApplicable,
+    Estimated(Breakdown),
+    /// The stage trains, but the model's shape is not known here (offline
+    /// with nothing cached, an unreadable `config.json`): why.
+    Unknown(String),
+}
+
+impl StageMemory {
+    pub fn total(&self) -> Option<u64> {
+        match self {
+            StageMemory::Estimated(b) => Some(b.total()),
+            _ => None,
+        }
+    }
+
+    pub fn breakdown(&self) -> Option<&Breakdown> {
+        match self {
+            StageMemory::Estimated(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            StageMemory::Unknown(note) => Some(note),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `bytes` fit a card of `gpu_memory_gib` (at [`USABLE_FRACTION`]).
+pub fn fits(bytes: u64, gpu_memory_gib: f64) -> bool {
+    bytes as f64 <= gpu_memory_gib * GIB * USABLE_FRACTION
+}
+
+/// `16106127360` -> `"15.0 GiB"`, `570425344` -> `"544.0 MiB"`.
+pub fn gib_text(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", b / MIB as f64)
+    } else {
+        format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
+/// The one call a training stage kind makes from
+/// `StageKind::memory`: its model (`hf:...` or a folder, relative to
+/// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
+/// preset's micro-batch, checkpointing and optimizer offload. Planned for CUDA in bf16, what
+/// presets are for. The model's shape comes from [`model_config`]; when it
+/// cannot be had the answer is [`StageMemory::Unknown`] with the reason.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_stage(
+    model: &PlannedModel,
+    base_dir: &Path,
+    task: Task,
+    trains: Trains,
+    seq_len: usize,
+    micro_batch: u32,
+    checkpointing: bool,
+    optimizer_offload: bool,
+) -> StageMemory {
+    let config = match model {
+        PlannedModel::Source(source) => model_config(source, base_dir),
+        PlannedModel::Config(json) => {
+            LlamaConfig::parse(&json.to_string(), Path::new("<random init>"))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match config {
+        Ok(config) => StageMemory::Estimated(estimate(&Workload {
+            config: &config,
+            task,
+            trains,
+            micro_batch: micro_batch as usize,
+            seq_len,
+            checkpointing,
+            optimizer_offload,
+            dtype_bytes: 2,
+            cuda: true,
+        })),
+        Err(note) => StageMemory::Unknown(note),
+    }
+}

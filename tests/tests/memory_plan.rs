@@ -1,7 +1,8 @@
 //! The memory planner seen from the command line: `plan` shows each
 //! training stage's breakdown and a stage x preset table, `validate` warns
 //! when a stage does not fit a preset, a hub model that cannot be looked at
-//! offline gives a note instead of an error, and a stage that runs out of
+//! offline gives a note instead of an error (the Llama 3.x bases are built
+//! in, so they plan offline with nothing cached), and a stage that runs out of
 //! GPU memory fails with a message naming the stage, preset, estimate and
 //! next smaller preset while what finished stays cached.
 #![allow(clippy::unwrap_used)]
@@ -124,7 +125,7 @@ fn validate_warns_about_presets_that_do_not_fit() {
 fn an_unreachable_hub_model_is_a_note_not_an_error() {
     let sandbox = sandbox();
     sandbox
-        .write("p.yaml", &pipeline("\"hf:meta-llama/Llama-3.1-8B\"", false))
+        .write("p.yaml", &pipeline("\"hf:someone/private-llama\"", false))
         .unwrap();
     let out = sandbox
         .command(&["plan", "p.yaml", "--format", "json"])
@@ -191,8 +192,15 @@ fn llama8b_hub(sandbox: &Sandbox) -> std::path::PathBuf {
     sandbox.path().join("hub")
 }
 
-/// `plan --format json` of a shipped 8B pipeline under `preset`, offline.
+/// `plan --format json` of a shipped 8B pipeline under `preset`, offline,
+/// over the hub cache holding the published config.json.
 fn plan_8b(sandbox: &Sandbox, file: &str, preset: &str) -> serde_json::Value {
+    plan_8b_over(sandbox, file, preset, &llama8b_hub(sandbox))
+}
+
+/// `plan --format json` of a shipped 8B pipeline under `preset`, offline,
+/// over the hub cache `hub`.
+fn plan_8b_over(sandbox: &Sandbox, file: &str, preset: &str, hub: &Path) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../pipelines")
         .join(file);
@@ -205,12 +213,41 @@ fn plan_8b(sandbox: &Sandbox, file: &str, preset: &str) -> serde_json::Value {
             "--preset",
             preset,
         ])
-        .env("HF_HUB_CACHE", llama8b_hub(sandbox))
+        .env("HF_HUB_CACHE", hub)
         .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_TOKEN")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Offline, with an empty hub cache and no token, both 8B pipelines plan
+/// from the binary's built-in Llama 3.1 8B config.json, to the byte the
+/// figures the published config.json gives.
+#[test]
+fn the_8b_pipelines_plan_offline_with_nothing_cached() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let empty = sandbox.path().join("empty-hub");
+    for file in ["llama8b_lora.yaml", "llama8b_full.yaml"] {
+        for preset in PRESETS_8B {
+            let built_in = plan_8b_over(&sandbox, file, preset, &empty);
+            let published = plan_8b(&sandbox, file, preset);
+            for name in ["sft", "reward", "rlhf"] {
+                let figures = |plan: &serde_json::Value| {
+                    let s = stage(plan, name);
+                    (s["memory_breakdown"].clone(), s["memory_note"].clone())
+                };
+                let (breakdown, note) = figures(&built_in);
+                assert!(breakdown.is_object(), "{file} {preset} {name}: {note}");
+                assert_eq!(
+                    (breakdown, note),
+                    figures(&published),
+                    "{file} {preset} {name}"
+                );
+            }
+        }
+    }
 }
 
 const PRESETS_8B: [&str; 4] = ["rtx4090-24g", "a100-40g", "a40-48g", "a100-80g"];

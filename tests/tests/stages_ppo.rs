@@ -100,12 +100,13 @@ fn ppo_trains_and_writes_loadable_actor_and_ema() {
 #[test]
 fn interrupted_ppo_resumes_to_identical_outputs() {
     let f = fixture().unwrap();
-    let p = params(serde_json::json!({"batch_size": 4}));
+    let p = params(serde_json::json!({"batch_size": 4, "checkpoint_every": 2}));
     let whole = f.dir.path().join("whole");
     assert_eq!(run(&f, &whole, &p, Cancel::new()), Outcome::Done);
 
-    // Stop as soon as the first checkpoint is on disk (what a SIGKILL after
-    // it leaves behind), then run again in the same work folder.
+    // Stop as soon as the first checkpoint is on disk (step 2); Ctrl-C
+    // saves the step it stops after, then run again in the same work
+    // folder.
     let parts = f.dir.path().join("parts");
     let cancel = Cancel::new();
     let watcher = {
@@ -148,7 +149,7 @@ fn a_diverging_run_names_the_step_and_keeps_the_last_checkpoint() {
     // An infinite learning rate turns the adapter weights into NaN at the
     // first update; the next step's loss is then not finite.
     let p = params(
-        serde_json::json!({"actor_lr": 1e30, "critic_lr": 1e30, "batch_size": 6, "max_grad_norm": 1e30, "ppo_epochs": 1}),
+        serde_json::json!({"actor_lr": 1e30, "critic_lr": 1e30, "batch_size": 6, "max_grad_norm": 1e30, "ppo_epochs": 1, "checkpoint_every": 1}),
     );
     let mut ctx = context("rlhf", &root, &ppo_inputs(&f), Cancel::new()).unwrap();
     let err = match Ppo.run(&p, &mut ctx) {
@@ -247,9 +248,11 @@ fn ppo_step_speed() {
     );
 }
 
-/// Parameters of the SIGKILL test: enough steps that the kill lands mid-run.
+/// Parameters of the SIGKILL test: enough steps that the kill lands
+/// mid-run, and a checkpoint every other step, so the resumed run redoes
+/// the steps after the last one.
 fn kill_params() -> PpoParams {
-    params(serde_json::json!({"batch_size": 4, "epochs": 3}))
+    params(serde_json::json!({"batch_size": 4, "epochs": 3, "checkpoint_every": 2}))
 }
 
 /// The child process of `a_killed_ppo_stage_resumes_to_identical_outputs`:

@@ -1,21 +1,23 @@
 //! `poker-pipe arena`: two players on duplicate heads-up deals. A player
 //! is a baseline bot or `model:DIR`, a trained model answering prompts
-//! greedily, as the eval stage plays it.
+//! greedily on `--device`, served from one thread as the eval stage plays
+//! it ([`crate::stages::model_seats`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use miette::miette;
 
-use crate::backend::Cpu;
+use super::device::on_device;
+use crate::backend::{Backend, Device, OnBackend};
 use crate::error::{CmdResult, Exit, Failure};
-use crate::poker::arena::play_match;
+use crate::poker::arena::{ArenaResult, play_match};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::PromptStyle;
 use crate::poker::trace::{Decision, Traced, regret_by_spot_type};
 use crate::stages::eval::LmAnswerer;
+use crate::stages::model_seats::{self, ModelSeat};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,6 +46,9 @@ pub struct Args {
     /// in big blinds by the expert's EVs (sort by it to see what loses).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Where `model:` players run: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -53,28 +58,85 @@ pub enum Format {
 }
 
 /// Makes a fresh player for each chunk of deals (bots are seeded per
-/// chunk; a model is loaded once and shared).
+/// chunk; a model is loaded once and served from one thread).
 type MakePlayer = Box<dyn Fn(u64) -> Box<dyn Player> + Send + Sync>;
 
-/// The player a `--a`/`--b` value names.
-fn player(flag: &str, spec: &str, args: &Args) -> Result<MakePlayer, Failure> {
-    if let Some(dir) = spec.strip_prefix("model:") {
-        let dir = PathBuf::from(dir);
-        let lm = LmAnswerer::load(&Cpu, &dir, args.max_new_tokens).map_err(|e| {
-            Failure::user(
-                e.report
-                    .wrap_err(format!("{flag}: cannot load `{}`", dir.display())),
-            )
-        })?;
-        let lm = Arc::new(lm);
-        let style = args.style;
-        return Ok(Box::new(move |_| LmAnswerer::player(&lm, style)));
+/// What a `--a`/`--b` value names: a bot, or the `index`th model folder
+/// named on the command line.
+enum Seat {
+    Bot(String),
+    Model { dir: PathBuf, index: usize },
+}
+
+impl Seat {
+    fn parse(flag: &str, spec: &str, models_before: usize) -> Result<Self, Failure> {
+        match spec.strip_prefix("model:") {
+            Some(dir) => Ok(Seat::Model {
+                dir: PathBuf::from(dir),
+                index: models_before,
+            }),
+            None => check_name(flag, spec).map(|()| Seat::Bot(spec.to_string())),
+        }
     }
-    check_name(flag, spec)?;
-    let name = spec.to_string();
-    Ok(Box::new(move |seed| {
-        bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
-    }))
+
+    fn is_model(&self) -> bool {
+        matches!(self, Seat::Model { .. })
+    }
+
+    /// The player maker of this seat, a model's from its served seat.
+    fn maker(&self, served: &[ModelSeat], style: PromptStyle) -> MakePlayer {
+        match self {
+            Seat::Model { index, .. } => {
+                let model = served[*index].clone();
+                Box::new(move |_| model.player(style))
+            }
+            Seat::Bot(name) => {
+                let name = name.clone();
+                Box::new(move |seed| {
+                    bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
+                })
+            }
+        }
+    }
+}
+
+/// The match, waiting for the backend its models run on.
+struct Match<'a> {
+    args: &'a Args,
+    seats: [(&'static str, Seat); 2],
+    traced: bool,
+}
+
+impl OnBackend for Match<'_> {
+    type Output = Result<ArenaResult, Failure>;
+
+    fn run<B: Backend>(self, be: &B) -> Result<ArenaResult, Failure> {
+        let mut models = Vec::new();
+        for (flag, seat) in &self.seats {
+            if let Seat::Model { dir, .. } = seat {
+                let lm = LmAnswerer::load(be, dir, self.args.max_new_tokens).map_err(|e| {
+                    Failure::user(
+                        e.report
+                            .wrap_err(format!("{flag}: cannot load `{}`", dir.display())),
+                    )
+                })?;
+                models.push(lm);
+            }
+        }
+        let models: Vec<&LmAnswerer<'_, B>> = models.iter().collect();
+        let (args, style) = (self.args, self.args.style);
+        model_seats::serve(&models, |served| {
+            let [make_a, make_b] = self.seats.each_ref().map(|(_, s)| s.maker(&served, style));
+            let make_a: MakePlayer = if self.traced {
+                Box::new(move |seed| Box::new(Traced::new(make_a(seed), style)))
+            } else {
+                make_a
+            };
+            play_match(&*make_a, &*make_b, args.hands, args.seed)
+        })
+        .map_err(Failure::runtime)?
+        .map_err(|e| Failure::runtime(miette!("{e}")))
+    }
 }
 
 fn check_name(flag: &str, name: &str) -> Result<(), Failure> {
@@ -103,22 +165,28 @@ pub fn run(args: Args) -> CmdResult {
             args.hands
         )));
     }
-    let make_a = player("--a", &args.a, &args)?;
-    let make_b = player("--b", &args.b, &args)?;
+    let a = Seat::parse("--a", &args.a, 0)?;
+    let b = Seat::parse("--b", &args.b, usize::from(a.is_model()))?;
     // The trace file is created before the match, so a bad path costs no
     // play.
     let trace = match &args.trace {
         Some(path) => Some((path, File::create(path).map_err(|e| trace_error(path, e))?)),
         None => None,
     };
-    let make_a: MakePlayer = if trace.is_some() {
-        let style = args.style;
-        Box::new(move |seed| Box::new(Traced::new(make_a(seed), style)))
+    // Bots alone need no device.
+    let device = if a.is_model() || b.is_model() {
+        args.device
     } else {
-        make_a
+        Device::Cpu
     };
-    let result = play_match(&*make_a, &*make_b, args.hands, args.seed)
-        .map_err(|e| Failure::runtime(miette!("{e}")))?;
+    let result = on_device(
+        device,
+        Match {
+            args: &args,
+            seats: [("--a", a), ("--b", b)],
+            traced: trace.is_some(),
+        },
+    )?;
     if let Some((path, file)) = trace {
         write_trace(path, file, &result.trace)?;
     }

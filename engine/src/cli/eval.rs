@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::backend::{Backend, Cpu, Device, Sampling};
+use super::device::on_device;
+use crate::backend::{Backend, Device, OnBackend, Sampling};
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::generate::{GenerateOptions, generate};
 use crate::model::load::load_dir;
@@ -57,7 +58,21 @@ pub enum Mode {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let be = backend(args.device)?;
+    on_device(args.device, Command(args))
+}
+
+/// The command, waiting for the backend its model runs on.
+struct Command(Args);
+
+impl OnBackend for Command {
+    type Output = CmdResult;
+
+    fn run<B: Backend>(self, be: &B) -> CmdResult {
+        run_on(be, self.0)
+    }
+}
+
+fn run_on<B: Backend>(be: &B, args: Args) -> CmdResult {
     let need_file = |mode: &str| {
         args.test_file.as_deref().ok_or_else(|| {
             Failure::user(miette!(
@@ -76,11 +91,11 @@ pub fn run(args: Args) -> CmdResult {
         Mode::Score => {
             let file = need_file("score")?;
             let stdout = std::io::stdout();
-            score(&be, &args.model, file, &mut stdout.lock())
+            score(be, &args.model, file, &mut stdout.lock())
         }
         Mode::Batch => {
             let file = need_file("batch")?;
-            let out = batch(&be, &args.model, file, &opts)?;
+            let out = batch(be, &args.model, file, &opts)?;
             eprintln!("wrote {}", out.display());
             Ok(Exit::Ok)
         }
@@ -89,7 +104,7 @@ pub fn run(args: Args) -> CmdResult {
             let stdout = std::io::stdout();
             let prompt_marker = std::io::IsTerminal::is_terminal(&stdin);
             interactive(
-                &be,
+                be,
                 &args.model,
                 &opts,
                 stdin.lock(),
@@ -259,18 +274,6 @@ pub fn interactive<B: Backend>(
     Ok(Exit::Ok)
 }
 
-/// The backend for a device; CUDA is a separate backend not in this build.
-fn backend(device: Device) -> Result<Cpu, Failure> {
-    match device {
-        Device::Cpu => Ok(Cpu),
-        Device::Cuda(n) => Err(Failure::user(miette!(
-            code = "device::unavailable",
-            help = "run with --device cpu",
-            "device cuda:{n} is not available: this build has no CUDA backend"
-        ))),
-    }
-}
-
 /// Scores every line of `file` with the model in `dir`, writing one JSON
 /// object per line to `out`.
 pub fn score<B: Backend>(be: &B, dir: &Path, file: &Path, out: &mut impl Write) -> CmdResult {
@@ -309,6 +312,7 @@ pub fn score<B: Backend>(be: &B, dir: &Path, file: &Path, out: &mut impl Write) 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::backend::Cpu;
     use crate::model::weights::load_file;
 
     fn golden() -> PathBuf {
@@ -344,10 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn cuda_and_missing_files_are_clear_errors() {
-        let err = backend(Device::Cuda(0)).unwrap_err();
-        assert_eq!(err.exit, Exit::User);
-        assert!(format!("{:?}", err.report).contains("--device cpu"));
+    fn missing_files_are_clear_errors() {
         let err = score(
             &Cpu,
             &golden().join("nope"),

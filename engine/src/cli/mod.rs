@@ -10,6 +10,7 @@ use crate::error::{CmdResult, Exit};
 mod arena;
 mod bench;
 mod cache;
+mod device;
 mod equity;
 mod eval;
 mod fetch;

@@ -7,19 +7,19 @@
 //! preference pairs; the reward model's mean score of the SFT and final
 //! models' answers (sampled, as PPO is scored, and greedy); and bb/100
 //! with a 95% interval against baseline bots, the model playing through
-//! [`PromptPlayer`].
+//! `PromptPlayer`, served by [`model_seats`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use miette::miette;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL, reward};
-use crate::backend::{Backend, Cpu, Device, Sampling};
+use super::device::{RunOnBackend, run_on_device};
+use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL, model_seats, reward};
+use crate::backend::{Backend, Sampling};
 use crate::graph::{
     InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
@@ -30,7 +30,7 @@ use crate::model::load::load_dir;
 use crate::model::lora;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::arena::play_match;
-use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
+use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
 use crate::train::dataset;
 
@@ -221,13 +221,13 @@ impl StageKind for Eval {
     }
 
     fn run(&self, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
-        match ctx.device {
-            Device::Cpu => run(p, ctx),
-            Device::Cuda(_) => Err(StageError::user(miette!(
-                help = "run this pipeline with --device cpu",
-                "the eval stage has no CUDA backend in this build"
-            ))),
-        }
+        run_on_device(self, p, ctx)
+    }
+}
+
+impl RunOnBackend for Eval {
+    fn run_on<B: Backend>(&self, be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
+        run(be, p, ctx)
     }
 }
 
@@ -355,22 +355,23 @@ fn correct(s: &Scenario, answer: &str) -> bool {
 /// Token ids of a prompt and of the model's answer to it.
 pub type PromptAndAnswer = (Vec<u32>, Vec<u32>);
 
-/// A language model answering prompts greedily, shareable across threads.
-pub struct LmAnswerer<B: Backend> {
-    be: B,
+/// A language model answering prompts greedily, on the thread that holds
+/// it ([`super::model_seats`] seats it at the arena's table).
+pub struct LmAnswerer<'a, B: Backend> {
+    be: &'a B,
     model: Llama<B>,
     tokenizer: Tokenizer,
     max_new_tokens: usize,
 }
 
-impl<B: Backend + Clone> LmAnswerer<B> {
+impl<'a, B: Backend> LmAnswerer<'a, B> {
     /// Loads a model folder (adapter merged into the weights for speed).
-    pub fn load(be: &B, dir: &Path, max_new_tokens: usize) -> Result<Self, StageError> {
+    pub fn load(be: &'a B, dir: &Path, max_new_tokens: usize) -> Result<Self, StageError> {
         let mut loaded =
             load_dir(be, dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         lora::set_merged(be, &mut loaded.model, true);
         Ok(LmAnswerer {
-            be: be.clone(),
+            be,
             model: loaded.model,
             tokenizer: loaded.tokenizer,
             max_new_tokens,
@@ -396,7 +397,7 @@ impl<B: Backend + Clone> LmAnswerer<B> {
         let ids = self.encode_all(prompts)?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(16) {
-            let resp = generate(&self.be, &self.model, chunk, &self.options());
+            let resp = generate(self.be, &self.model, chunk, &self.options());
             out.extend(chunk.iter().cloned().zip(resp));
         }
         Ok(out)
@@ -430,7 +431,7 @@ impl<B: Backend + Clone> LmAnswerer<B> {
                 let seeds: Vec<u64> = (first..first + chunk.len() as u64)
                     .map(|i| seed ^ (k << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
                     .collect();
-                let resp = generate_per_prompt(&self.be, &self.model, chunk, &opts, &seeds);
+                let resp = generate_per_prompt(self.be, &self.model, chunk, &opts, &seeds);
                 out.extend(chunk.iter().cloned().zip(resp));
             }
         }
@@ -463,18 +464,6 @@ impl<B: Backend + Clone> LmAnswerer<B> {
             .collect()
     }
 
-    /// A seat at the table: every decision's prompt in `style`, answered
-    /// greedily by the shared model.
-    pub fn player(lm: &Arc<Self>, style: PromptStyle) -> Box<dyn Player>
-    where
-        Self: Send + Sync + 'static,
-    {
-        let lm = Arc::clone(lm);
-        Box::new(PromptPlayer::new("model", style, move |prompt: &str| {
-            lm.answer(prompt)
-        }))
-    }
-
     /// One answer; a tokenizer failure is an empty (illegal) answer, which
     /// the arena counts.
     pub fn answer(&self, prompt: &str) -> String {
@@ -505,13 +494,12 @@ fn mean(v: &[f32]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
 }
 
-fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
-    let be = &Cpu;
+fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
     let scenarios = read_scenarios(&ctx.input("scenarios")?.path.clone())?;
     let train = read_scenarios(&ctx.input("train_prompts")?.path.clone())?;
     let style = prompt_style(&scenarios, p.style)?;
     let model_dir = ctx.input("model")?.path.clone();
-    let lm = Arc::new(LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize)?);
+    let lm = LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize)?;
     ctx.log(format!("answering {} held-out spots", scenarios.len()));
     let prompts: Vec<String> = scenarios.iter().map(|s| s.prompt.clone()).collect();
     let generated = lm.generate_ids(&prompts)?;
@@ -559,7 +547,7 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
                 .map(|(p, r)| [p.as_slice(), r.as_slice()].concat())
                 .collect()
         };
-        let sampled = |lm: &LmAnswerer<Cpu>| {
+        let sampled = |lm: &LmAnswerer<B>| {
             lm.sample_ids(
                 &prompts,
                 p.reward_temperature,
@@ -595,14 +583,17 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             ctx.finish();
             return Ok(Outcome::Interrupted);
         }
-        let make_lm = |_seed: u64| LmAnswerer::player(&lm, style);
         let name = opponent.clone();
         let make_bot = move |seed: u64| -> Box<dyn Player> {
             bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
         };
         let hands = p.arena.hands_for(opponent);
-        let result = play_match(&make_lm, &make_bot, hands, p.arena.seed)
-            .map_err(|e| StageError::runtime(miette!("arena against {opponent}: {e}")))?;
+        let result = model_seats::serve(&[&lm], |seats| {
+            let make_lm = |_seed: u64| seats[0].player(style);
+            play_match(&make_lm, &make_bot, hands, p.arena.seed)
+        })
+        .map_err(StageError::runtime)?
+        .map_err(|e| StageError::runtime(miette!("arena against {opponent}: {e}")))?;
         ctx.log(format!(
             "arena vs {opponent}: {:.1} bb/100, 95% CI [{:.1}, {:.1}] over {} hands, {} illegal answers",
             result.bb_per_100, result.ci95[0], result.ci95[1], result.hands, result.illegal[0]

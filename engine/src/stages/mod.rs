@@ -6,8 +6,10 @@ use std::sync::OnceLock;
 
 use crate::graph::{ArtifactType, OutputDecl, Registry};
 
+pub mod device;
 pub mod eval;
 pub mod jsonl_data;
+pub mod model_seats;
 pub mod poker_data;
 pub mod ppo;
 pub mod reward;

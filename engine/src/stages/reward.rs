@@ -24,7 +24,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::sft::{Method, backend, fail, loop_settings, run_loop, train_all};
+use super::device::{RunOnBackend, run_on_device};
+use super::sft::{Method, fail, loop_settings, run_loop, train_all};
 use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
 use crate::backend::{Backend, Gemm};
 use crate::graph::{
@@ -258,8 +259,18 @@ impl StageKind for Reward {
     }
 
     fn run(&self, params: &RewardParams, ctx: &mut StageContext) -> StageResult {
-        let be = backend(ctx.device)?;
-        run_reward(&be, params, ctx)
+        run_on_device(self, params, ctx)
+    }
+}
+
+impl RunOnBackend for Reward {
+    fn run_on<B: Backend>(
+        &self,
+        be: &B,
+        params: &RewardParams,
+        ctx: &mut StageContext,
+    ) -> StageResult {
+        run_reward(be, params, ctx)
     }
 }
 

@@ -20,9 +20,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::device::{RunOnBackend, run_on_device};
 use super::tokenizer::SpecialTokens;
 use super::{CAUSAL_LM, SFT_DATASET, TOKENIZER};
-use crate::backend::{Backend, Cpu, Device};
+use crate::backend::Backend;
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
@@ -363,19 +364,18 @@ impl StageKind for Sft {
     }
 
     fn run(&self, params: &SftParams, ctx: &mut StageContext) -> StageResult {
-        let be = backend(ctx.device)?;
-        run_sft(&be, params, ctx)
+        run_on_device(self, params, ctx)
     }
 }
 
-/// The backend of a stage's device; CUDA is not in this build.
-pub fn backend(device: Device) -> Result<Cpu, StageError> {
-    match device {
-        Device::Cpu => Ok(Cpu),
-        Device::Cuda(n) => Err(StageError::user(miette::miette!(
-            help = "run with --device cpu",
-            "device cuda:{n} is not available: this build has no CUDA backend for training"
-        ))),
+impl RunOnBackend for Sft {
+    fn run_on<B: Backend>(
+        &self,
+        be: &B,
+        params: &SftParams,
+        ctx: &mut StageContext,
+    ) -> StageResult {
+        run_sft(be, params, ctx)
     }
 }
 

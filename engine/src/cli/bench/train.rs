@@ -10,7 +10,8 @@ use miette::miette;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Cpu, Device};
+use crate::backend::{Backend, Device, OnBackend};
+use crate::cli::device::on_device;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::lora::{self, LoraConfig};
 use crate::model::{Batch, Llama, LlamaConfig, TrainPass};
@@ -50,13 +51,6 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    if let Device::Cuda(n) = args.device {
-        return Err(Failure::user(miette!(
-            code = "device::unavailable",
-            help = "run with --device cpu",
-            "device cuda:{n} is not available: this build has no CUDA backend"
-        )));
-    }
     if args.batch == 0 || args.seq < 2 || args.steps == 0 {
         return Err(Failure::user(miette!(
             code = "bench::shape",
@@ -74,8 +68,25 @@ pub fn run(args: Args) -> CmdResult {
             .map_err(|e| Failure::runtime(miette!("cannot start {threads} threads: {e}")))?;
     }
     let cfg = LlamaConfig::load(&args.model_config).map_err(Failure::user)?;
-    let be = Cpu;
-    let mut model = Llama::random(&be, cfg.clone(), 0).map_err(Failure::user)?;
+    on_device(args.device, Bench { args, cfg })
+}
+
+/// The benchmark, waiting for the backend it measures.
+struct Bench {
+    args: Args,
+    cfg: LlamaConfig,
+}
+
+impl OnBackend for Bench {
+    type Output = CmdResult;
+
+    fn run<B: Backend>(self, be: &B) -> CmdResult {
+        measure(be, &self.args, &self.cfg)
+    }
+}
+
+fn measure<B: Backend>(be: &B, args: &Args, cfg: &LlamaConfig) -> CmdResult {
+    let mut model = Llama::random(be, cfg.clone(), 0).map_err(Failure::user)?;
     match args.lora_rank {
         Some(rank) => {
             let lc = LoraConfig {
@@ -88,11 +99,11 @@ pub fn run(args: Args) -> CmdResult {
                     .collect(),
                 rslora: false,
             };
-            lora::attach(&be, &mut model, &lc, 0).map_err(Failure::user)?;
+            lora::attach(be, &mut model, &lc, 0).map_err(Failure::user)?;
         }
         None => {
             for p in model.params_mut() {
-                p.set_trainable(&be, true);
+                p.set_trainable(be, true);
             }
         }
     }
@@ -114,17 +125,17 @@ pub fn run(args: Args) -> CmdResult {
     let mut times = Vec::with_capacity(args.steps);
     for step in 0..=args.steps {
         let start = Instant::now();
-        model.zero_grads(&be);
+        model.zero_grads(be);
         let pass = TrainPass {
             seed: step as u64,
             checkpoint: args.checkpoint,
         };
-        let loss = model.loss_backward(&be, &batch, &targets, &weights, pass);
+        let loss = model.loss_backward(be, &batch, &targets, &weights, pass);
         if !loss.is_finite() {
             return Err(Failure::runtime(miette!("loss is {loss} at step {step}")));
         }
-        clip_grad_norm(&be, &mut model.params_mut(), 1.0);
-        opt.update(&be, model.params_mut(), 1e-4);
+        clip_grad_norm(be, &mut model.params_mut(), 1.0);
+        opt.update(be, model.params_mut(), 1e-4);
         if step > 0 {
             times.push(start.elapsed().as_secs_f64());
         }

@@ -4,13 +4,17 @@
 //! offline gives a note instead of an error (the Llama 3.x bases are built
 //! in, so they plan offline with nothing cached), and a stage that runs out of
 //! GPU memory fails with a message naming the stage, preset, estimate and
-//! next smaller preset while what finished stays cached.
+//! next smaller preset while what finished stays cached; a stage beyond any
+//! device is rejected by `validate`, and a CPU stage beyond the host is
+//! refused before it allocates.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
 use poker_pipe::model::LlamaConfig;
-use poker_pipe::model::memory::{Task, Trains, Workload, estimate, gib_text};
+use poker_pipe::model::memory::{
+    Breakdown, Task, Trains, Workload, estimate, gib_text, host_lower_bound, host_memory_bytes,
+};
 use poker_pipe::stages::sft::Architecture;
 use poker_pipe::stages::tokenizer::SpecialTokens;
 use poker_pipe_tests::{Sandbox, text};
@@ -398,4 +402,108 @@ stages:
         );
     }
     assert!(stage(&plan, "tok")["memory_breakdown"].is_null());
+}
+
+/// A pipeline training a random model of `architecture` (JSON) from
+/// scratch after its data and tokenizer stages.
+fn random_pipeline(architecture: &str) -> String {
+    format!(
+        "name: big
+memory_presets:
+  small: {{gpu_memory_gib: 24, micro_batch: 1, activation_checkpointing: true}}
+  large: {{gpu_memory_gib: 80, micro_batch: 2}}
+stages:
+  data: {{kind: poker-data, scenarios: 40, pairs: 20, prompts: 8, seed: 1}}
+  tok: {{kind: tokenizer, data: [data.sft], vocab_size: 300}}
+  sft: {{kind: sft, data: data.sft, tokenizer: tok, base: {{random: {architecture}}}, method: full, batch_size: 2, max_seq_len: 16}}
+"
+    )
+}
+
+/// A billion-wide hidden state is beyond any device: `validate` rejects the
+/// stage (exit 1, pointing at it) instead of `run` aborting on the
+/// allocation, and `run` refuses the file the same way before anything
+/// runs.
+#[test]
+fn validate_rejects_a_stage_beyond_any_device() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    sandbox
+        .write(
+            "p.yaml",
+            &random_pipeline(
+                "{hidden_size: 1000000000, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 4}",
+            ),
+        )
+        .unwrap();
+    for command in ["validate", "run"] {
+        let out = sandbox.run(&[command, "p.yaml"]).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("stage `sft` needs at least")
+                && stderr.contains("more than any")
+                && stderr.contains("p.yaml:8:3"),
+            "{stderr}"
+        );
+    }
+    assert!(!sandbox.path().join("runs/big/data").exists());
+}
+
+/// A CPU stage whose plan is beyond this machine's memory (about 1.4 TiB,
+/// within what a device could hold) is refused before it allocates: exit
+/// 3 with the out-of-memory diagnostic (the planner's figure, the next
+/// preset to try), and the stages before it stay cached.
+#[test]
+fn a_cpu_stage_beyond_the_host_is_refused_before_it_allocates() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    sandbox
+        .write(
+            "p.yaml",
+            &random_pipeline(
+                "{hidden_size: 32768, intermediate_size: 65536, num_hidden_layers: 8, num_attention_heads: 256}",
+            ),
+        )
+        .unwrap();
+    let planned = sandbox.plan("p.yaml", &["--preset", "large"]).unwrap();
+    let breakdown: Breakdown = serde_json::from_value(
+        planned["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "sft")
+            .unwrap()["memory_breakdown"]
+            .clone(),
+    )
+    .unwrap();
+    let needed = host_lower_bound(&breakdown);
+    if host_memory_bytes().is_none_or(|total| total >= needed) {
+        eprintln!("SKIPPED: this machine holds {needed} bytes, the refusal cannot be seen");
+        return;
+    }
+    let out = sandbox
+        .run(&["run", "p.yaml", "--preset", "large"])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        stderr.contains("stage `sft` cannot fit in host memory under preset `large`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the planner estimated {}",
+            gib_text(breakdown.total())
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--preset small"), "{stderr}");
+    assert!(stderr.contains("run::out_of_memory"), "{stderr}");
+    assert_eq!(
+        sandbox.would_run("p.yaml", &["--preset", "large"]).unwrap(),
+        ["sft"]
+    );
 }

@@ -190,6 +190,7 @@ fn print_memory(plan: &Plan, pipeline: &Pipeline) {
                 );
             }
             StageMemory::Unknown(note) => println!("  {}: not estimated: {note}", stage.name),
+            StageMemory::BeyondAnyDevice(note) => println!("  {}: {note}", stage.name),
             StageMemory::NotApplicable => {}
         }
     }

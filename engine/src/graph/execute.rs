@@ -13,6 +13,7 @@ use super::context::{
 use super::plan::Plan;
 use super::store::{Manifest, Store, unix_now};
 use crate::backend::Device;
+use crate::model::memory::refuse_beyond_host;
 use crate::spec::{Pipeline, did_you_mean};
 
 /// Which stages of the plan to run.
@@ -220,6 +221,14 @@ impl Executor<'_> {
         let io = |what: &str, err: std::io::Error| {
             StageError::runtime(miette::miette!("{what} for stage `{}`: {err}", stage.name))
         };
+        // On the CPU an allocation beyond the machine aborts the process:
+        // refuse the stage before it tries (exit 3, explained by `run`).
+        if self.device == Device::Cpu
+            && let Some(planned_memory) = planned.memory.breakdown()
+        {
+            refuse_beyond_host(planned_memory, None)
+                .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+        }
         let mut inputs = BTreeMap::new();
         for up in &stage.upstream {
             let up_hash = plan

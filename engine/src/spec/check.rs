@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::diag::{FileProblems, Problem, did_you_mean};
+use super::presets::exec_settings;
 use super::schema_check::SchemaChecker;
 use super::types::{MemoryPreset, ModelDefaults, PipelineFile};
 use super::yaml::{Entry, Node, NodeValue};
@@ -15,7 +16,7 @@ use super::{PresetChoice, SpecFile};
 use crate::graph::{
     AnyParams, BatchDecl, ErasedKind, InputDecl, ModelOrigin, OutputDecl, Registry,
 };
-use crate::model::memory::{PlannedModel, Trains};
+use crate::model::memory::{PlannedModel, StageMemory, Trains};
 use petgraph::graph::DiGraph;
 
 /// A checked pipeline, ready to plan.
@@ -131,6 +132,9 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
         let preset = root.get("preset").and_then(|e| e.value.as_str());
         check_preset(root, preset, &presets, &mut problems);
         check_batches(root, &presets, &parsed, &stages, &mut problems);
+        if problems.is_empty() {
+            check_memory(&presets, &parsed, &stages, &mut problems);
+        }
     }
 
     match top {
@@ -603,6 +607,44 @@ fn check_preset(
             .at(root.span_of("preset"), "not in memory_presets")
             .help(help),
     );
+}
+
+/// A stage the planner puts beyond any device under every preset (and with
+/// none) cannot run anywhere: a shape typed wrong. `run` would abort
+/// allocating it, so it is rejected here.
+fn check_memory(
+    presets: &BTreeMap<String, MemoryPreset>,
+    parsed: &[Parsed<'_>],
+    stages: &[Stage],
+    problems: &mut Vec<Problem>,
+) {
+    for (p, stage) in parsed.iter().zip(stages) {
+        let choices = presets.iter().map(|(n, p)| Some((n.clone(), p.clone())));
+        let notes: Option<Vec<String>> = std::iter::once(None)
+            .chain(choices)
+            .map(|preset| {
+                let exec = exec_settings(stage, preset.as_ref());
+                match stage.kind.memory(&stage.params, &exec) {
+                    StageMemory::BeyondAnyDevice(note) => Some(note),
+                    _ => None,
+                }
+            })
+            .collect();
+        if let Some(note) = notes.and_then(|n| n.into_iter().next()) {
+            problems.push(
+                Problem::new(
+                    "spec::beyond_any_device",
+                    format!("stage `{}` {note}", p.name),
+                )
+                .at(p.entry.key_span.clone(), "this stage")
+                .help(
+                    "check the model's shape (`hidden_size`, `intermediate_size`, layers, \
+                     vocabulary) and the stage's `max_seq_len` and `batch_size`; \
+                     `poker-pipe plan` shows a stage's estimate part by part",
+                ),
+            );
+        }
+    }
 }
 
 /// Each global batch size must be a multiple of every preset's micro-batch,

@@ -132,7 +132,7 @@ pub struct Workload<'a> {
 }
 
 /// Peak device memory of a stage, in bytes, part by part.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breakdown {
     pub weights: u64,
     pub adapters: u64,

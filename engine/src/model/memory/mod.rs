@@ -7,6 +7,7 @@
 mod configs;
 mod driver;
 mod estimate;
+mod host;
 mod oom;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use estimate::{
     Breakdown, CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, LOGITS_CHUNK_ROWS, ParamCounts, Rollout,
     Task, Trains, Workload, estimate, lora_params, param_counts,
 };
+pub use host::{HostOutOfMemory, host_lower_bound, host_memory_bytes, refuse_beyond_host};
 pub use oom::{
     DeviceOutOfMemory, OomContext, OutOfMemory, explain_out_of_memory, is_out_of_memory,
     next_smaller_preset,
@@ -33,6 +35,12 @@ const MIB: u64 = 1024 * 1024;
 /// allocator rounding and fragmentation and what other processes (a
 /// desktop, a monitor) hold.
 pub const USABLE_FRACTION: f64 = 0.95;
+
+/// More memory than any one device a stage could run on holds (the largest
+/// GPUs hold under 300 GB, large hosts a few TB): a stage planned beyond
+/// it is a mistake in the pipeline (a `hidden_size` with three zeros too
+/// many), which `validate` rejects rather than let `run` try.
+pub const BEYOND_ANY_DEVICE_BYTES: u64 = 4 << 40;
 
 /// The model a stage's memory is planned on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +62,8 @@ pub enum StageMemory {
     /// The stage trains, but the model's shape is not known here (offline
     /// with nothing cached, an unreadable `config.json`): why.
     Unknown(String),
+    /// The stage needs more than [`BEYOND_ANY_DEVICE_BYTES`]: how much.
+    BeyondAnyDevice(String),
 }
 
 impl StageMemory {
@@ -73,7 +83,7 @@ impl StageMemory {
 
     pub fn note(&self) -> Option<&str> {
         match self {
-            StageMemory::Unknown(note) => Some(note),
+            StageMemory::Unknown(note) | StageMemory::BeyondAnyDevice(note) => Some(note),
             _ => None,
         }
     }
@@ -101,7 +111,8 @@ pub fn gib_text(bytes: u64) -> String {
 /// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
 /// preset's micro-batch, checkpointing and optimizer offload. Planned for CUDA in bf16, what
 /// presets are for. The model's shape comes from [`model_config`]; when it
-/// cannot be had the answer is [`StageMemory::Unknown`] with the reason.
+/// cannot be had the answer is [`StageMemory::Unknown`] with the reason,
+/// and a stage beyond any device is [`StageMemory::BeyondAnyDevice`].
 #[allow(clippy::too_many_arguments)]
 pub fn plan_stage(
     model: &PlannedModel,
@@ -120,18 +131,46 @@ pub fn plan_stage(
                 .map_err(|e| e.to_string())
         }
     };
-    match config {
-        Ok(config) => StageMemory::Estimated(estimate(&Workload {
-            config: &config,
-            task,
-            trains,
-            micro_batch: micro_batch as usize,
-            seq_len,
-            checkpointing,
-            optimizer_offload,
-            dtype_bytes: 2,
-            cuda: true,
-        })),
-        Err(note) => StageMemory::Unknown(note),
+    let config = match config {
+        Ok(config) => config,
+        Err(note) => return StageMemory::Unknown(note),
+    };
+    let beyond = |bytes: f64| {
+        StageMemory::BeyondAnyDevice(format!(
+            "needs at least {bytes:.3e} bytes ({:.1} TiB), more than any device holds",
+            bytes / (1u64 << 40) as f64
+        ))
+    };
+    // Checked in floating point first: a shape this large would overflow
+    // the estimate's integer arithmetic.
+    let weights = bf16_weight_bytes(&config);
+    if weights > BEYOND_ANY_DEVICE_BYTES as f64 {
+        return beyond(weights);
     }
+    let breakdown = estimate(&Workload {
+        config: &config,
+        task,
+        trains,
+        micro_batch: micro_batch as usize,
+        seq_len,
+        checkpointing,
+        optimizer_offload,
+        dtype_bytes: 2,
+        cuda: true,
+    });
+    if breakdown.total() > BEYOND_ANY_DEVICE_BYTES {
+        return beyond(breakdown.total() as f64);
+    }
+    StageMemory::Estimated(breakdown)
+}
+
+/// The bytes of a model's weights in bf16 (the embedding once, no LM head
+/// or norms), in floating point so that no shape overflows: a lower bound
+/// of what any stage on the model needs.
+fn bf16_weight_bytes(c: &LlamaConfig) -> f64 {
+    let f = |n: usize| n as f64;
+    let attention = f(c.num_heads) * f(c.head_dim) * 2.0 + f(c.num_kv_heads) * f(c.head_dim) * 2.0;
+    let per_layer = f(c.hidden_size) * (attention + 3.0 * f(c.intermediate_size));
+    let embedding = f(c.vocab_size) * f(c.hidden_size);
+    2.0 * (embedding + f(c.num_layers) * per_layer)
 }

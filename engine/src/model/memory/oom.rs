@@ -7,7 +7,7 @@ use std::fmt;
 use miette::Diagnostic;
 use thiserror::Error;
 
-use super::gib_text;
+use super::{HostOutOfMemory, gib_text};
 
 /// The error the CUDA backend raises when an allocation fails: which
 /// allocation, and how much it asked for.
@@ -19,13 +19,16 @@ pub struct DeviceOutOfMemory {
     pub requested: u64,
 }
 
-/// What a user sees when a stage runs out of device memory: the stage, its
-/// preset, the planner's estimate, and the next smaller preset to try.
+/// What a user sees when a stage runs out of device memory, or is refused
+/// on the CPU before it could: the stage, its preset, the planner's
+/// estimate, and the next smaller preset to try.
 #[derive(Debug, Error, Diagnostic)]
-#[error("stage `{stage}` ran out of GPU memory under preset `{preset}`{}", estimate_text(.estimate, .gpu_memory_gib))]
+#[error("stage `{stage}` {what} under preset `{preset}`{}", estimate_text(.estimate, .gpu_memory_gib))]
 #[diagnostic(code(run::out_of_memory))]
 pub struct OutOfMemory {
     pub stage: String,
+    /// "ran out of GPU memory", or "cannot fit in host memory".
+    pub what: &'static str,
     pub preset: String,
     pub estimate: Option<u64>,
     pub gpu_memory_gib: Option<f64>,
@@ -68,9 +71,12 @@ pub fn next_smaller_preset<'a>(presets: &[(&'a str, f64)], current_gib: f64) -> 
 }
 
 /// Whether a stage's failure is the device running out of memory: our typed
-/// error, or a CUDA driver call that answered `CUDA_ERROR_OUT_OF_MEMORY`.
+/// errors (the GPU's, or the host's refusal), or a CUDA driver call that
+/// answered `CUDA_ERROR_OUT_OF_MEMORY`.
 pub fn is_out_of_memory(report: &miette::Report) -> bool {
-    if report.downcast_ref::<DeviceOutOfMemory>().is_some() {
+    if report.downcast_ref::<DeviceOutOfMemory>().is_some()
+        || report.downcast_ref::<HostOutOfMemory>().is_some()
+    {
         return true;
     }
     matches!(
@@ -107,8 +113,14 @@ pub fn explain_out_of_memory(report: miette::Report, at: &OomContext<'_>) -> mie
          finished stay cached and this stage resumes from its last checkpoint",
     );
     let cause: Box<dyn std::error::Error + Send + Sync> = Box::new(ReportText(format!("{report}")));
+    let what = if report.downcast_ref::<HostOutOfMemory>().is_some() {
+        "cannot fit in host memory"
+    } else {
+        "ran out of GPU memory"
+    };
     miette::Report::new(OutOfMemory {
         stage: at.stage.to_string(),
+        what,
         preset: preset.to_string(),
         estimate: at.estimate,
         gpu_memory_gib: at.gpu_memory_gib,

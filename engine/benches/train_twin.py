@@ -1,10 +1,12 @@
 """PyTorch twin of `poker-pipe bench train`: the same training step
 (forward, masked-mean cross-entropy, backward, clip to norm 1, AdamW at lr
 1e-4) on the same shapes, random weights and tokens, in eager mode on the
-CPU, with the same thread count. Prints the same JSON.
+CPU, with the same thread count, or on a GPU (`--device cuda`: bf16
+weights, as `bench train --device cuda`, with the peak from
+torch.cuda.max_memory_allocated). Prints the same JSON.
 
     python engine/benches/train_twin.py --model-config engine/benches/tiny_config.json \
-        --batch 4 --seq 128 --steps 10 --threads 2 [--lora-rank 8]
+        --batch 4 --seq 128 --steps 10 --threads 2 [--lora-rank 8] [--device cuda]
 
 Environment: tests/golden/requirements.txt (e.g. /work/venv-golden).
 """
@@ -27,12 +29,15 @@ def main():
     ap.add_argument("--lora-rank", type=int)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--attn", default="sdpa", help="transformers attention implementation: sdpa or eager")
+    ap.add_argument("--device", default="cpu", help="cpu (f32) or cuda (bf16 weights)")
     args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with open(args.model_config) as f:
         cfg = LlamaConfig(**json.load(f))
-    model = LlamaForCausalLM._from_config(cfg, attn_implementation=args.attn).float()
+    model = LlamaForCausalLM._from_config(cfg, attn_implementation=args.attn)
+    model = model.to(args.device, torch.bfloat16) if cuda else model.float()
     if args.lora_rank:
         from peft import LoraConfig, get_peft_model
 
@@ -41,7 +46,7 @@ def main():
                                                  lora_dropout=0.0, target_modules=targets))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq)).to(args.device)
     times = []
     for step in range(args.steps + 1):
         start = time.perf_counter()
@@ -52,6 +57,8 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         if step > 0:
             times.append(time.perf_counter() - start)
     total = sum(times)
@@ -59,7 +66,8 @@ def main():
     print(json.dumps({
         "tokens_per_s": args.batch * args.seq * args.steps / total,
         "step_ms_median": times[len(times) // 2] * 1e3,
-        "peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }))
 
 

@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use crate::backend::{Backend, Sampling};
+use crate::backend::{Backend, Gemm, Sampling};
 use crate::model::adapters::AdapterSet;
 use crate::model::batch::Batch;
 use crate::model::generate::{GenerateOptions, generate_per_prompt};
@@ -96,8 +96,33 @@ pub struct RolloutOptions {
     pub seed: u64,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// The rows of `rows` (ascending, of the whole batch) that fall in the
+/// micro-batch of `len` rows starting at row `first`, as its own row
+/// indices.
+fn local_rows(rows: &[usize], first: usize, len: usize) -> Vec<u32> {
+    rows.iter()
+        .filter(|&&r| (first..first + len).contains(&r))
+        .map(|&r| (r - first) as u32)
+        .collect()
+}
+
+/// A one-row head `[1, d]` applied to rows `local` of `hidden` on the
+/// device: the gathered rows `[n, d]` (for the head's backward) and the
+/// `n` values, the only numbers that come back to the host.
+fn head_values<B: Backend>(
+    be: &B,
+    hidden: &B::Buf,
+    local: &[u32],
+    head: &B::Buf,
+    d: usize,
+) -> (B::Buf, Vec<f32>) {
+    let pooled = be.gather_rows(hidden, local, d);
+    if local.is_empty() {
+        return (pooled, Vec::new());
+    }
+    let mut out = be.zeros(local.len());
+    be.matmul(&pooled, head, &mut out, Gemm::linear(local.len(), 1, d));
+    (pooled, be.download(&out))
 }
 
 impl<B: Backend> Roles<B> {
@@ -209,40 +234,35 @@ impl<B: Backend> Roles<B> {
         rollout.rows.iter().map(|&r| -nll[r]).collect()
     }
 
-    /// The critic's value at every response token's predicting row.
+    /// The critic's value at every response token's predicting row. The
+    /// head runs on the device; only the values come back.
     pub fn values(&mut self, be: &B, rollout: &Rollout) -> Vec<f32> {
         let d = self.policy.cfg.hidden_size;
-        let head = be.download(&self.value_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
-        let mut h = Vec::with_capacity(rollout.batch.rows() * d);
-        for (part, _) in rollout.micro_batches(self.micro_batch) {
+        let mut values = Vec::with_capacity(rollout.rows.len());
+        for (part, first) in rollout.micro_batches(self.micro_batch) {
+            let local = local_rows(&rollout.rows, first, part.rows());
             let hidden = self.critic.with(model, |m| m.forward(be, &part, None));
-            h.extend(be.download(&hidden));
+            values.extend(head_values(be, &hidden, &local, &self.value_head.value, d).1);
         }
-        rollout
-            .rows
-            .iter()
-            .map(|&r| dot(&h[r * d..(r + 1) * d], &head))
-            .collect()
+        values
     }
 
     /// The reward model's score of each sequence of a left-padded batch,
     /// pooled at its last position (always a real token), a micro-batch at
-    /// a time.
+    /// a time, the head on the device.
     pub fn scores(&mut self, be: &B, batch: &Batch) -> Vec<f32> {
         let d = self.policy.cfg.hidden_size;
-        let head = be.download(&self.reward_head.value);
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
         let size = self.micro_batch.max(1);
         let mut scores = Vec::with_capacity(batch.batch);
         for first in (0..batch.batch).step_by(size) {
             let part = batch.sequences(first..(first + size).min(batch.batch));
             let h = self.reward.with(model, |m| m.forward(be, &part, None));
-            let h = be.download(&h);
-            scores.extend((0..part.batch).map(|b| {
-                let r = b * part.seq + part.seq - 1;
-                dot(&h[r * d..(r + 1) * d], &head)
-            }));
+            let last: Vec<u32> = (0..part.batch)
+                .map(|b| (b * part.seq + part.seq - 1) as u32)
+                .collect();
+            scores.extend(head_values(be, &h, &last, &self.reward_head.value, d).1);
         }
         scores
     }
@@ -284,7 +304,6 @@ impl<B: Backend> Roles<B> {
         loss: impl FnOnce(&[f32]) -> (f32, Vec<f32>),
     ) -> f32 {
         let d = self.policy.cfg.hidden_size;
-        let head = be.download(&self.value_head.value);
         let pass = self.pass(pass);
         let parts = rollout.micro_batches(self.micro_batch);
         let mut loss = Some(loss);
@@ -296,37 +315,39 @@ impl<B: Backend> Roles<B> {
         }
         let model = self.value_base.as_mut().unwrap_or(&mut self.policy);
         let value_head = &mut self.value_head;
-        let mut dw = vec![0.0; d];
+        // Index into `rollout.rows` (ascending) of the micro-batch's first
+        // response row.
+        let mut seen = 0;
         for (part, first) in parts {
-            let end = first + part.rows();
+            let local = local_rows(&rollout.rows, first, part.rows());
             self.critic.with(model, |m| {
                 let (h, tape) = m.forward_train(be, &part, pass);
-                let host = be.download(&h);
+                let (pooled, values) = head_values(be, &h, &local, &value_head.value, d);
                 if let Some(loss) = loss.take() {
-                    let values: Vec<f32> = rollout
-                        .rows
-                        .iter()
-                        .map(|&r| dot(&host[(r - first) * d..(r - first + 1) * d], &head))
-                        .collect();
                     result = Some(loss(&values));
                 }
                 let grad = result.as_ref().map_or(&[][..], |(_, g)| g.as_slice());
-                let mut dh = vec![0.0; part.rows() * d];
-                for (&r, &g) in rollout.rows.iter().zip(grad) {
-                    if !(first..end).contains(&r) {
-                        continue;
+                let mut dh = be.zeros(part.rows() * d);
+                if let Some(g) = grad.get(seen..seen + local.len())
+                    && !local.is_empty()
+                {
+                    // d(values) -> d(hidden) of those rows and d(head).
+                    let dv = be.upload(g);
+                    let mut dpooled = be.zeros(local.len() * d);
+                    be.matmul(
+                        &dv,
+                        &value_head.value,
+                        &mut dpooled,
+                        Gemm::plain(local.len(), d, 1),
+                    );
+                    if let Some(dw) = value_head.grad.as_mut() {
+                        be.matmul(&dv, &pooled, dw, Gemm::weight_grad(1, d, local.len()));
                     }
-                    let local = r - first;
-                    for k in 0..d {
-                        dh[local * d + k] += g * head[k];
-                        dw[k] += g * host[local * d + k];
-                    }
+                    be.scatter_add_rows(&dpooled, &local, d, &mut dh);
                 }
-                m.backward_from_hidden(be, &part, tape, &be.upload(&dh));
+                m.backward_from_hidden(be, &part, tape, &dh);
             });
-        }
-        if let Some(g) = value_head.grad.as_mut() {
-            be.axpy(g, 1.0, &be.upload(&dw));
+            seen += local.len();
         }
         result.map_or(0.0, |(value, _)| value)
     }

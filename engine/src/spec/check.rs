@@ -397,17 +397,32 @@ fn resolve(
                 InputDecl::File { field, path } => {
                     let full = base_dir.join(&path);
                     if !full.is_file() {
+                        let (code, what, label, help) = if full.exists() {
+                            (
+                                "spec::not_a_file",
+                                "is not a regular file",
+                                "not a regular file",
+                                "give a file of data, not a folder or a device",
+                            )
+                        } else {
+                            (
+                                "spec::missing_file",
+                                "does not exist",
+                                "file not found",
+                                "paths are relative to the pipeline file's folder",
+                            )
+                        };
                         problems.push(
                             Problem::new(
-                                "spec::missing_file",
+                                code,
                                 format!(
-                                    "input file `{}` of stage `{}` does not exist",
+                                    "input file `{}` of stage `{}` {what}",
                                     full.display(),
                                     p.name
                                 ),
                             )
-                            .at(span, "file not found")
-                            .help("paths are relative to the pipeline file's folder"),
+                            .at(span, label)
+                            .help(help),
                         );
                         continue;
                     }

@@ -1,0 +1,165 @@
+//! Faults a hostile probe found: `validate` catches what `run` would only
+//! find later, and text problems (encoding, huge values, NaN, overflow,
+//! tabs) are reported where they are and at a bounded size.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use poker_pipe_tests::{Sandbox, text};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pp-test");
+
+fn tiny() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/tiny.yaml");
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// `validate --format json` of a file that must fail.
+fn problems(sandbox: &Sandbox, file: &str) -> Vec<Value> {
+    let out = sandbox
+        .run(&["validate", "--format", "json", file])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+fn only(problems: &[Value]) -> &Value {
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    &problems[0]
+}
+
+#[test]
+fn heads_that_do_not_divide_the_hidden_size_are_refused_at_the_field() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let yaml = tiny().replace("num_attention_heads: 4", "num_attention_heads: 3");
+    sandbox.write("p.yaml", &yaml).unwrap();
+    let found = problems(&sandbox, "p.yaml");
+    let p = only(&found);
+    assert_eq!(p["code"], "spec::invalid_value");
+    assert!(p["message"].as_str().unwrap().contains("3 attention heads"));
+    let line = yaml
+        .lines()
+        .position(|l| l.contains("num_attention_heads"))
+        .unwrap()
+        + 1;
+    assert_eq!(p["line"], line);
+    let column = yaml.lines().nth(line - 1).unwrap().find("3}").unwrap() + 1;
+    assert_eq!(p["column"], column);
+}
+
+#[test]
+fn a_missing_base_folder_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let yaml = "name: b\nmodel: {base: ./no/such/model}\nstages:\n  data: {kind: poker-data, scenarios: 10, pairs: 10, prompts: 10}\n  sft: {kind: sft, data: data.sft}\n";
+    sandbox.write("p.yaml", yaml).unwrap();
+    let found = problems(&sandbox, "p.yaml");
+    let p = only(&found);
+    assert!(
+        p["message"].as_str().unwrap().contains("does not exist"),
+        "{p}"
+    );
+    assert_eq!(p["line"], 2, "at `model.base`");
+}
+
+#[test]
+fn an_input_that_is_not_a_regular_file_is_named_so() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    std::fs::create_dir(sandbox.path().join("folder")).unwrap();
+    for input in ["folder", "/dev/zero"] {
+        let yaml =
+            format!("name: f\nstages:\n  src: {{kind: text-source, text: x, file: {input}}}\n");
+        sandbox.write("p.yaml", &yaml).unwrap();
+        let found = problems(&sandbox, "p.yaml");
+        let p = only(&found);
+        assert_eq!(p["code"], "spec::not_a_file", "{p}");
+        assert!(
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a regular file")
+        );
+    }
+    let found = problems(&sandbox, "/dev/zero");
+    assert!(
+        only(&found)["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file")
+    );
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_line_and_column() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let mut bytes = b"name: u\nstages:\n  src: {kind: text-source, text: \"a".to_vec();
+    bytes.extend_from_slice(b"\xff\"}\n");
+    std::fs::write(sandbox.path().join("p.yaml"), bytes).unwrap();
+    let found = problems(&sandbox, "p.yaml");
+    let p = only(&found);
+    assert_eq!(p["code"], "spec::utf8");
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(3), Some(36))
+    );
+}
+
+#[test]
+fn nan_infinity_and_overflow_are_named() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    for (value, code, words) in [
+        (".nan", "spec::not_finite", "not a finite number"),
+        ("-.inf", "spec::not_finite", "not a finite number"),
+        ("99999999999999999999", "spec::overflow", "overflows"),
+        ("1e999", "spec::overflow", "overflows"),
+    ] {
+        let yaml = format!(
+            "name: n\nstages:\n  src: {{kind: text-source, text: x}}\n  a: {{kind: text-step, input: src, suffix: '!', lr: {value}}}\n"
+        );
+        sandbox.write("p.yaml", &yaml).unwrap();
+        let found = problems(&sandbox, "p.yaml");
+        let p = only(&found);
+        assert_eq!(p["code"], code, "{p}");
+        let message = p["message"].as_str().unwrap();
+        assert!(message.contains(words), "{message}");
+        assert!(!message.contains("syntax"), "{message}");
+        assert_eq!(p["line"], 4);
+    }
+}
+
+#[test]
+fn a_tab_error_points_at_the_tab() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    sandbox
+        .write(
+            "p.yaml",
+            "name: t\nstages:\n\tsrc: {kind: text-source, text: x}\n",
+        )
+        .unwrap();
+    let found = problems(&sandbox, "p.yaml");
+    let p = only(&found);
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(3), Some(1))
+    );
+}
+
+#[test]
+fn huge_values_and_lines_give_small_reports() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let huge = "z".repeat(10_000_000);
+    let yaml = format!(
+        "name: h\nstages:\n  src: {{kind: text-source, text: x}}\n  a: {{kind: text-step, input: src, suffix: '!', steps: {huge}}}\n"
+    );
+    sandbox.write("p.yaml", &yaml).unwrap();
+    for args in [
+        vec!["validate", "p.yaml"],
+        vec!["validate", "--format", "json", "p.yaml"],
+    ] {
+        let out = sandbox.run(&args).unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let size = out.stdout.len() + out.stderr.len();
+        assert!(size < 10_240, "{args:?}: {size} bytes of report");
+    }
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::context::ExecSettings;
 use super::hash::{FileHash, HashInput, StatCache, UpstreamHash, changed_fields};
-use super::store::Store;
+use super::store::{EntryState, Store};
 use crate::backend::Device;
 use crate::model::memory::{Breakdown, StageMemory, fits};
 use crate::spec::{MemoryPreset, Pipeline, exec_settings};
@@ -29,6 +29,9 @@ pub enum Reason {
     InputFileChanged(PathBuf),
     /// Asked for with `--force` or `--force-all`.
     Forced,
+    /// The entry exists but fails the cheap check (what is wrong); it is
+    /// rebuilt.
+    Damaged(String),
 }
 
 impl fmt::Display for Reason {
@@ -42,6 +45,7 @@ impl fmt::Display for Reason {
             Reason::UpstreamChanged(stage) => write!(f, "upstream stage {stage} changed"),
             Reason::InputFileChanged(path) => write!(f, "input file {} changed", path.display()),
             Reason::Forced => f.write_str("forced"),
+            Reason::Damaged(what) => write!(f, "cache entry damaged ({what}), rebuilt"),
         }
     }
 }
@@ -216,13 +220,13 @@ pub fn plan(
         let hash = input.hash();
         hashes.insert(stage.name.clone(), hash.clone());
         let forced = options.force_all || options.force.iter().any(|f| f == &stage.name);
-        let cached = !forced && store.is_cached(&hash);
-        let reasons = if cached {
-            Vec::new()
-        } else if forced {
-            vec![Reason::Forced]
-        } else {
-            why(previous.stages.get(&stage.name), &input)
+        let entry = store.check_entry(&hash);
+        let cached = !forced && entry == EntryState::Intact;
+        let reasons = match entry {
+            _ if cached => Vec::new(),
+            _ if forced => vec![Reason::Forced],
+            EntryState::Damaged(what) => vec![Reason::Damaged(what)],
+            _ => why(previous.stages.get(&stage.name), &input),
         };
         let exec = exec_settings(stage, preset);
         let memory_estimate = stage.kind.memory_estimate(&stage.params, &exec);

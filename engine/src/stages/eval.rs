@@ -43,7 +43,7 @@ pub struct ArenaParams {
     pub opponents: Vec<String>,
     /// Hands per opponent (rounded up to whole duplicate deals).
     #[serde(default = "defaults::hands")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = 10000000))]
     pub hands: u64,
     /// Hands against particular opponents instead of `hands`, e.g.
     /// `{random: 30000}`: a random bot's all-ins make its results the

@@ -177,7 +177,7 @@ pub enum Method {
 #[serde(deny_unknown_fields)]
 pub struct LoraParams {
     #[serde(default = "LoraParams::rank")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub rank: usize,
     #[serde(default = "LoraParams::alpha")]
     pub alpha: f32,
@@ -249,21 +249,21 @@ pub struct SftParams {
     pub optim: OptimParams,
     /// Examples per optimizer step (micro-batch x accumulation, from the preset).
     #[serde(default = "SftParams::batch_size")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4096))]
     pub batch_size: u32,
     #[serde(default = "SftParams::epochs")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub epochs: u64,
     /// Longer examples lose the start of their prompt.
     #[serde(default = "SftParams::max_seq_len")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = 131072))]
     pub max_seq_len: usize,
     /// Seeds the data order, LoRA init, dropout and random weights.
     #[serde(default)]
     pub seed: u64,
     /// Optimizer steps between checkpoints (resume points).
     #[serde(default = "SftParams::checkpoint_every")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000000))]
     pub checkpoint_every: u64,
 }
 

@@ -163,3 +163,44 @@ fn huge_values_and_lines_give_small_reports() {
         assert!(size < 10_240, "{args:?}: {size} bytes of report");
     }
 }
+
+#[test]
+fn absurd_counts_are_refused_at_the_field() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let yaml = tiny().replace("scenarios: 16000", "scenarios: 1000000000000000000");
+    sandbox.write("p.yaml", &yaml).unwrap();
+    let found = problems(&sandbox, "p.yaml");
+    let p = only(&found);
+    assert_eq!(p["code"], "spec::out_of_range", "{p}");
+    let line = yaml.lines().position(|l| l.contains("scenarios:")).unwrap() + 1;
+    assert_eq!(p["line"], line);
+}
+
+/// `validate` of `n` independent data stages, in seconds.
+fn validate_seconds(sandbox: &Sandbox, n: usize) -> f64 {
+    let mut yaml = String::from("name: wide\nstages:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  s{i}: {{kind: poker-data, scenarios: 10, pairs: 10, prompts: 10}}\n"
+        ));
+    }
+    sandbox.write("wide.yaml", &yaml).unwrap();
+    let started = std::time::Instant::now();
+    let out = sandbox.run(&["validate", "wide.yaml"]).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    started.elapsed().as_secs_f64()
+}
+
+#[test]
+fn validate_time_grows_linearly_with_the_stages() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let small = validate_seconds(&sandbox, 10_000);
+    let large = validate_seconds(&sandbox, 60_000);
+    // Linear is 6x; the quadratic duplicate-key scan and per-stage schema
+    // generation this guards against made it about 20x.
+    assert!(
+        large < 10.0 * small.max(0.05),
+        "10k: {small:.2} s, 60k: {large:.2} s"
+    );
+    assert!(large < 3.0, "60k stages took {large:.2} s");
+}

@@ -111,8 +111,9 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
         .and_then(|e| e.value.entries())
         .unwrap_or_default();
     let mut parsed = Vec::new();
+    let mut schemas = HashMap::new();
     for entry in stage_entries {
-        if let Some(stage) = check_stage(entry, registry, model_node, &mut problems) {
+        if let Some(stage) = check_stage(entry, registry, model_node, &mut schemas, &mut problems) {
             parsed.push(stage);
         }
     }
@@ -168,6 +169,7 @@ fn check_stage<'a>(
     entry: &'a Entry,
     registry: &Registry,
     model: Option<&Node>,
+    schemas: &mut HashMap<&'static str, serde_json::Value>,
     problems: &mut Vec<Problem>,
 ) -> Option<Parsed<'a>> {
     let name = &entry.key;
@@ -221,10 +223,14 @@ fn check_stage<'a>(
         span: entry.value.span.clone(),
         value: NodeValue::Map(body_entries),
     };
-    let schema = kind.params_schema();
+    // Made once per kind: generating a schema costs more than checking a
+    // stage against it.
+    let schema = schemas
+        .entry(kind.name())
+        .or_insert_with(|| kind.params_schema());
     let before = problems.len();
     let prefix = format!("stages.{name}");
-    SchemaChecker::new(&schema).check_root(&body, &prefix, problems);
+    SchemaChecker::new(schema).check_root(&body, &prefix, problems);
     if problems.len() > before {
         // Already invalid; still parse what is left without the bad fields,
         // so that its references get checked too (all errors at once).
@@ -446,11 +452,7 @@ fn resolve(
             input_adapters: BTreeMap::new(),
         });
     }
-    let bases: Vec<Option<PlannedModel>> =
-        (0..stages.len()).map(|i| base_model(&stages, i)).collect();
-    let adapters: Vec<BTreeMap<String, Trains>> = (0..stages.len())
-        .map(|i| input_adapters(&stages, i, 0))
-        .collect();
+    let (bases, adapters) = lineage(&stages);
     for ((stage, base), adapters) in stages.iter_mut().zip(bases).zip(adapters) {
         stage.base_model = base;
         stage.input_adapters = adapters;
@@ -458,53 +460,82 @@ fn resolve(
     stages
 }
 
-/// The adapters of the models stage `index` reads, by params field: each
-/// upstream stage's `output_adapter`, given its own inputs. `depth` stops a
-/// cycle (reported elsewhere).
-fn input_adapters(stages: &[Stage], index: usize, depth: usize) -> BTreeMap<String, Trains> {
-    if depth > stages.len() {
-        return BTreeMap::new();
-    }
-    stages[index]
-        .upstream
+/// Each stage's root model and the adapters of the models it reads, worked
+/// out once per stage in dependency order (linear in the stages and edges;
+/// a stage on a cycle, reported elsewhere, gets neither).
+///
+/// The root model is the stage's own, or the one of the upstream stage its
+/// origin names, and so on; a random model takes its vocabulary bound from
+/// its tokenizer stage. The adapters are each upstream stage's
+/// `output_adapter`, given that stage's own inputs.
+#[allow(clippy::type_complexity)]
+fn lineage(stages: &[Stage]) -> (Vec<Option<PlannedModel>>, Vec<BTreeMap<String, Trains>>) {
+    let index: HashMap<&str, usize> = stages
         .iter()
-        .filter_map(|u| {
-            let from = stages.iter().position(|s| s.name == u.stage)?;
-            let inputs = input_adapters(stages, from, depth + 1);
-            let stage = &stages[from];
-            let adapter = stage.kind.output_adapter(&stage.params, &inputs)?;
-            Some((u.field.clone(), adapter))
-        })
-        .collect()
-}
-
-/// The model at the root of stage `index`'s model lineage: its own, or the
-/// one of the upstream stage its origin names, and so on; a random model
-/// takes its vocabulary bound from its tokenizer stage. A cycle (reported
-/// elsewhere) or a missing link gives `None`.
-fn base_model(stages: &[Stage], index: usize) -> Option<PlannedModel> {
-    let upstream = |stage: &Stage, field: &str| {
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let upstream_of = |stage: &Stage, field: &str| {
         let name = &stage.upstream.iter().find(|u| u.field == field)?.stage;
-        stages.iter().position(|s| &s.name == name)
+        index.get(name.as_str()).copied()
     };
-    let mut at = index;
-    for _ in 0..stages.len() {
+    let mut bases: Vec<Option<PlannedModel>> = vec![None; stages.len()];
+    let mut adapters: Vec<BTreeMap<String, Trains>> = vec![BTreeMap::new(); stages.len()];
+    for at in dependency_order(stages, &index) {
         let stage = &stages[at];
-        match stage.kind.model_origin(&stage.params) {
-            ModelOrigin::Unknown => return None,
-            ModelOrigin::Pretrained(source) => return Some(PlannedModel::Source(source)),
+        bases[at] = match stage.kind.model_origin(&stage.params) {
+            ModelOrigin::Unknown => None,
+            ModelOrigin::Pretrained(source) => Some(PlannedModel::Source(source)),
             ModelOrigin::Random {
                 mut config,
                 vocabulary,
-            } => {
-                let tokenizer = &stages[upstream(stage, vocabulary)?];
+            } => upstream_of(stage, vocabulary).and_then(|t| {
+                let tokenizer = &stages[t];
                 config["vocab_size"] = tokenizer.kind.vocabulary(&tokenizer.params)?.into();
-                return Some(PlannedModel::Config(config));
+                Some(PlannedModel::Config(config))
+            }),
+            ModelOrigin::Input(field) => upstream_of(stage, field).and_then(|u| bases[u].clone()),
+        };
+        adapters[at] = stage
+            .upstream
+            .iter()
+            .filter_map(|u| {
+                let from = *index.get(u.stage.as_str())?;
+                let up = &stages[from];
+                let adapter = up.kind.output_adapter(&up.params, &adapters[from])?;
+                Some((u.field.clone(), adapter))
+            })
+            .collect();
+    }
+    (bases, adapters)
+}
+
+/// Stage indices with every stage after its upstream stages (Kahn's
+/// algorithm); stages on a cycle are left out.
+fn dependency_order(stages: &[Stage], index: &HashMap<&str, usize>) -> Vec<usize> {
+    let mut waiting: Vec<usize> = vec![0; stages.len()];
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    for (i, stage) in stages.iter().enumerate() {
+        for u in &stage.upstream {
+            if let Some(&from) = index.get(u.stage.as_str()) {
+                waiting[i] += 1;
+                downstream[from].push(i);
             }
-            ModelOrigin::Input(field) => at = upstream(stage, field)?,
         }
     }
-    None
+    let mut order: Vec<usize> = (0..stages.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let at = order[next];
+        next += 1;
+        for &d in &downstream[at] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                order.push(d);
+            }
+        }
+    }
+    order
 }
 
 /// Report each dependency cycle once, naming every stage on it.

@@ -59,21 +59,29 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// The stage's `summary.json`, if it wrote one.
     pub summary: Value,
-    /// blake3 of this manifest's JSON with `seal` empty: an edit anywhere in
-    /// the manifest (a size, a hash, the config) breaks it.
+    /// blake3 of this manifest's JSON text with `seal` empty: an edit
+    /// anywhere in the manifest (a size, a hash, the config) breaks it.
+    /// Keep it the last field (the text is unsealed at its last match).
     #[serde(default)]
     pub seal: String,
 }
 
-/// blake3 of a manifest's pretty JSON with its `seal` empty. Computed on
-/// the JSON value, not the struct, so what is checked is the file's text
-/// (field order and numbers survive the round trip unchanged).
-fn seal_of(mut value: Value) -> std::io::Result<String> {
-    if let Some(object) = value.as_object_mut() {
-        object.insert("seal".into(), Value::String(String::new()));
-    }
-    let bytes = serde_json::to_vec_pretty(&value).map_err(std::io::Error::other)?;
-    Ok(blake3::hash(&bytes).to_hex().to_string())
+/// How the seal is written: the manifest's last field.
+const SEAL_KEY: &str = "\"seal\": \"";
+
+/// The manifest's text with its seal emptied, and the seal it carries.
+/// Works on the text, not a parsed value: floats need not survive a parse.
+fn unsealed(text: &str) -> Option<(String, &str)> {
+    let start = text.rfind(SEAL_KEY)? + SEAL_KEY.len();
+    let len = text[start..].find('"')?;
+    let mut blank = String::with_capacity(text.len());
+    blank.push_str(&text[..start]);
+    blank.push_str(&text[start + len..]);
+    Some((blank, &text[start..start + len]))
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 /// What a cheap look at a cache entry finds (see [`Store::check_entry`]).
@@ -274,7 +282,11 @@ impl Store {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
         manifest.seal = String::new();
-        manifest.seal = seal_of(serde_json::to_value(&manifest).map_err(std::io::Error::other)?)?;
+        let blank = serde_json::to_string_pretty(&manifest).map_err(std::io::Error::other)?;
+        if unsealed(&blank).is_none() {
+            return Err(std::io::Error::other("the manifest has no seal field"));
+        }
+        manifest.seal = blake3_hex(blank.as_bytes());
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         write_atomic(&tmp.join(MANIFEST), &bytes)?;
         let dest = self.entry_dir(&manifest.hash);
@@ -299,19 +311,16 @@ impl Store {
     /// The manifest if its seal holds; an `InvalidData` error if it was
     /// edited (or never sealed).
     pub fn sealed_manifest(&self, hash: &str) -> std::io::Result<Manifest> {
-        let bytes = fs::read(self.entry_dir(hash).join(MANIFEST))?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
-        let seal = value
-            .get("seal")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if seal.is_empty() || seal != seal_of(value.clone())? {
+        let text = fs::read_to_string(self.entry_dir(hash).join(MANIFEST))?;
+        let holds = unsealed(&text)
+            .is_some_and(|(blank, seal)| !seal.is_empty() && blake3_hex(blank.as_bytes()) == seal);
+        if !holds {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{MANIFEST} was edited"),
             ));
         }
-        serde_json::from_value(value).map_err(std::io::Error::other)
+        serde_json::from_str(&text).map_err(std::io::Error::other)
     }
 
     /// Hashes of all finished entries.
@@ -445,4 +454,19 @@ pub fn dir_size(path: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seal_is_checked_on_the_text_so_floats_need_not_round_trip() {
+        let blank = "{\n  \"summary\": {\"seal\": \"x\"},\n  \"duration_s\": 0.30000000000000004,\n  \"seal\": \"\"\n}";
+        let seal = blake3_hex(blank.as_bytes());
+        let sealed = blank.replace("\"seal\": \"\"\n", &format!("\"seal\": \"{seal}\"\n"));
+        assert_eq!(unsealed(&sealed), Some((blank.to_string(), seal.as_str())));
+        let edited = sealed.replace("0.30000000000000004", "0.3");
+        assert!(unsealed(&edited).is_some_and(|(b, s)| blake3_hex(b.as_bytes()) != s));
+    }
 }

@@ -29,7 +29,7 @@ use crate::model::llama::Llama;
 use crate::model::load::load_dir;
 use crate::model::lora;
 use crate::model::tokenizer::Tokenizer;
-use crate::poker::arena::play_match;
+use crate::poker::arena::{ArenaError, play_match_until};
 use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
 use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
 use crate::train::dataset;
@@ -601,8 +601,20 @@ fn run(p: &EvalParams, ctx: &mut StageContext) -> StageResult {
             bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
         };
         let hands = p.arena.hands_for(opponent);
-        let result = play_match(&make_lm, &make_bot, hands, p.arena.seed)
-            .map_err(|e| StageError::runtime(miette!("arena against {opponent}: {e}")))?;
+        let cancel = ctx.cancel_flag();
+        let stop = move || cancel.is_cancelled();
+        let result = match play_match_until(&make_lm, &make_bot, hands, p.arena.seed, &stop) {
+            Ok(result) => result,
+            Err(ArenaError::Stopped) => {
+                ctx.finish();
+                return Ok(Outcome::Interrupted);
+            }
+            Err(e) => {
+                return Err(StageError::runtime(miette!(
+                    "arena against {opponent}: {e}"
+                )));
+            }
+        };
         ctx.log(format!(
             "arena vs {opponent}: {:.1} bb/100, 95% CI [{:.1}, {:.1}] over {} hands, {} illegal answers",
             result.bb_per_100, result.ci95[0], result.ci95[1], result.hands, result.illegal[0]

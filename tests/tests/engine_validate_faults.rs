@@ -16,15 +16,6 @@ fn tiny() -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-/// `validate --format json` of a file that must fail.
-fn problems(sandbox: &Sandbox, file: &str) -> Vec<Value> {
-    let out = sandbox
-        .run(&["validate", "--format", "json", file])
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
-}
-
 fn only(problems: &[Value]) -> &Value {
     assert_eq!(problems.len(), 1, "{problems:#?}");
     &problems[0]
@@ -35,7 +26,7 @@ fn heads_that_do_not_divide_the_hidden_size_are_refused_at_the_field() {
     let sandbox = Sandbox::new(BIN).unwrap();
     let yaml = tiny().replace("num_attention_heads: 4", "num_attention_heads: 3");
     sandbox.write("p.yaml", &yaml).unwrap();
-    let found = problems(&sandbox, "p.yaml");
+    let found = sandbox.problems("p.yaml").unwrap();
     let p = only(&found);
     assert_eq!(p["code"], "spec::invalid_value");
     assert!(p["message"].as_str().unwrap().contains("3 attention heads"));
@@ -54,7 +45,7 @@ fn a_missing_base_folder_is_refused_before_anything_runs() {
     let sandbox = Sandbox::new(BIN).unwrap();
     let yaml = "name: b\nmodel: {base: ./no/such/model}\nstages:\n  data: {kind: poker-data, scenarios: 10, pairs: 10, prompts: 10}\n  sft: {kind: sft, data: data.sft}\n";
     sandbox.write("p.yaml", yaml).unwrap();
-    let found = problems(&sandbox, "p.yaml");
+    let found = sandbox.problems("p.yaml").unwrap();
     let p = only(&found);
     assert!(
         p["message"].as_str().unwrap().contains("does not exist"),
@@ -71,7 +62,7 @@ fn an_input_that_is_not_a_regular_file_is_named_so() {
         let yaml =
             format!("name: f\nstages:\n  src: {{kind: text-source, text: x, file: {input}}}\n");
         sandbox.write("p.yaml", &yaml).unwrap();
-        let found = problems(&sandbox, "p.yaml");
+        let found = sandbox.problems("p.yaml").unwrap();
         let p = only(&found);
         assert_eq!(p["code"], "spec::not_a_file", "{p}");
         assert!(
@@ -81,7 +72,7 @@ fn an_input_that_is_not_a_regular_file_is_named_so() {
                 .contains("not a regular file")
         );
     }
-    let found = problems(&sandbox, "/dev/zero");
+    let found = sandbox.problems("/dev/zero").unwrap();
     assert!(
         only(&found)["message"]
             .as_str()
@@ -96,7 +87,7 @@ fn invalid_utf8_is_reported_at_its_line_and_column() {
     let mut bytes = b"name: u\nstages:\n  src: {kind: text-source, text: \"a".to_vec();
     bytes.extend_from_slice(b"\xff\"}\n");
     std::fs::write(sandbox.path().join("p.yaml"), bytes).unwrap();
-    let found = problems(&sandbox, "p.yaml");
+    let found = sandbox.problems("p.yaml").unwrap();
     let p = only(&found);
     assert_eq!(p["code"], "spec::utf8");
     assert_eq!(
@@ -118,7 +109,7 @@ fn nan_infinity_and_overflow_are_named() {
             "name: n\nstages:\n  src: {{kind: text-source, text: x}}\n  a: {{kind: text-step, input: src, suffix: '!', lr: {value}}}\n"
         );
         sandbox.write("p.yaml", &yaml).unwrap();
-        let found = problems(&sandbox, "p.yaml");
+        let found = sandbox.problems("p.yaml").unwrap();
         let p = only(&found);
         assert_eq!(p["code"], code, "{p}");
         let message = p["message"].as_str().unwrap();
@@ -137,7 +128,7 @@ fn a_tab_error_points_at_the_tab() {
             "name: t\nstages:\n\tsrc: {kind: text-source, text: x}\n",
         )
         .unwrap();
-    let found = problems(&sandbox, "p.yaml");
+    let found = sandbox.problems("p.yaml").unwrap();
     let p = only(&found);
     assert_eq!(
         (p["line"].as_u64(), p["column"].as_u64()),
@@ -169,7 +160,7 @@ fn absurd_counts_are_refused_at_the_field() {
     let sandbox = Sandbox::new(BIN).unwrap();
     let yaml = tiny().replace("scenarios: 16000", "scenarios: 1000000000000000000");
     sandbox.write("p.yaml", &yaml).unwrap();
-    let found = problems(&sandbox, "p.yaml");
+    let found = sandbox.problems("p.yaml").unwrap();
     let p = only(&found);
     assert_eq!(p["code"], "spec::out_of_range", "{p}");
     let line = yaml.lines().position(|l| l.contains("scenarios:")).unwrap() + 1;

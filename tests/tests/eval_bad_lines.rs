@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use poker_pipe_tests::{Sandbox, text};
 
@@ -25,27 +23,20 @@ fn too_long() -> String {
 fn interactive_reports_a_bad_line_and_goes_on() {
     let sandbox = Sandbox::new(BIN).unwrap();
     let model = mha();
-    let mut child = sandbox
-        .command(&[
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--mode",
-            "interactive",
-            "--temperature",
-            "0",
-            "--max-length",
-            "24",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut input = b"Hello there\n\xff\xfe bad\n".to_vec();
     input.extend_from_slice(format!("{}\nfold, call ->\n", too_long()).as_bytes());
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--mode",
+        "interactive",
+        "--temperature",
+        "0",
+        "--max-length",
+        "24",
+    ];
+    let out = sandbox.run_with_stdin(&args, &input).unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let answers = String::from_utf8(out.stdout.clone()).unwrap();
     assert_eq!(answers.lines().count(), 2, "{}", text(&out));

@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use poker_pipe_tests::{Sandbox, text};
 
@@ -22,30 +20,18 @@ fn golden(name: &str) -> PathBuf {
 const PROMPTS: [&str; 3] = ["Hello there", "The river card is", "fold, call ->"];
 
 fn interactive(sandbox: &Sandbox, model: &Path, input: &str) -> String {
-    let mut child = sandbox
-        .command(&[
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--mode",
-            "interactive",
-            "--temperature",
-            "0",
-            "--max-length",
-            "24",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--mode",
+        "interactive",
+        "--temperature",
+        "0",
+        "--max-length",
+        "24",
+    ];
+    let out = sandbox.run_with_stdin(&args, input.as_bytes()).unwrap();
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8(out.stdout).unwrap()
 }

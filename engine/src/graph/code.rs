@@ -19,11 +19,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_own_fingerprint() {
-        let mut seen: Vec<&str> = crate::stages::builtin()
-            .names()
-            .into_iter()
-            .map(fingerprint)
-            .collect();
+        let mut seen: Vec<&str> = crate::stages::builtin().names().map(fingerprint).collect();
         assert!(seen.iter().all(|f| f.len() == 64 && *f != WHOLE));
         seen.sort_unstable();
         seen.dedup();

@@ -195,3 +195,24 @@ fn validate_time_grows_linearly_with_the_stages() {
     );
     assert!(large < 3.0, "60k stages took {large:.2} s");
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_base_models_vocabulary_is_refused() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    sandbox
+        .write("base/config.json", r#"{"vocab_size": 300}"#)
+        .unwrap();
+    let yaml = |vocab: u32| {
+        format!(
+            "name: v\nmodel: {{base: ./base}}\nstages:\n  data: {{kind: poker-data, scenarios: 10, pairs: 10, prompts: 10}}\n  tok: {{kind: tokenizer, data: [data.sft], vocab_size: {vocab}}}\n  sft: {{kind: sft, data: data.sft, tokenizer: tok}}\n"
+        )
+    };
+    sandbox.write("p.yaml", &yaml(512)).unwrap();
+    let found = sandbox.problems("p.yaml").unwrap();
+    let p = only(&found);
+    assert_eq!(p["code"], "spec::vocabulary_too_large", "{p}");
+    assert_eq!(p["line"], 6);
+    sandbox.write("p.yaml", &yaml(280)).unwrap();
+    let out = sandbox.run(&["validate", "p.yaml"]).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -457,7 +457,60 @@ fn resolve(
         stage.base_model = base;
         stage.input_adapters = adapters;
     }
+    check_vocabularies(parsed, &stages, problems);
     stages
+}
+
+/// A stage that fine-tunes a local pretrained model with a tokenizer stage's
+/// vocabulary: the tokenizer may make ids up to its vocabulary size, which
+/// must fit the model's embedding (else training indexes past it).
+fn check_vocabularies(parsed: &[Parsed<'_>], stages: &[Stage], problems: &mut Vec<Problem>) {
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    for (p, stage) in parsed.iter().zip(stages) {
+        let ModelOrigin::Pretrained(source) = stage.kind.model_origin(&stage.params) else {
+            continue;
+        };
+        let Some(model_vocab) = local_vocabulary(&source) else {
+            continue;
+        };
+        for u in &stage.upstream {
+            let Some(&from) = index.get(u.stage.as_str()) else {
+                continue;
+            };
+            let up = &stages[from];
+            let Some(vocab) = up.kind.vocabulary(&up.params) else {
+                continue;
+            };
+            if vocab > model_vocab {
+                problems.push(
+                    Problem::new(
+                        "spec::vocabulary_too_large",
+                        format!(
+                            "stage `{}` reads tokenizer `{}` of up to {vocab} tokens, but its base model `{source}` has a vocabulary of {model_vocab}",
+                            p.name, u.stage
+                        ),
+                    )
+                    .at(p.body.span_of(&u.field), "this tokenizer")
+                    .help("use the base model's own tokenizer (leave out `tokenizer`), or a smaller vocab_size"),
+                );
+            }
+        }
+    }
+}
+
+/// `vocab_size` of a local model folder's config.json, when there is one.
+fn local_vocabulary(source: &str) -> Option<usize> {
+    let crate::model::source::ModelSource::Local(dir) = crate::model::source::parse(source).ok()?
+    else {
+        return None;
+    };
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    usize::try_from(config.get("vocab_size")?.as_u64()?).ok()
 }
 
 /// Each stage's root model and the adapters of the models it reads, worked

@@ -34,6 +34,9 @@ use crate::poker::bots::{BOT_NAMES, Player, PromptPlayer, bot};
 use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
 use crate::train::dataset;
 
+/// Most hands an arena match may play (the schema's bound on `hands`).
+const MAX_HANDS: u64 = 10_000_000;
+
 /// Arena settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -201,8 +204,11 @@ impl StageKind for Eval {
                         p.arena.opponents.join(", ")
                     ),
                 ));
-            } else if hands < 2 {
-                problems.push((field, format!("must be at least 2, got {hands}")));
+            } else if !(2..=MAX_HANDS).contains(&hands) {
+                problems.push((
+                    field,
+                    format!("must be between 2 and {MAX_HANDS}, got {hands}"),
+                ));
             }
         }
         if !(1..=64).contains(&p.reward_samples) {

@@ -114,7 +114,12 @@ impl StageKind for JsonlData {
             let bytes = std::fs::read(&path).map_err(|err| {
                 StageError::user(miette::miette!("cannot read {}: {err}", path.display()))
             })?;
-            let (lines, bad) = check_lines(&path, &bytes, required_fields(name));
+            let cancel = ctx.cancel_flag();
+            let Some((lines, bad)) = check_lines(&path, &bytes, required_fields(name), &|| {
+                cancel.is_cancelled()
+            }) else {
+                return Ok(Outcome::Interrupted);
+            };
             ctx.log(format!(
                 "{name}: {} valid lines, {} bad, from {}",
                 lines.len(),
@@ -147,11 +152,20 @@ impl StageKind for JsonlData {
 
 /// Check every line; return the normalised valid lines and one message per
 /// bad line (`file:line: problem`), invalid UTF-8 included. Blank lines are
-/// skipped.
-pub fn check_lines(path: &Path, bytes: &[u8], fields: &[&str]) -> (Vec<String>, Vec<String>) {
+/// skipped. `None` once `stop` says so (polled every [`STOP_EVERY`] lines,
+/// so Ctrl-C on a huge file is seen at once).
+pub fn check_lines(
+    path: &Path,
+    bytes: &[u8],
+    fields: &[&str],
+    stop: &dyn Fn() -> bool,
+) -> Option<(Vec<String>, Vec<String>)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i % STOP_EVERY == 0 && stop() {
+            return None;
+        }
         let at = format!("{}:{}", path.display(), i + 1);
         let line = match std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)) {
             Ok(line) => line,
@@ -175,8 +189,11 @@ pub fn check_lines(path: &Path, bytes: &[u8], fields: &[&str]) -> (Vec<String>, 
     if good.is_empty() && bad.is_empty() {
         bad.push(format!("{}: the file has no examples", path.display()));
     }
-    (good, bad)
+    Some((good, bad))
 }
+
+/// Lines between two looks at the stop flag.
+const STOP_EVERY: usize = 4096;
 
 fn check_line(line: &str, fields: &[&str]) -> Result<String, String> {
     let value: Value =
@@ -284,7 +301,9 @@ mod tests {
             Path::new("a.jsonl"),
             text.as_bytes(),
             &["prompt", "response"],
-        );
+            &|| false,
+        )
+        .unwrap_or_default();
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(good[0], r#"{"prompt":"p","response":"call"}"#);
         assert_eq!(good.len(), 2);
@@ -312,7 +331,9 @@ mod tests {
             Path::new("pairs.jsonl"),
             &bytes,
             &["prompt", "chosen", "rejected"],
-        );
+            &|| false,
+        )
+        .unwrap_or_default();
         assert_eq!(good.len(), 1);
         let lines: Vec<&str> = bad
             .iter()
@@ -340,7 +361,9 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_an_error() {
-        let (_, bad) = check_lines(Path::new("e.jsonl"), b"\n\n", &["prompt"]);
+        let (_, bad) =
+            check_lines(Path::new("e.jsonl"), b"\n\n", &["prompt"], &|| false).unwrap_or_default();
         assert_eq!(bad.len(), 1);
+        assert!(check_lines(Path::new("e.jsonl"), b"{}\n", &["prompt"], &|| true).is_none());
     }
 }

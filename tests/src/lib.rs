@@ -78,6 +78,31 @@ impl Sandbox {
         serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))
     }
 
+    /// The problems of `validate --format json FILE`, which must fail.
+    pub fn problems(&self, file: &str) -> Result<Vec<serde_json::Value>, String> {
+        let out = self
+            .run(&["validate", "--format", "json", file])
+            .map_err(|e| e.to_string())?;
+        if out.status.code() != Some(1) {
+            return Err(text(&out));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))
+    }
+
+    /// Run to completion with `input` on stdin.
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> std::io::Result<Output> {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, input)?;
+        }
+        child.wait_with_output()
+    }
+
     /// Stage names `plan` says would run.
     pub fn would_run(&self, file: &str, extra: &[&str]) -> Result<Vec<String>, String> {
         let plan = self.plan(file, extra)?;

@@ -24,14 +24,6 @@ stages:
   f: {kind: text-step, input: srcc, suffix: "x"}
 "#;
 
-fn problems(sandbox: &Sandbox, file: &str) -> Vec<Value> {
-    let out = sandbox
-        .run(&["validate", "--format", "json", file])
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
-}
-
 fn find<'a>(problems: &'a [Value], code: &str) -> &'a Value {
     problems
         .iter()
@@ -43,7 +35,7 @@ fn find<'a>(problems: &'a [Value], code: &str) -> &'a Value {
 fn reports_every_problem_of_a_file() {
     let sandbox = Sandbox::new(BIN).unwrap();
     sandbox.write("bad.yaml", BAD).unwrap();
-    let found = problems(&sandbox, "bad.yaml");
+    let found = sandbox.problems("bad.yaml").unwrap();
     let mut codes: Vec<&str> = found.iter().map(|p| p["code"].as_str().unwrap()).collect();
     codes.sort_unstable();
     codes.dedup();
@@ -129,7 +121,7 @@ fn yaml_syntax_errors_point_at_the_problem() {
     sandbox
         .write("syntax.yaml", "name: x\nstages:\n  a: {kind: [1, 2\n")
         .unwrap();
-    let found = problems(&sandbox, "syntax.yaml");
+    let found = sandbox.problems("syntax.yaml").unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["code"], "spec::yaml");
     assert_eq!(found[0]["line"], 3);
@@ -160,7 +152,7 @@ fn a_top_level_mistake_does_not_hide_preset_problems() {
     let sandbox = Sandbox::new(BIN).unwrap();
     let file = "name: [not, a, name]\nmemory_presets:\n  p: {gpu_memory_gib: 8, micro_batch: 3}\npreset: q\nstages:\n  src: {kind: text-source, text: hi}\n  a: {kind: text-step, input: src, suffix: '!', batch_size: 4}\n";
     sandbox.write("top.yaml", file).unwrap();
-    let found = problems(&sandbox, "top.yaml");
+    let found = sandbox.problems("top.yaml").unwrap();
     let codes: Vec<&str> = found.iter().map(|p| p["code"].as_str().unwrap()).collect();
     assert_eq!(
         codes,

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use poker_pipe::poker::dataset::{PokerDataParams, generate};
+use poker_pipe::poker::dataset::{PokerDataParams, generate, never};
 use poker_pipe::poker::expert::Expert;
 use poker_pipe::poker::scenario::{SpotMix, indexed_spot};
 use poker_pipe::poker::spot::{Spot, parse_answer};
@@ -39,10 +39,15 @@ fn files_have_the_seed_formats_and_legal_labels() -> TestResult {
         ..PokerDataParams::default()
     };
     let mut calls = 0;
-    let summary = generate(&params, dir.path(), |done, total| {
-        calls += 1;
-        assert!(done <= total);
-    })?;
+    let summary = generate(
+        &params,
+        dir.path(),
+        |done, total| {
+            calls += 1;
+            assert!(done <= total);
+        },
+        &never,
+    )?;
     assert!(calls >= 3);
     let sft = lines(dir.path(), "sft.jsonl")?;
     let test_sft = lines(dir.path(), "test_sft.jsonl")?;

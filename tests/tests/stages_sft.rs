@@ -199,3 +199,27 @@ fn ctrl_c_checkpoints_exits_130_and_the_next_run_finishes() {
     let summary = read_json(sandbox.path().join("runs/sfttest/sft/summary.json"));
     assert_eq!(summary["steps"], 48);
 }
+
+/// Execution settings stay out of the stage hash because they do not change
+/// results: the same sft without activation checkpointing, or on another
+/// number of threads, ends with the same bytes.
+#[test]
+fn threads_and_checkpointing_give_bit_identical_weights() {
+    let presets = "memory_presets:\n  one: {gpu_memory_gib: 24, micro_batch: 1, activation_checkpointing: true}\n  one_plain: {gpu_memory_gib: 40, micro_batch: 1}\nstages:";
+    let weights = |preset: &str, threads: &str| {
+        let sandbox = Sandbox::new(BIN).unwrap();
+        write_data(&sandbox);
+        let yaml = pipeline("1.0e-3").replacen("stages:", presets, 1);
+        sandbox.write("p.yaml", &yaml).unwrap();
+        let out = sandbox
+            .command(&["run", "p.yaml", "--until", "sft", "--preset", preset])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        std::fs::read(sandbox.path().join("runs/sfttest/sft/model.safetensors")).unwrap()
+    };
+    let reference = weights("one", "1");
+    assert!(weights("one", "2") == reference, "preset one, 2 threads");
+    assert!(weights("one_plain", "1") == reference, "no checkpointing");
+}

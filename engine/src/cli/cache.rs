@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::error::{CmdResult, Exit, Failure};
-use crate::graph::{PlanOptions, Store, cache_root, dir_size};
+use crate::graph::{MANIFEST, PlanOptions, Store, cache_root, dir_size};
 use crate::stages;
 
 use super::plan::{human_bytes, load_pipeline, make_plan};
@@ -120,7 +120,7 @@ fn gc(root: PathBuf, pipelines: &[PathBuf]) -> CmdResult {
 fn verify(root: PathBuf) -> CmdResult {
     let store = Store::open(&root).map_err(|e| io_failure(&root, e))?;
     let _lock = store.lock().map_err(|e| io_failure(&root, e))?;
-    let entries = store.entries().map_err(|e| io_failure(&root, e))?;
+    let entries = store.entry_folders().map_err(|e| io_failure(&root, e))?;
     let mut tampered = 0;
     for hash in &entries {
         let bad = store.verify(hash).map_err(|e| io_failure(&root, e))?;
@@ -132,17 +132,25 @@ fn verify(root: PathBuf) -> CmdResult {
             .manifest(hash)
             .map(|m| format!("{}/{}", m.pipeline, m.stage))
             .unwrap_or_default();
+        let manifest = store.entry_dir(hash).join(MANIFEST);
         for file in &bad {
-            println!(
-                "TAMPERED {hash} {origin}: {}",
-                store.entry_dir(hash).join(file).display()
-            );
+            let path = store.entry_dir(hash).join(file);
+            let what = if file != MANIFEST {
+                "TAMPERED"
+            } else if manifest.is_file() {
+                "TAMPERED MANIFEST"
+            } else {
+                "MISSING MANIFEST"
+            };
+            println!("{what} {hash} {origin}: {}", path.display());
         }
-        let moved = store.quarantine(hash).map_err(|e| io_failure(&root, e))?;
-        println!(
-            "  moved to {}; it will be rebuilt on the next run",
-            moved.display()
-        );
+        match store.quarantine(hash) {
+            Ok(moved) => println!(
+                "  moved to {}; it will be rebuilt on the next run",
+                moved.display()
+            ),
+            Err(err) => println!("  cannot move it to quarantine ({err}); delete it by hand"),
+        }
     }
     println!("{} entries checked, {tampered} tampered", entries.len());
     Ok(if tampered == 0 { Exit::Ok } else { Exit::User })

@@ -150,6 +150,7 @@ impl<'a, B: Backend> Answerer<'a, B> {
         let ids = encode_prompt(&self.loaded.tokenizer, prompt)
             .map_err(|e| Failure::user(miette!("cannot encode the prompt: {e}")))?;
         let cfg = &self.loaded.model.cfg;
+        check_ids(&ids, cfg.vocab_size)?;
         let room = self.opts.max_length.min(cfg.max_position_embeddings);
         if ids.len() >= room {
             let help = format!(
@@ -191,12 +192,57 @@ impl<'a, B: Backend> Answerer<'a, B> {
     }
 }
 
-/// The prompt of a batch input line: a JSON object's `prompt`, or the line.
-fn prompt_of(line: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("prompt").and_then(|p| p.as_str()).map(str::to_string))
-        .unwrap_or_else(|| line.to_string())
+/// Token ids the model can take: at least one, each below its vocabulary
+/// (a tokenizer larger than the model would index past the embedding).
+fn check_ids(ids: &[u32], vocab_size: usize) -> Result<(), Failure> {
+    if ids.is_empty() {
+        return Err(Failure::user(miette!(
+            code = "eval::empty_prompt",
+            help = "give a prompt with some text the tokenizer knows",
+            "the prompt encodes to no tokens"
+        )));
+    }
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+        return Err(Failure::user(miette!(
+            code = "eval::token_out_of_vocabulary",
+            help =
+                "the tokenizer does not belong to this model: use the model's own tokenizer.json",
+            "token id {id} is beyond the model's vocabulary of {vocab_size}"
+        )));
+    }
+    Ok(())
+}
+
+/// The prompt of a batch input line: a JSON object's `prompt` (which must
+/// be a string), or the line itself.
+fn prompt_of(line: &str) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(object)) => match object.get("prompt") {
+            Some(serde_json::Value::String(prompt)) => Ok(prompt.clone()),
+            Some(other) => Err(format!("\"prompt\" must be a string, found {other}")),
+            None => Err("a JSON object line needs a string \"prompt\"".into()),
+        },
+        _ => Ok(line.to_string()),
+    }
+}
+
+/// The lines of `bytes` (1-based numbers), each as text or why not.
+fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<&str, String>)> {
+    bytes.split(|&b| b == b'\n').enumerate().map(|(i, line)| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = std::str::from_utf8(line)
+            .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1));
+        (i + 1, text)
+    })
+}
+
+/// A failure as one line of text (its message, code and help).
+fn one_line(failure: &Failure) -> String {
+    let report = &failure.report;
+    match report.help() {
+        Some(help) => format!("{report} ({help})"),
+        None => report.to_string(),
+    }
 }
 
 /// Answers every non-empty line of `file`; writes one JSON object
@@ -209,7 +255,7 @@ pub fn batch<B: Backend>(
     opts: &AnswerOptions,
 ) -> Result<PathBuf, Failure> {
     let mut model = Answerer::open(be, dir, opts)?;
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let bytes = std::fs::read(file).map_err(|e| {
         Failure::user(miette!(
             code = "eval::test_file",
             help = "check the --test-file path",
@@ -223,11 +269,26 @@ pub fn batch<B: Backend>(
         .unwrap_or_else(|| "test".into());
     let out_path = file.with_file_name(format!("{stem}_results.txt"));
     let mut out = String::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let prompt = prompt_of(line);
-        let response = model.answer(&prompt)?;
-        out.push_str(&serde_json::json!({"prompt": prompt, "response": response}).to_string());
-        out.push('\n');
+    let mut failed = Vec::new();
+    for (number, line) in numbered_lines(&bytes) {
+        let answered = line.and_then(|line| {
+            if line.trim().is_empty() {
+                return Ok(None);
+            }
+            let prompt = prompt_of(line)?;
+            let response = model.answer(&prompt).map_err(|f| one_line(&f))?;
+            Ok(Some((prompt, response)))
+        });
+        match answered {
+            Ok(Some((prompt, response))) => {
+                out.push_str(
+                    &serde_json::json!({"prompt": prompt, "response": response}).to_string(),
+                );
+                out.push('\n');
+            }
+            Ok(None) => {}
+            Err(message) => failed.push(format!("{}:{number}: {message}", file.display())),
+        }
     }
     std::fs::write(&out_path, out).map_err(|e| {
         Failure::runtime(miette!(
@@ -237,6 +298,18 @@ pub fn batch<B: Backend>(
             out_path.display()
         ))
     })?;
+    if !failed.is_empty() {
+        for line in &failed {
+            eprintln!("{line}");
+        }
+        return Err(Failure::user(miette!(
+            code = "eval::bad_lines",
+            help = "the other lines were answered; fix the lines named above",
+            "{} of the test file's lines could not be answered (results in {})",
+            failed.len(),
+            out_path.display()
+        )));
+    }
     Ok(out_path)
 }
 
@@ -256,15 +329,22 @@ pub fn interactive<B: Backend>(
         write!(out, "> ").map_err(write_err)?;
         out.flush().map_err(write_err)?;
     }
-    for line in input.lines() {
+    for (number, line) in input.split(b'\n').enumerate() {
         let line = line.map_err(|e| Failure::user(miette!("cannot read stdin: {e}")))?;
-        let prompt = line.trim();
-        if prompt == "/quit" {
-            break;
-        }
-        if !prompt.is_empty() {
-            let answer = model.answer(prompt)?;
-            writeln!(out, "{answer}").map_err(write_err)?;
+        let answered = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim() == "/quit" => break,
+            Ok(text) if text.trim().is_empty() => None,
+            Ok(text) => Some(model.answer(text.trim()).map_err(|f| one_line(&f))),
+            Err(e) => Some(Err(format!(
+                "invalid UTF-8 at byte {}",
+                e.valid_up_to() + 1
+            ))),
+        };
+        match answered {
+            Some(Ok(answer)) => writeln!(out, "{answer}").map_err(write_err)?,
+            // A bad line is reported and the session goes on.
+            Some(Err(message)) => eprintln!("line {}: {message}", number + 1),
+            None => {}
         }
         if show_marker {
             write!(out, "> ").map_err(write_err)?;
@@ -314,6 +394,25 @@ mod tests {
     use super::*;
     use crate::backend::Cpu;
     use crate::model::weights::load_file;
+
+    #[test]
+    fn prompts_need_tokens_inside_the_vocabulary() {
+        assert!(check_ids(&[0, 5, 9], 10).is_ok());
+        let empty = check_ids(&[], 10).unwrap_err();
+        assert!(empty.report.to_string().contains("no tokens"));
+        let beyond = check_ids(&[3, 10], 10).unwrap_err();
+        assert!(beyond.report.to_string().contains("token id 10"));
+        assert_eq!(beyond.exit, Exit::User);
+    }
+
+    #[test]
+    fn json_lines_need_a_string_prompt() {
+        assert_eq!(prompt_of("plain text").unwrap(), "plain text");
+        assert_eq!(prompt_of(r#"{"prompt": "hi"}"#).unwrap(), "hi");
+        assert_eq!(prompt_of("42").unwrap(), "42");
+        assert!(prompt_of(r#"{"prompt": 3}"#).is_err());
+        assert!(prompt_of(r#"{"text": "hi"}"#).is_err());
+    }
 
     fn golden() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama")

@@ -55,6 +55,7 @@ pub enum Command {
 
 /// Parse the process arguments, run the command, report, and exit.
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -82,6 +83,19 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Eval(args) => eval::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+/// Give SIGPIPE back its default action, as a shell tool has it: when the
+/// reader of our output goes away (`poker-pipe plan ... | head -1`), the
+/// process ends quietly with the signal (a shell shows 141) instead of Rust's
+/// ignored SIGPIPE turning the next `println!` into a panic. Nothing is lost
+/// by dying there: cache writes are temp-dir-then-rename, as for `kill -9`.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions
+    // and runs before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -82,11 +82,12 @@ pub fn run(args: Args) -> CmdResult {
         args.device
     );
     Cancel::install_sigint();
+    let cancel = Cancel::new();
     let executor = Executor {
         pipeline: &pipeline,
         store: &store,
         device: args.device,
-        cancel: Cancel::new(),
+        cancel: cancel.clone(),
         runs_dir: PathBuf::from("runs"),
     };
     let report = executor.execute(&plan, &selected);
@@ -97,7 +98,9 @@ pub fn run(args: Args) -> CmdResult {
             report: explain_failure(err.report, &report.stages, &plan, &pipeline),
         });
     }
-    if report.interrupted {
+    // A Ctrl-C that came as the last selected stage finished still ends
+    // the command as interrupted, as a shell tool's would.
+    if report.interrupted || cancel.is_cancelled() {
         return Err(Failure::interrupted(miette::miette!(
             help = "run the same command again to resume",
             "interrupted: the running stage saved its state"

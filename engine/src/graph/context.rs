@@ -217,6 +217,12 @@ impl StageContext {
         self.cancel.is_cancelled()
     }
 
+    /// The cancellation flag itself, for work that polls it from other
+    /// threads (a data stage's rayon workers).
+    pub fn cancel_flag(&self) -> Cancel {
+        self.cancel.clone()
+    }
+
     /// Append a line to `training.log` and echo it on stderr.
     pub fn log(&mut self, line: impl AsRef<str>) {
         let line = line.as_ref();
@@ -249,5 +255,92 @@ impl StageContext {
     pub fn finish(&mut self) {
         self.progress.finish_and_clear();
         let _ = self.log.flush();
+    }
+}
+
+/// A plain progress line on stderr for output that is not a terminal (where
+/// [`StageContext::progress`] draws no bar): `stage: done/total (p%), ETA`,
+/// at most every [`ProgressLine::EVERY`].
+pub struct ProgressLine {
+    stage: String,
+    total: u64,
+    started: std::time::Instant,
+    last: Option<std::time::Instant>,
+    quiet: bool,
+}
+
+impl ProgressLine {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new(stage: &str, total: u64) -> Self {
+        ProgressLine {
+            stage: stage.to_string(),
+            total,
+            started: std::time::Instant::now(),
+            last: None,
+            quiet: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    /// Report `done` units if the last line is old enough (and at the end).
+    pub fn update(&mut self, done: u64) {
+        let now = std::time::Instant::now();
+        let due = self.last.is_none_or(|t| now - t >= Self::EVERY) || done >= self.total;
+        if self.quiet || !due || self.total == 0 {
+            return;
+        }
+        self.last = Some(now);
+        eprintln!("{}", self.line(done, now - self.started));
+    }
+
+    fn line(&self, done: u64, elapsed: std::time::Duration) -> String {
+        let share = done as f64 / self.total as f64;
+        let eta = if done == 0 {
+            "ETA unknown".to_string()
+        } else {
+            let left =
+                elapsed.as_secs_f64() * (self.total - done.min(self.total)) as f64 / done as f64;
+            format!("ETA {}", human_seconds(left))
+        };
+        format!(
+            "  {}: {done}/{} ({:.0}%), {eta}",
+            self.stage,
+            self.total,
+            share * 100.0
+        )
+    }
+}
+
+/// `42 s`, `3 min 20 s`, `2 h 5 min`.
+fn human_seconds(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod progress_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_line_gives_share_and_eta() {
+        let line = ProgressLine {
+            stage: "data".into(),
+            total: 1000,
+            started: std::time::Instant::now(),
+            last: None,
+            quiet: false,
+        };
+        let text = line.line(250, std::time::Duration::from_secs(10));
+        assert_eq!(text, "  data: 250/1000 (25%), ETA 30 s");
+        assert!(
+            line.line(0, std::time::Duration::ZERO)
+                .contains("ETA unknown")
+        );
+        assert_eq!(human_seconds(200.0), "3 min 20 s");
+        assert_eq!(human_seconds(7500.0), "2 h 5 min");
     }
 }

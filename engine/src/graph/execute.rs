@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::context::{
     Cancel, ContextParts, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError,
 };
-use super::plan::Plan;
+use super::plan::{Plan, Reason};
 use super::store::{Manifest, Store, unix_now};
 use crate::backend::Device;
 use crate::model::memory::refuse_beyond_host;
@@ -166,6 +166,11 @@ impl Executor<'_> {
                     report.interrupted = true;
                     break;
                 }
+                for reason in &planned.reasons {
+                    if let Reason::Damaged(_) = reason {
+                        eprintln!("{}: {reason}", planned.name);
+                    }
+                }
                 eprintln!("running {} ({})", planned.name, planned.kind);
                 let outcome = self.run_stage(plan, planned.index, &planned.hash);
                 let duration_s = started.elapsed().as_secs_f64();
@@ -294,6 +299,7 @@ impl Executor<'_> {
                     duration_s: started.elapsed().as_secs_f64(),
                     files: Vec::new(),
                     summary: serde_json::Value::Null,
+                    seal: String::new(),
                 };
                 self.store
                     .commit(&tmp, manifest)

@@ -1,6 +1,7 @@
 //! Stage hashing: blake3 over canonical JSON of what determines a stage's
-//! outputs (kind, kind version, semantic config, upstream hashes, input file
-//! contents). Execution settings never enter it. Input files are hashed by
+//! outputs (kind, kind version, the kind's code fingerprint, the device
+//! class, semantic config, upstream hashes, input file contents, the base
+//! model's identity). Execution settings never enter it. Input files are hashed by
 //! content, with a stat cache so unchanged large files are not re-read.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,19 @@ use serde_json::{Value, json};
 pub struct HashInput {
     pub kind: String,
     pub version: u32,
+    /// The kind's code fingerprint (see `graph::code`): sources, kernels,
+    /// Cargo.lock, compiler.
+    #[serde(default)]
+    pub code: String,
+    /// The device class the results are computed on (`cpu`, `cuda`): the
+    /// two give different numbers. Which GPU, presets, micro-batch,
+    /// checkpointing and threads stay out (bit-identical on one class).
+    #[serde(default)]
+    pub device: String,
+    /// What the stage's pretrained base model is: a hub commit, or the
+    /// content hash of a local folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     pub config: Value,
     /// Params field -> the upstream output it reads.
     pub upstream: BTreeMap<String, UpstreamHash>,
@@ -42,6 +56,9 @@ impl HashInput {
         let hashed = json!({
             "kind": self.kind,
             "version": self.version,
+            "code": self.code,
+            "device": self.device,
+            "base": self.base,
             "config": self.config,
             "upstream": self.upstream.iter()
                 .map(|(field, u)| (field.clone(), json!({"output": u.output, "hash": u.hash})))
@@ -256,6 +273,9 @@ mod tests {
         let input = HashInput {
             kind: "k".into(),
             version: 1,
+            code: "c0de".into(),
+            device: "cpu".into(),
+            base: Some("hf:o/n@0123".into()),
             config: json!({"lr": 5.0e-4, "epochs": 3}),
             upstream: BTreeMap::from([(
                 "data".into(),
@@ -267,9 +287,16 @@ mod tests {
             )]),
             files: BTreeMap::new(),
         };
+        // The format: code fingerprint, device class and base identity
+        // joined the hash in format 2 (stage names and paths stay out).
+        let canonical = r#"{"base":"hf:o/n@0123","code":"c0de","config":{"epochs":3,"lr":0.0005},"device":"cpu","files":{},"kind":"k","upstream":{"data":{"hash":"ab","output":"sft"}},"version":1}"#;
         assert_eq!(
             input.hash(),
-            "655e45bd5e6eba1ffdf1d1964cbad134d773976463c17272f3f76cab150b1298"
+            blake3::hash(canonical.as_bytes()).to_hex().as_str()
+        );
+        assert_eq!(
+            input.hash(),
+            "b48d59855e4cc4fcc62a43997b088b45a24d6456d8794de1fade9536a5f9579a"
         );
     }
 

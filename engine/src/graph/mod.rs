@@ -1,6 +1,7 @@
 //! The pipeline as a DAG: stage hashing, the cache store, the run lock and the
 //! executor. Owns the Stage trait; never names a stage kind.
 
+pub mod code;
 mod context;
 mod execute;
 mod hash;
@@ -9,8 +10,8 @@ mod plan;
 mod store;
 
 pub use context::{
-    Cancel, ContextParts, ExecSettings, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError,
-    StageResult,
+    Cancel, ContextParts, ExecSettings, LOG_FILE, Outcome, ProgressLine, ResolvedInput,
+    StageContext, StageError, StageResult,
 };
 pub use execute::{
     Executor, RunReport, Selection, SelectionError, StageReport, StageStatus, check_stage_name,
@@ -26,6 +27,6 @@ pub use kind::{
 };
 pub use plan::{Plan, PlanOptions, PlannedStage, Reason, plan, topological_order};
 pub use store::{
-    CACHE_ENV, DEFAULT_CACHE, LockGuard, MANIFEST, Manifest, ManifestFile, PipelineState, Store,
-    cache_root, dir_size, list_files, write_atomic,
+    CACHE_ENV, DEFAULT_CACHE, EntryState, LockGuard, MANIFEST, Manifest, ManifestFile,
+    PipelineState, Store, cache_root, dir_size, list_files, write_atomic,
 };

@@ -7,11 +7,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::code;
 use super::context::ExecSettings;
 use super::hash::{FileHash, HashInput, StatCache, UpstreamHash, changed_fields};
-use super::store::Store;
+use super::kind::ModelOrigin;
+use super::store::{EntryState, Store, list_files};
 use crate::backend::Device;
 use crate::model::memory::{Breakdown, StageMemory, fits};
+use crate::model::source::{self, ModelSource, ResolveOptions};
 use crate::spec::{MemoryPreset, Pipeline, exec_settings};
 
 /// Why a stage must run.
@@ -27,8 +30,19 @@ pub enum Reason {
     UpstreamChanged(String),
     /// An input file's bytes changed.
     InputFileChanged(PathBuf),
+    /// The code of the kind changed (a new build with different sources,
+    /// kernels, dependencies or compiler).
+    CodeChanged(String),
+    /// Computed on another device class (`cpu` / `cuda`).
+    DeviceChanged { old: String, new: String },
+    /// The pretrained base model is another one (a new hub commit, or a
+    /// local folder whose files changed).
+    BaseChanged,
     /// Asked for with `--force` or `--force-all`.
     Forced,
+    /// The entry exists but fails the cheap check (what is wrong); it is
+    /// rebuilt.
+    Damaged(String),
 }
 
 impl fmt::Display for Reason {
@@ -41,7 +55,11 @@ impl fmt::Display for Reason {
             }
             Reason::UpstreamChanged(stage) => write!(f, "upstream stage {stage} changed"),
             Reason::InputFileChanged(path) => write!(f, "input file {} changed", path.display()),
+            Reason::CodeChanged(kind) => write!(f, "code of kind {kind} changed"),
+            Reason::DeviceChanged { old, new } => write!(f, "device changed ({old} -> {new})"),
+            Reason::BaseChanged => f.write_str("base model changed"),
             Reason::Forced => f.write_str("forced"),
+            Reason::Damaged(what) => write!(f, "cache entry damaged ({what}), rebuilt"),
         }
     }
 }
@@ -206,9 +224,16 @@ pub fn plan(
                 },
             );
         }
+        let base = match stage.kind.model_origin(&stage.params) {
+            ModelOrigin::Pretrained(source) => Some(base_identity(&source, &mut stat_cache)),
+            _ => None,
+        };
         let input = HashInput {
             kind: stage.kind.name().to_string(),
             version: stage.kind.version(),
+            code: code::fingerprint(stage.kind.name()).to_string(),
+            device: device_class(options.device).to_string(),
+            base,
             config: stage.kind.semantic_config(&stage.params),
             upstream,
             files,
@@ -216,13 +241,13 @@ pub fn plan(
         let hash = input.hash();
         hashes.insert(stage.name.clone(), hash.clone());
         let forced = options.force_all || options.force.iter().any(|f| f == &stage.name);
-        let cached = !forced && store.is_cached(&hash);
-        let reasons = if cached {
-            Vec::new()
-        } else if forced {
-            vec![Reason::Forced]
-        } else {
-            why(previous.stages.get(&stage.name), &input)
+        let entry = store.check_entry(&hash);
+        let cached = !forced && entry == EntryState::Intact;
+        let reasons = match entry {
+            _ if cached => Vec::new(),
+            _ if forced => vec![Reason::Forced],
+            EntryState::Damaged(what) => vec![Reason::Damaged(what)],
+            _ => why(previous.stages.get(&stage.name), &input),
         };
         let exec = exec_settings(stage, preset);
         let memory_estimate = stage.kind.memory_estimate(&stage.params, &exec);
@@ -250,6 +275,53 @@ pub fn plan(
     })
 }
 
+/// The device class that enters the hash: which GPU does not matter, CPU
+/// against CUDA does.
+pub fn device_class(device: Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+    }
+}
+
+/// What a base model is, for the hash: a hub source's commit (the cached
+/// one first, so planning needs no network when the model is there), a
+/// local folder's content (every file's blake3, through the stat cache).
+/// What cannot be identified keeps its text with a note, so that the hash
+/// changes once it can be.
+fn base_identity(text: &str, stat_cache: &mut StatCache) -> String {
+    let Ok(parsed) = source::parse(text) else {
+        return format!("unparsed:{text}");
+    };
+    match &parsed {
+        ModelSource::Local(dir) => folder_identity(dir, stat_cache)
+            .unwrap_or_else(|err| format!("unreadable:{}: {err}", dir.display())),
+        ModelSource::Hub(_) => {
+            let options = ResolveOptions::from_env();
+            let cached = ResolveOptions {
+                offline: true,
+                ..options.clone()
+            };
+            source::identify(&parsed, &cached)
+                .or_else(|_| source::identify(&parsed, &options))
+                .map_or_else(|_| format!("unresolved:{text}"), |id| id.canonical())
+        }
+    }
+}
+
+/// blake3 over a folder's files (relative path and content hash each).
+fn folder_identity(dir: &std::path::Path, stat_cache: &mut StatCache) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    for rel in list_files(dir)? {
+        let hash = stat_cache.hash_file(&dir.join(&rel))?;
+        hasher.update(rel.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(hash.as_bytes());
+        hasher.update(b"\n");
+    }
+    Ok(format!("dir:{}", hasher.finalize().to_hex()))
+}
+
 /// Compare with the inputs of the stage's last run.
 fn why(previous: Option<&HashInput>, now: &HashInput) -> Vec<Reason> {
     let Some(old) = previous else {
@@ -263,6 +335,17 @@ fn why(previous: Option<&HashInput>, now: &HashInput) -> Vec<Reason> {
             old: old.version,
             new: now.version,
         });
+    } else if old.code != now.code {
+        reasons.push(Reason::CodeChanged(now.kind.clone()));
+    }
+    if old.device != now.device {
+        reasons.push(Reason::DeviceChanged {
+            old: old.device.clone(),
+            new: now.device.clone(),
+        });
+    }
+    if old.base != now.base {
+        reasons.push(Reason::BaseChanged);
     }
     reasons.extend(
         changed_fields(&old.config, &now.config)
@@ -295,6 +378,9 @@ mod tests {
         HashInput {
             kind: "k".into(),
             version: 1,
+            code: "c1".into(),
+            device: "cpu".into(),
+            base: None,
             config: json!({"optim": {"lr": 0.1}, "epochs": 3}),
             upstream: BTreeMap::from([(
                 "data".into(),
@@ -352,5 +438,22 @@ mod tests {
             ]
         );
         assert_eq!(Reason::Forced.to_string(), "forced");
+
+        let mut rebuilt = input();
+        rebuilt.code = "c2".into();
+        rebuilt.device = "cuda".into();
+        rebuilt.base = Some("hf:o/n@abc".into());
+        let text: Vec<String> = why(Some(&old), &rebuilt)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "code of kind k changed",
+                "device changed (cpu -> cuda)",
+                "base model changed",
+            ]
+        );
     }
 }

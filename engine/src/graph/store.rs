@@ -59,6 +59,40 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// The stage's `summary.json`, if it wrote one.
     pub summary: Value,
+    /// blake3 of this manifest's JSON text with `seal` empty: an edit
+    /// anywhere in the manifest (a size, a hash, the config) breaks it.
+    /// Keep it the last field (the text is unsealed at its last match).
+    #[serde(default)]
+    pub seal: String,
+}
+
+/// How the seal is written: the manifest's last field.
+const SEAL_KEY: &str = "\"seal\": \"";
+
+/// The manifest's text with its seal emptied, and the seal it carries.
+/// Works on the text, not a parsed value: floats need not survive a parse.
+fn unsealed(text: &str) -> Option<(String, &str)> {
+    let start = text.rfind(SEAL_KEY)? + SEAL_KEY.len();
+    let len = text[start..].find('"')?;
+    let mut blank = String::with_capacity(text.len());
+    blank.push_str(&text[..start]);
+    blank.push_str(&text[start + len..]);
+    Some((blank, &text[start..start + len]))
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// What a cheap look at a cache entry finds (see [`Store::check_entry`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryState {
+    /// No manifest: never finished, or removed.
+    Missing,
+    /// The manifest is sealed and every file it lists is there at its size.
+    Intact,
+    /// The entry cannot be trusted; why, for the user.
+    Damaged(String),
 }
 
 /// The last hash inputs of each stage of a pipeline, to explain changes.
@@ -145,8 +179,36 @@ impl Store {
         self.root.join("stat-cache.json")
     }
 
-    pub fn is_cached(&self, hash: &str) -> bool {
-        self.entry_dir(hash).join(MANIFEST).is_file()
+    /// Whether an entry can be reused, cheaply: its manifest is sealed and
+    /// every file it lists exists with its size (contents are re-hashed only
+    /// by `cache verify`).
+    pub fn check_entry(&self, hash: &str) -> EntryState {
+        let dir = self.entry_dir(hash);
+        if !dir.join(MANIFEST).is_file() {
+            return EntryState::Missing;
+        }
+        let manifest = match self.sealed_manifest(hash) {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+                return EntryState::Damaged(err.to_string());
+            }
+            Err(err) => return EntryState::Damaged(format!("{MANIFEST} unreadable: {err}")),
+        };
+        for file in &manifest.files {
+            match fs::metadata(dir.join(&file.path)) {
+                Ok(meta) if meta.len() == file.size => {}
+                Ok(meta) => {
+                    return EntryState::Damaged(format!(
+                        "{} has {} bytes, not {}",
+                        file.path,
+                        meta.len(),
+                        file.size
+                    ));
+                }
+                Err(_) => return EntryState::Damaged(format!("{} is missing", file.path)),
+            }
+        }
+        EntryState::Intact
     }
 
     /// Take the cache lock. If another process holds it, say so on stderr
@@ -157,7 +219,10 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
+            .open(&path)
+            // A read-only cache: a lock taken on a read-only handle still
+            // keeps writers (who can write elsewhere) out while we read.
+            .or_else(|err| File::open(&path).map_err(|_| err))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -216,6 +281,12 @@ impl Store {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
+        manifest.seal = String::new();
+        let blank = serde_json::to_string_pretty(&manifest).map_err(std::io::Error::other)?;
+        if unsealed(&blank).is_none() {
+            return Err(std::io::Error::other("the manifest has no seal field"));
+        }
+        manifest.seal = blake3_hex(blank.as_bytes());
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         write_atomic(&tmp.join(MANIFEST), &bytes)?;
         let dest = self.entry_dir(&manifest.hash);
@@ -235,6 +306,21 @@ impl Store {
     pub fn manifest(&self, hash: &str) -> std::io::Result<Manifest> {
         let bytes = fs::read(self.entry_dir(hash).join(MANIFEST))?;
         serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    /// The manifest if its seal holds; an `InvalidData` error if it was
+    /// edited (or never sealed).
+    pub fn sealed_manifest(&self, hash: &str) -> std::io::Result<Manifest> {
+        let text = fs::read_to_string(self.entry_dir(hash).join(MANIFEST))?;
+        let holds = unsealed(&text)
+            .is_some_and(|(blank, seal)| !seal.is_empty() && blake3_hex(blank.as_bytes()) == seal);
+        if !holds {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{MANIFEST} was edited"),
+            ));
+        }
+        serde_json::from_str(&text).map_err(std::io::Error::other)
     }
 
     /// Hashes of all finished entries.
@@ -261,13 +347,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Every folder under cache/, finished-looking or not (an entry whose
+    /// manifest was deleted is one `cache verify` must report).
+    pub fn entry_folders(&self) -> std::io::Result<Vec<String>> {
+        let mut hashes: Vec<String> = read_dir_or_empty(&self.root.join("cache"))?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        hashes.sort();
+        Ok(hashes)
+    }
+
     /// Re-hash an entry's files against its manifest: the files that differ
-    /// (missing, resized, changed, or not in the manifest).
+    /// (missing, resized, changed, or not in the manifest), and the manifest
+    /// itself when it is missing, unreadable or edited.
     pub fn verify(&self, hash: &str) -> std::io::Result<Vec<String>> {
         let dir = self.entry_dir(hash);
-        let manifest = match self.manifest(hash) {
-            Ok(m) => m,
-            Err(_) => return Ok(vec![MANIFEST.to_string()]),
+        let Ok(manifest) = self.sealed_manifest(hash) else {
+            return Ok(vec![MANIFEST.to_string()]);
         };
         let mut bad = Vec::new();
         for file in &manifest.files {
@@ -356,4 +454,19 @@ pub fn dir_size(path: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seal_is_checked_on_the_text_so_floats_need_not_round_trip() {
+        let blank = "{\n  \"summary\": {\"seal\": \"x\"},\n  \"duration_s\": 0.30000000000000004,\n  \"seal\": \"\"\n}";
+        let seal = blake3_hex(blank.as_bytes());
+        let sealed = blank.replace("\"seal\": \"\"\n", &format!("\"seal\": \"{seal}\"\n"));
+        assert_eq!(unsealed(&sealed), Some((blank.to_string(), seal.as_str())));
+        let edited = sealed.replace("0.30000000000000004", "0.3");
+        assert!(unsealed(&edited).is_some_and(|(b, s)| blake3_hex(b.as_bytes()) != s));
+    }
 }

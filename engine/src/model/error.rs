@@ -37,6 +37,18 @@ pub enum ModelError {
     #[diagnostic(code(model::safetensors), help("re-download or re-export the weights"))]
     Safetensors { path: PathBuf, reason: String },
 
+    #[error("tensor `{name}` in {path} has {count} of {len} values that are NaN or infinite")]
+    #[diagnostic(
+        code(model::non_finite),
+        help("the weights are corrupt or came from a diverged run: re-export or retrain them")
+    )]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        count: usize,
+        len: usize,
+    },
+
     #[error("tensor `{name}` is missing from {dir}")]
     #[diagnostic(
         code(model::missing_tensor),

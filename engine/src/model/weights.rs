@@ -70,6 +70,15 @@ pub fn load_file(path: &Path) -> Result<TensorMap> {
     for (name, view) in st.tensors() {
         let data = to_f32(&view)
             .map_err(|d| bad(format!("tensor `{name}` has unsupported dtype {d:?}")))?;
+        let non_finite = data.iter().filter(|x| !x.is_finite()).count();
+        if non_finite > 0 {
+            return Err(ModelError::NonFinite {
+                path: path.to_path_buf(),
+                name,
+                count: non_finite,
+                len: data.len(),
+            });
+        }
         out.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }
     Ok(out)
@@ -154,6 +163,21 @@ pub fn take(map: &mut TensorMap, name: &str, shape: &[usize], dir: &Path) -> Res
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_weights_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let mut data: Vec<f32> = (0..6).map(|i| i as f32 * 0.37 - 1.0).collect();
+        data[4] = f32::NAN;
+        let tensors = BTreeMap::from([("a.weight".to_string(), HostTensor::new(vec![2, 3], data))]);
+        save_file(&path, &tensors, None).unwrap();
+        let err = load_file(&path).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::NonFinite { name, count: 1, .. } if name == "a.weight"),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn save_then_load_round_trips_and_shards_are_merged() {

@@ -35,6 +35,8 @@ pub enum ArenaError {
     ChipsNotConserved { deal: u64, detail: String },
     #[error("a match needs at least 2 hands (one duplicate deal)")]
     TooFewHands,
+    #[error("the match was stopped")]
+    Stopped,
 }
 
 /// Deals per parallel chunk; each chunk gets players seeded for it.
@@ -109,8 +111,23 @@ pub fn play_deals(
     deals: std::ops::Range<u64>,
     seed: u64,
 ) -> Result<Vec<i64>, ArenaError> {
+    play_deals_until(a, b, deals, seed, &|| false)
+}
+
+/// [`play_deals`], ending with [`ArenaError::Stopped`] once `stop` says so
+/// (polled before every deal, so a model player is stopped within a deal).
+fn play_deals_until(
+    a: &mut dyn Player,
+    b: &mut dyn Player,
+    deals: std::ops::Range<u64>,
+    seed: u64,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<i64>, ArenaError> {
     let mut out = Vec::with_capacity((deals.end - deals.start) as usize);
     for deal in deals {
+        if stop() {
+            return Err(ArenaError::Stopped);
+        }
         let cards = deal_cards(seed, deal);
         let first = play_hand(a, b, &cards, deal)?;
         let second = play_hand(b, a, &cards, deal)?;
@@ -152,6 +169,18 @@ pub fn play_match(
     hands: u64,
     seed: u64,
 ) -> Result<ArenaResult, ArenaError> {
+    play_match_until(make_a, make_b, hands, seed, &|| false)
+}
+
+/// [`play_match`] that ends with [`ArenaError::Stopped`] soon after `stop`
+/// says so (Ctrl-C in a pipeline's eval stage).
+pub fn play_match_until(
+    make_a: &(dyn Fn(u64) -> Box<dyn Player> + Sync),
+    make_b: &(dyn Fn(u64) -> Box<dyn Player> + Sync),
+    hands: u64,
+    seed: u64,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<ArenaResult, ArenaError> {
     if hands < 2 {
         return Err(ArenaError::TooFewHands);
     }
@@ -162,7 +191,7 @@ pub fn play_match(
             let mut a = make_a(seed.wrapping_mul(1_000_003).wrapping_add(2 * chunk));
             let mut b = make_b(seed.wrapping_mul(1_000_003).wrapping_add(2 * chunk + 1));
             let range = chunk * CHUNK..((chunk + 1) * CHUNK).min(deals);
-            let nets = play_deals(a.as_mut(), b.as_mut(), range, seed)?;
+            let nets = play_deals_until(a.as_mut(), b.as_mut(), range, seed, stop)?;
             Ok((
                 nets,
                 [a.illegal_answers(), b.illegal_answers()],
@@ -193,6 +222,12 @@ mod tests {
 
     fn make(name: &'static str) -> impl Fn(u64) -> Box<dyn Player> + Sync {
         move |seed| bot(name, seed).unwrap()
+    }
+
+    #[test]
+    fn a_stop_ends_the_match() {
+        let err = play_match_until(&make("random"), &make("random"), 400, 3, &|| true).unwrap_err();
+        assert!(matches!(err, ArenaError::Stopped), "{err:?}");
     }
 
     #[test]

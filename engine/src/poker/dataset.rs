@@ -33,15 +33,15 @@ use super::spot::{PromptStyle, Spot, render};
 pub struct PokerDataParams {
     /// SFT examples (prompt and best action), held-out test share included.
     #[serde(default = "defaults::scenarios")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub scenarios: u64,
     /// Preference pairs (prompt, chosen, rejected), test share included.
     #[serde(default = "defaults::pairs")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub pairs: u64,
     /// PPO prompts, test share included.
     #[serde(default = "defaults::prompts")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub prompts: u64,
     /// Share of preflop spots; the rest are flop, turn and river.
     #[serde(default = "defaults::preflop_fraction")]
@@ -83,6 +83,10 @@ pub struct PokerDataParams {
     #[serde(default = "defaults::played_opponents")]
     pub played_opponents: Vec<String>,
 }
+
+/// Most records of one kind a stage may make: ten million spots take
+/// hours already; more is a typo, not a plan.
+pub const MAX_RECORDS: u64 = 10_000_000;
 
 mod defaults {
     pub fn scenarios() -> u64 {
@@ -147,8 +151,11 @@ impl PokerDataParams {
             ("pairs", self.pairs),
             ("prompts", self.prompts),
         ] {
-            if value == 0 {
-                problems.push((field, "must be at least 1".to_string()));
+            if !(1..=MAX_RECORDS).contains(&value) {
+                problems.push((
+                    field,
+                    format!("must be between 1 and {MAX_RECORDS}, got {value}"),
+                ));
             }
         }
         for (field, value, max) in [
@@ -244,6 +251,9 @@ pub enum DatasetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("stopped before the data was complete")]
+    #[diagnostic(code(poker::stopped))]
+    Stopped,
 }
 
 /// One JSONL file being written, with its train/test split point.
@@ -336,11 +346,14 @@ fn action_kind(action: Action) -> &'static str {
 }
 
 /// Generate the six JSONL files into `out_dir` (which must exist).
-/// `progress(done, total)` is called after every batch.
+/// `progress(done, total)` is called after every batch. `stop` is polled
+/// before every record (so a Ctrl-C is seen within one record's time, not a
+/// batch's); once it says yes, generation ends with [`DatasetError::Stopped`].
 pub fn generate(
     params: &PokerDataParams,
     out_dir: &Path,
     mut progress: impl FnMut(u64, u64),
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<DatasetSummary, DatasetError> {
     if let Some((field, message)) = params.check().into_iter().next() {
         return Err(DatasetError::Params { field, message });
@@ -360,16 +373,16 @@ pub fn generate(
     let mut start = 0;
     while start < params.scenarios {
         let end = (start + BATCH).min(params.scenarios);
-        let lines: Vec<(String, String, Action, usize)> = (start..end)
-            .into_par_iter()
-            .map(|i| {
-                let (spot, judged, _) = draw(params, Stream::Sft, i);
-                let best = judged.best_action();
-                let prompt = render(&spot, style);
-                let line = json!({"prompt": prompt, "response": best.answer()}).to_string();
-                (line, spot.spot_type().to_string(), best, prompt.len())
-            })
-            .collect();
+        let lines: Vec<(String, String, Action, usize)> =
+            unless_stopped((start..end).into_par_iter().map(|i| {
+                (!stop()).then(|| {
+                    let (spot, judged, _) = draw(params, Stream::Sft, i);
+                    let best = judged.best_action();
+                    let prompt = render(&spot, style);
+                    let line = json!({"prompt": prompt, "response": best.answer()}).to_string();
+                    (line, spot.spot_type().to_string(), best, prompt.len())
+                })
+            }))?;
         for (line, kind, best, chars) in lines {
             sft.write(&line)?;
             *summary.spot_types.entry(kind).or_default() += 1;
@@ -393,9 +406,11 @@ pub fn generate(
     )?;
     let (mut written, mut next) = (0, 0);
     while written < params.pairs {
-        let lines: Vec<Option<String>> = (next..next + BATCH)
-            .into_par_iter()
-            .map(|i| {
+        let lines: Vec<Option<String>> =
+            unless_stopped((next..next + BATCH).into_par_iter().map(|i| {
+                if stop() {
+                    return None;
+                }
                 let (spot, judged, mut rng) = draw(params, Stream::Pairs, i);
                 let worse: Vec<Action> = judged
                     .values
@@ -404,19 +419,18 @@ pub fn generate(
                     .map(|v| v.action)
                     .collect();
                 if worse.is_empty() {
-                    return None;
+                    return Some(None);
                 }
                 let rejected = worse[rng.random_range(0..worse.len())];
-                Some(
+                Some(Some(
                     json!({
                         "prompt": render(&spot, style),
                         "chosen": judged.best_action().answer(),
                         "rejected": rejected.answer(),
                     })
                     .to_string(),
-                )
-            })
-            .collect();
+                ))
+            }))?;
         next += BATCH;
         for line in lines {
             match line {
@@ -442,9 +456,8 @@ pub fn generate(
     let mut start = 0;
     while start < params.prompts {
         let end = (start + BATCH).min(params.prompts);
-        let lines: Vec<String> = (start..end)
-            .into_par_iter()
-            .map(|i| {
+        let lines: Vec<String> = unless_stopped((start..end).into_par_iter().map(|i| {
+            (!stop()).then(|| {
                 let (spot, judged, _) = draw(params, Stream::Prompts, i);
                 let evs: serde_json::Map<String, serde_json::Value> = judged
                     .values
@@ -460,7 +473,7 @@ pub fn generate(
                 })
                 .to_string()
             })
-            .collect();
+        }))?;
         for line in lines {
             prompts.write(&line)?;
         }
@@ -483,6 +496,21 @@ pub fn generate(
     Ok(summary)
 }
 
+/// The records of a batch, or [`DatasetError::Stopped`] if any was skipped
+/// because a stop was asked for.
+fn unless_stopped<T: Send>(
+    records: impl ParallelIterator<Item = Option<T>>,
+) -> Result<Vec<T>, DatasetError> {
+    records
+        .collect::<Option<Vec<T>>>()
+        .ok_or(DatasetError::Stopped)
+}
+
+/// A `stop` for [`generate`] that never stops.
+pub fn never() -> bool {
+    false
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -498,17 +526,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_ends_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = generate(&small(), dir.path(), |_, _| {}, &|| true).unwrap_err();
+        assert!(matches!(err, DatasetError::Stopped), "{err:?}");
+    }
+
+    #[test]
     fn writes_six_files_deterministically() {
         let params = small();
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        let summary = generate(&params, a.path(), |_, _| {}).unwrap();
+        let summary = generate(&params, a.path(), |_, _| {}, &never).unwrap();
         let single = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap();
         single
-            .install(|| generate(&params, b.path(), |_, _| {}))
+            .install(|| generate(&params, b.path(), |_, _| {}, &never))
             .unwrap();
         for name in [
             "sft",
@@ -553,7 +588,7 @@ mod tests {
             ..small()
         };
         let dir = tempfile::tempdir().unwrap();
-        let err = generate(&params, dir.path(), |_, _| {}).unwrap_err();
+        let err = generate(&params, dir.path(), |_, _| {}, &never).unwrap_err();
         assert!(err.to_string().contains("test_fraction"));
         let parsed: Result<PokerDataParams, _> =
             serde_json::from_str(r#"{"scenarios": 3, "bogus": 1}"#);
@@ -577,7 +612,7 @@ mod tests {
             ..small()
         };
         let dir = tempfile::tempdir().unwrap();
-        generate(&params, dir.path(), |_, _| {}).unwrap();
+        generate(&params, dir.path(), |_, _| {}, &never).unwrap();
         let text = std::fs::read_to_string(dir.path().join("prompts.jsonl")).unwrap();
         let tables: Vec<bool> = text
             .lines()

@@ -88,7 +88,7 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
     let top_schema = serde_json::to_value(schemars::schema_for!(PipelineFile)).unwrap_or_default();
     SchemaChecker::new(&top_schema).check_root(root, "", &mut problems);
     let top: Option<PipelineFile> = if problems.is_empty() {
-        serde_json::from_value(root.to_json()).ok()
+        serde_json::from_value(top_level_json(root)).ok()
     } else {
         None
     };
@@ -112,8 +112,9 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
         .and_then(|e| e.value.entries())
         .unwrap_or_default();
     let mut parsed = Vec::new();
+    let mut schemas = HashMap::new();
     for entry in stage_entries {
-        if let Some(stage) = check_stage(entry, registry, model_node, &mut problems) {
+        if let Some(stage) = check_stage(entry, registry, model_node, &mut schemas, &mut problems) {
             parsed.push(stage);
         }
     }
@@ -157,6 +158,26 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
     }
 }
 
+/// The top level as JSON with each stage's body left out: stages are
+/// checked and parsed one by one, and converting 60,000 of them here too
+/// would double the work of `validate`.
+fn top_level_json(root: &Node) -> serde_json::Value {
+    let entries = root.entries().unwrap_or_default();
+    serde_json::Value::Object(
+        entries
+            .iter()
+            .map(|e| {
+                let value = if e.key == "stages" {
+                    serde_json::Value::Object(serde_json::Map::new())
+                } else {
+                    e.value.to_json()
+                };
+                (e.key.clone(), value)
+            })
+            .collect(),
+    )
+}
+
 /// Letters, digits, `-`, `_`, `.`; not `.`/`..`. Safe as a folder name.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -172,6 +193,7 @@ fn check_stage<'a>(
     entry: &'a Entry,
     registry: &Registry,
     model: Option<&Node>,
+    schemas: &mut HashMap<&'static str, serde_json::Value>,
     problems: &mut Vec<Problem>,
 ) -> Option<Parsed<'a>> {
     let name = &entry.key;
@@ -225,10 +247,14 @@ fn check_stage<'a>(
         span: entry.value.span.clone(),
         value: NodeValue::Map(body_entries),
     };
-    let schema = kind.params_schema();
+    // Made once per kind: generating a schema costs more than checking a
+    // stage against it.
+    let schema = schemas
+        .entry(kind.name())
+        .or_insert_with(|| kind.params_schema());
     let before = problems.len();
     let prefix = format!("stages.{name}");
-    SchemaChecker::new(&schema).check_root(&body, &prefix, problems);
+    SchemaChecker::new(schema).check_root(&body, &prefix, problems);
     if problems.len() > before {
         // Already invalid; still parse what is left without the bad fields,
         // so that its references get checked too (all errors at once).
@@ -401,17 +427,32 @@ fn resolve(
                 InputDecl::File { field, path } => {
                     let full = base_dir.join(&path);
                     if !full.is_file() {
+                        let (code, what, label, help) = if full.exists() {
+                            (
+                                "spec::not_a_file",
+                                "is not a regular file",
+                                "not a regular file",
+                                "give a file of data, not a folder or a device",
+                            )
+                        } else {
+                            (
+                                "spec::missing_file",
+                                "does not exist",
+                                "file not found",
+                                "paths are relative to the pipeline file's folder",
+                            )
+                        };
                         problems.push(
                             Problem::new(
-                                "spec::missing_file",
+                                code,
                                 format!(
-                                    "input file `{}` of stage `{}` does not exist",
+                                    "input file `{}` of stage `{}` {what}",
                                     full.display(),
                                     p.name
                                 ),
                             )
-                            .at(span, "file not found")
-                            .help("paths are relative to the pipeline file's folder"),
+                            .at(span, label)
+                            .help(help),
                         );
                         continue;
                     }
@@ -435,65 +476,143 @@ fn resolve(
             input_adapters: BTreeMap::new(),
         });
     }
-    let bases: Vec<Option<PlannedModel>> =
-        (0..stages.len()).map(|i| base_model(&stages, i)).collect();
-    let adapters: Vec<BTreeMap<String, Trains>> = (0..stages.len())
-        .map(|i| input_adapters(&stages, i, 0))
-        .collect();
+    let (bases, adapters) = lineage(&stages);
     for ((stage, base), adapters) in stages.iter_mut().zip(bases).zip(adapters) {
         stage.base_model = base;
         stage.input_adapters = adapters;
     }
+    check_vocabularies(parsed, &stages, problems);
     stages
 }
 
-/// The adapters of the models stage `index` reads, by params field: each
-/// upstream stage's `output_adapter`, given its own inputs. `depth` stops a
-/// cycle (reported elsewhere).
-fn input_adapters(stages: &[Stage], index: usize, depth: usize) -> BTreeMap<String, Trains> {
-    if depth > stages.len() {
-        return BTreeMap::new();
-    }
-    stages[index]
-        .upstream
+/// A stage that fine-tunes a local pretrained model with a tokenizer stage's
+/// vocabulary: the tokenizer may make ids up to its vocabulary size, which
+/// must fit the model's embedding (else training indexes past it).
+fn check_vocabularies(parsed: &[Parsed<'_>], stages: &[Stage], problems: &mut Vec<Problem>) {
+    let index: HashMap<&str, usize> = stages
         .iter()
-        .filter_map(|u| {
-            let from = stages.iter().position(|s| s.name == u.stage)?;
-            let inputs = input_adapters(stages, from, depth + 1);
-            let stage = &stages[from];
-            let adapter = stage.kind.output_adapter(&stage.params, &inputs)?;
-            Some((u.field.clone(), adapter))
-        })
-        .collect()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    for (p, stage) in parsed.iter().zip(stages) {
+        let ModelOrigin::Pretrained(source) = stage.kind.model_origin(&stage.params) else {
+            continue;
+        };
+        let Some(model_vocab) = local_vocabulary(&source) else {
+            continue;
+        };
+        for u in &stage.upstream {
+            let Some(&from) = index.get(u.stage.as_str()) else {
+                continue;
+            };
+            let up = &stages[from];
+            let Some(vocab) = up.kind.vocabulary(&up.params) else {
+                continue;
+            };
+            if vocab > model_vocab {
+                problems.push(
+                    Problem::new(
+                        "spec::vocabulary_too_large",
+                        format!(
+                            "stage `{}` reads tokenizer `{}` of up to {vocab} tokens, but its base model `{source}` has a vocabulary of {model_vocab}",
+                            p.name, u.stage
+                        ),
+                    )
+                    .at(p.body.span_of(&u.field), "this tokenizer")
+                    .help("use the base model's own tokenizer (leave out `tokenizer`), or a smaller vocab_size"),
+                );
+            }
+        }
+    }
 }
 
-/// The model at the root of stage `index`'s model lineage: its own, or the
-/// one of the upstream stage its origin names, and so on; a random model
-/// takes its vocabulary bound from its tokenizer stage. A cycle (reported
-/// elsewhere) or a missing link gives `None`.
-fn base_model(stages: &[Stage], index: usize) -> Option<PlannedModel> {
-    let upstream = |stage: &Stage, field: &str| {
-        let name = &stage.upstream.iter().find(|u| u.field == field)?.stage;
-        stages.iter().position(|s| &s.name == name)
+/// `vocab_size` of a local model folder's config.json, when there is one.
+fn local_vocabulary(source: &str) -> Option<usize> {
+    let crate::model::source::ModelSource::Local(dir) = crate::model::source::parse(source).ok()?
+    else {
+        return None;
     };
-    let mut at = index;
-    for _ in 0..stages.len() {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    usize::try_from(config.get("vocab_size")?.as_u64()?).ok()
+}
+
+/// Each stage's root model and the adapters of the models it reads, worked
+/// out once per stage in dependency order (linear in the stages and edges;
+/// a stage on a cycle, reported elsewhere, gets neither).
+///
+/// The root model is the stage's own, or the one of the upstream stage its
+/// origin names, and so on; a random model takes its vocabulary bound from
+/// its tokenizer stage. The adapters are each upstream stage's
+/// `output_adapter`, given that stage's own inputs.
+#[allow(clippy::type_complexity)]
+fn lineage(stages: &[Stage]) -> (Vec<Option<PlannedModel>>, Vec<BTreeMap<String, Trains>>) {
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let upstream_of = |stage: &Stage, field: &str| {
+        let name = &stage.upstream.iter().find(|u| u.field == field)?.stage;
+        index.get(name.as_str()).copied()
+    };
+    let mut bases: Vec<Option<PlannedModel>> = vec![None; stages.len()];
+    let mut adapters: Vec<BTreeMap<String, Trains>> = vec![BTreeMap::new(); stages.len()];
+    for at in dependency_order(stages, &index) {
         let stage = &stages[at];
-        match stage.kind.model_origin(&stage.params) {
-            ModelOrigin::Unknown => return None,
-            ModelOrigin::Pretrained(source) => return Some(PlannedModel::Source(source)),
+        bases[at] = match stage.kind.model_origin(&stage.params) {
+            ModelOrigin::Unknown => None,
+            ModelOrigin::Pretrained(source) => Some(PlannedModel::Source(source)),
             ModelOrigin::Random {
                 mut config,
                 vocabulary,
-            } => {
-                let tokenizer = &stages[upstream(stage, vocabulary)?];
+            } => upstream_of(stage, vocabulary).and_then(|t| {
+                let tokenizer = &stages[t];
                 config["vocab_size"] = tokenizer.kind.vocabulary(&tokenizer.params)?.into();
-                return Some(PlannedModel::Config(config));
+                Some(PlannedModel::Config(config))
+            }),
+            ModelOrigin::Input(field) => upstream_of(stage, field).and_then(|u| bases[u].clone()),
+        };
+        adapters[at] = stage
+            .upstream
+            .iter()
+            .filter_map(|u| {
+                let from = *index.get(u.stage.as_str())?;
+                let up = &stages[from];
+                let adapter = up.kind.output_adapter(&up.params, &adapters[from])?;
+                Some((u.field.clone(), adapter))
+            })
+            .collect();
+    }
+    (bases, adapters)
+}
+
+/// Stage indices with every stage after its upstream stages (Kahn's
+/// algorithm); stages on a cycle are left out.
+fn dependency_order(stages: &[Stage], index: &HashMap<&str, usize>) -> Vec<usize> {
+    let mut waiting: Vec<usize> = vec![0; stages.len()];
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    for (i, stage) in stages.iter().enumerate() {
+        for u in &stage.upstream {
+            if let Some(&from) = index.get(u.stage.as_str()) {
+                waiting[i] += 1;
+                downstream[from].push(i);
             }
-            ModelOrigin::Input(field) => at = upstream(stage, field)?,
         }
     }
-    None
+    let mut order: Vec<usize> = (0..stages.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let at = order[next];
+        next += 1;
+        for &d in &downstream[at] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                order.push(d);
+            }
+        }
+    }
+    order
 }
 
 /// Report each dependency cycle once, naming every stage on it.

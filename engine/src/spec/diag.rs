@@ -151,7 +151,17 @@ impl FileProblems {
         }
     }
 
-    pub fn push(&mut self, problem: Problem) {
+    /// Add a problem, its texts cut to [`MAX_TEXT`] characters and its
+    /// related places to [`MAX_RELATED`], so that one problem stays small
+    /// whatever values the file holds.
+    pub fn push(&mut self, mut problem: Problem) {
+        problem.message = cut(&problem.message, MAX_TEXT);
+        problem.label = cut(&problem.label, MAX_TEXT);
+        problem.help = problem.help.map(|h| cut(&h, MAX_TEXT));
+        problem.related.truncate(MAX_RELATED);
+        for (_, label) in &mut problem.related {
+            *label = cut(label, MAX_TEXT);
+        }
         self.problems.push(problem);
     }
 
@@ -159,14 +169,22 @@ impl FileProblems {
         self.problems.is_empty()
     }
 
-    /// The problems as miette diagnostics.
+    /// The problems as miette diagnostics. A problem on a long line (a
+    /// 200 KB flow mapping) shows an excerpt of that line, not all of it.
     pub fn diagnostics(&self) -> Vec<SpecDiagnostic> {
         let name = self.path.display().to_string();
         self.problems
             .iter()
-            .map(|p| SpecDiagnostic {
-                problem: p.clone(),
-                source: NamedSource::new(&name, Arc::clone(&self.source)).with_language("yaml"),
+            .map(|p| {
+                let mut problem = p.clone();
+                let source = match excerpt(&self.source, &mut problem) {
+                    Some(text) => Arc::new(text),
+                    None => Arc::clone(&self.source),
+                };
+                SpecDiagnostic {
+                    problem,
+                    source: NamedSource::new(&name, source).with_language("yaml"),
+                }
             })
             .collect()
     }
@@ -193,6 +211,82 @@ impl FileProblems {
     }
 }
 
+/// Longest message, label or help a problem keeps, in characters.
+const MAX_TEXT: usize = 300;
+/// Most related places a problem shows.
+const MAX_RELATED: usize = 20;
+/// Longest source line shown whole in a snippet, in bytes.
+const MAX_LINE: usize = 400;
+
+/// `text` if it has at most `max` characters, else its start and a note of
+/// how much was cut.
+pub fn cut(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let keep: String = text.chars().take(max.saturating_sub(40).max(1)).collect();
+    let left = count - keep.chars().count();
+    format!("{keep}… ({left} more characters)")
+}
+
+/// When the lines around a problem are too long to show, a stand-in source
+/// that keeps the line numbers (earlier lines become empty) and shows only
+/// a window of the problem's line; the problem's spans move into it and
+/// related places outside the window are dropped. `None` when the real
+/// source is fine to show.
+fn excerpt(source: &str, problem: &mut Problem) -> Option<String> {
+    let span = problem.span.clone()?;
+    let line_start = source[..span.start.min(source.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_end = source[line_start..]
+        .find('\n')
+        .map_or(source.len(), |i| line_start + i);
+    let context_end = source[line_end.min(source.len())..]
+        .char_indices()
+        .skip(1)
+        .find(|(_, c)| *c == '\n')
+        .map_or(source.len(), |(i, _)| line_end + i);
+    let context_start = source[..line_start.saturating_sub(1)]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    if context_end - context_start <= 3 * MAX_LINE {
+        return None;
+    }
+    let from = floor_char(
+        source,
+        span.start.saturating_sub(MAX_LINE / 4).max(line_start),
+    );
+    let to = floor_char(source, (from + MAX_LINE).min(line_end));
+    let newlines = source[..line_start].matches('\n').count();
+    let mut text = "\n".repeat(newlines);
+    let shift = text.len() as isize - from as isize;
+    text.push_str(&source[from..to]);
+    text.push_str(" …");
+    let inside = |s: &ByteSpan| s.start >= from && s.start <= to;
+    let moved = |s: &ByteSpan| {
+        let start = (s.start as isize + shift) as usize;
+        let end = (s.end.min(to) as isize + shift) as usize;
+        start..end.max(start)
+    };
+    problem.span = Some(moved(&span));
+    problem.related.retain(|(s, _)| inside(s));
+    for (s, _) in &mut problem.related {
+        *s = moved(s);
+    }
+    Some(text)
+}
+
+/// The largest char boundary of `text` at or before `at`.
+fn floor_char(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
@@ -204,6 +298,7 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -214,6 +309,27 @@ mod tests {
         assert_eq!(line_column(text, 1), (1, 2));
         let x = text.find('x').unwrap_or_default();
         assert_eq!(line_column(text, x), (2, 4));
+    }
+
+    #[test]
+    fn long_values_and_lines_are_cut() {
+        let long = "v".repeat(10_000);
+        let shortened = cut(&format!("unknown value `{long}`"), MAX_TEXT);
+        assert!(shortened.chars().count() < MAX_TEXT + 30, "{shortened}");
+        assert!(shortened.contains("more characters"));
+
+        let source = format!("a: 1\nb: {{x: {long}, bad: 2}}\nc: 3\n");
+        let bad = source.find("bad").unwrap();
+        let mut file = FileProblems::new(Path::new("p.yaml"), Arc::new(source.clone()));
+        file.push(Problem::new("spec::x", long.clone()).at(bad..bad + 3, "here"));
+        let shown: Vec<String> = file
+            .diagnostics()
+            .into_iter()
+            .map(|d| format!("{:?}", miette::Report::new(d)))
+            .collect();
+        assert!(shown[0].len() < 10_000, "{} bytes", shown[0].len());
+        assert!(shown[0].contains("bad"), "{}", shown[0]);
+        assert_eq!(file.json()[0].line, 2);
     }
 
     #[test]

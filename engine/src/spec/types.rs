@@ -66,7 +66,7 @@ pub struct MemoryPreset {
     pub gpu_memory_gib: f64,
     /// Examples per forward/backward pass; every global batch size must be
     /// a multiple of it (the rest is gradient accumulation).
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4096))]
     pub micro_batch: u32,
     /// Recompute activations in the backward pass to save memory.
     #[serde(default)]

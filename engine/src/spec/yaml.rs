@@ -48,6 +48,32 @@ pub struct Entry {
 pub struct SyntaxError {
     pub span: ByteSpan,
     pub message: String,
+    /// What went wrong, so the report can name it and advise for it.
+    pub kind: SyntaxKind,
+}
+
+/// The classes of [`SyntaxError`] that get their own code and advice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyntaxKind {
+    /// The text is not YAML (indentation, brackets, tabs, ...).
+    Syntax,
+    /// `.nan` or `.inf`: valid YAML, never a valid setting.
+    NotFinite,
+    /// A number too large for a 64-bit integer or float.
+    Overflow,
+    /// Valid YAML that a pipeline file may not use (duplicate keys,
+    /// several documents, alias bombs, ...).
+    Structure,
+}
+
+impl SyntaxError {
+    fn new(span: ByteSpan, kind: SyntaxKind, message: impl Into<String>) -> Self {
+        SyntaxError {
+            span,
+            message: message.into(),
+            kind,
+        }
+    }
 }
 
 impl Node {
@@ -150,11 +176,12 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
         match event {
             Ok((event, span)) => builder.event(event, span)?,
             Err(err) => {
-                let at = offsets.byte(err.marker());
-                return Err(SyntaxError {
-                    span: at..at,
-                    message: err.info(),
-                });
+                let message = err.info();
+                let mut at = offsets.byte(err.marker());
+                if message.to_lowercase().contains("tab") {
+                    at = offsets.tab_near(at).unwrap_or(at);
+                }
+                return Err(SyntaxError::new(at..at, SyntaxKind::Syntax, message));
             }
         }
     }
@@ -197,6 +224,23 @@ impl<'a> LineOffsets<'a> {
                 .map_or(rest.len(), |(i, _)| i)
     }
 
+    /// The tab a tab-related parser error is about: the parser reports it
+    /// at the end of the line before (where the indentation began), so look
+    /// at the indentation of that line and the next one.
+    fn tab_near(&self, at: usize) -> Option<usize> {
+        let line = self
+            .line_starts
+            .partition_point(|&s| s <= at)
+            .saturating_sub(1);
+        let from = self.line_starts[line];
+        let to = self
+            .line_starts
+            .get(line + 2)
+            .copied()
+            .unwrap_or(self.source.len());
+        self.source[from..to].find('\t').map(|i| from + i)
+    }
+
     fn span(&self, span: &Span) -> ByteSpan {
         let start = self.byte(&span.start);
         let end = self.byte(&span.end).max(start);
@@ -215,6 +259,9 @@ enum Open {
         start: usize,
         anchor: usize,
         entries: Vec<Entry>,
+        /// Where each key was first written (duplicates are found in O(1),
+        /// so a mapping of 60,000 stages parses in linear time).
+        keys: HashMap<String, usize>,
         pending_key: Option<(String, ByteSpan)>,
     },
 }
@@ -239,38 +286,40 @@ impl Builder<'_> {
             Event::DocumentStart(..) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    return Err(SyntaxError {
-                        span: bytes,
-                        message: "a pipeline file holds exactly one YAML document".into(),
-                    });
+                    return Err(SyntaxError::new(
+                        bytes,
+                        SyntaxKind::Structure,
+                        "a pipeline file holds exactly one YAML document",
+                    ));
                 }
             }
             Event::Scalar(text, style, anchor, _) => {
                 let value = resolve_scalar(&text, style);
-                if let (NodeValue::Float(f), true) = (&value, self.expects_value())
-                    && !f.is_finite()
+                if self.expects_value()
+                    && let Some((kind, message)) = number_problem(&text, &value)
                 {
-                    return Err(SyntaxError {
-                        span: bytes,
-                        message: format!("`{text}` is not a finite number"),
-                    });
+                    return Err(SyntaxError::new(bytes, kind, message));
                 }
                 let node = Node { span: bytes, value };
                 self.finish(node, anchor, text.into_owned())?;
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                    span: bytes.clone(),
-                    message: "alias to an unknown anchor".into(),
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
+                    SyntaxError::new(
+                        bytes.clone(),
+                        SyntaxKind::Structure,
+                        "alias to an unknown anchor",
+                    )
                 })?;
                 self.expanded += node.count();
                 if self.expanded > MAX_ALIAS_NODES {
-                    return Err(SyntaxError {
-                        span: bytes,
-                        message: format!(
+                    return Err(SyntaxError::new(
+                        bytes,
+                        SyntaxKind::Structure,
+                        format!(
                             "aliases expand to more than {MAX_ALIAS_NODES} nodes; a pipeline needs far fewer"
                         ),
-                    });
+                    ));
                 }
                 let text = match &node.value {
                     NodeValue::Str(s) => s.clone(),
@@ -291,6 +340,7 @@ impl Builder<'_> {
                 start: bytes.start,
                 anchor,
                 entries: Vec::new(),
+                keys: HashMap::new(),
                 pending_key: None,
             }),
             Event::SequenceEnd | Event::MappingEnd => {
@@ -350,25 +400,26 @@ impl Builder<'_> {
             Some(Open::Seq { items, .. }) => items.push(node),
             Some(Open::Map {
                 entries,
+                keys,
                 pending_key,
                 ..
             }) => match pending_key.take() {
                 None => {
                     if matches!(node.value, NodeValue::Seq(_) | NodeValue::Map(_)) {
-                        return Err(SyntaxError {
-                            span: node.span,
-                            message: "mapping keys must be plain text".into(),
-                        });
+                        return Err(SyntaxError::new(
+                            node.span,
+                            SyntaxKind::Structure,
+                            "mapping keys must be plain text",
+                        ));
                     }
-                    if let Some(previous) = entries.iter().find(|e| e.key == key_text) {
-                        return Err(SyntaxError {
-                            span: node.span,
-                            message: format!(
-                                "duplicate key `{key_text}` (first written at byte {})",
-                                previous.key_span.start
-                            ),
-                        });
+                    if let Some(first) = keys.get(&key_text) {
+                        return Err(SyntaxError::new(
+                            node.span,
+                            SyntaxKind::Structure,
+                            format!("duplicate key `{key_text}` (first written at byte {first})"),
+                        ));
                     }
+                    keys.insert(key_text.clone(), node.span.start);
                     *pending_key = Some((key_text, node.span));
                 }
                 Some((key, key_span)) => entries.push(Entry {
@@ -379,6 +430,33 @@ impl Builder<'_> {
             },
         }
         Ok(())
+    }
+}
+
+/// A plain number that cannot be a setting: NaN and infinity, and numbers
+/// that overflow (an integer beyond i64 resolves to a float, a float beyond
+/// f64 to infinity).
+fn number_problem(text: &str, value: &NodeValue) -> Option<(SyntaxKind, String)> {
+    let short = super::diag::cut(text, 60);
+    match value {
+        NodeValue::Float(f) if f.is_nan() || (f.is_infinite() && text.contains(['i', 'I'])) => {
+            Some((
+                SyntaxKind::NotFinite,
+                format!("`{short}` is not a finite number"),
+            ))
+        }
+        NodeValue::Float(f) if f.is_infinite() => Some((
+            SyntaxKind::Overflow,
+            format!("`{short}` overflows a 64-bit float"),
+        )),
+        NodeValue::Float(_) if is_core_int(text) => Some((
+            SyntaxKind::Overflow,
+            format!(
+                "`{short}` overflows a 64-bit integer (at most {})",
+                i64::MAX
+            ),
+        )),
+        _ => None,
     }
 }
 
@@ -492,7 +570,20 @@ mod tests {
         assert!(parse("a: 1\na: 2\n").is_err());
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(!err.message.is_empty());
-        assert!(parse("a: .nan\n").is_err());
+        assert_eq!(parse("a: .nan\n").unwrap_err().kind, SyntaxKind::NotFinite);
+        assert_eq!(parse("a: -.inf\n").unwrap_err().kind, SyntaxKind::NotFinite);
+        let err = parse("a: 99999999999999999999\n").unwrap_err();
+        assert_eq!(err.kind, SyntaxKind::Overflow);
+        assert!(err.message.contains("64-bit integer"), "{}", err.message);
+        assert_eq!(parse("a: 1e400\n").unwrap_err().kind, SyntaxKind::Overflow);
+        assert_eq!(parse("a: 1e300\n").unwrap().to_json()["a"], 1e300);
+    }
+
+    #[test]
+    fn a_tab_error_points_at_the_tab() {
+        let doc = "name: x\nstages:\n\tsrc: 1\n";
+        let err = parse(doc).unwrap_err();
+        assert_eq!(err.span.start, doc.find('\t').unwrap(), "{err:?}");
     }
 
     #[test]

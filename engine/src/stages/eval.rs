@@ -29,10 +29,13 @@ use crate::model::llama::Llama;
 use crate::model::load::load_dir;
 use crate::model::lora;
 use crate::model::tokenizer::Tokenizer;
-use crate::poker::arena::play_match;
+use crate::poker::arena::{ArenaError, play_match_until};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
 use crate::train::dataset;
+
+/// Most hands an arena match may play (the schema's bound on `hands`).
+const MAX_HANDS: u64 = 10_000_000;
 
 /// Arena settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -43,7 +46,7 @@ pub struct ArenaParams {
     pub opponents: Vec<String>,
     /// Hands per opponent (rounded up to whole duplicate deals).
     #[serde(default = "defaults::hands")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = 10000000))]
     pub hands: u64,
     /// Hands against particular opponents instead of `hands`, e.g.
     /// `{random: 30000}`: a random bot's all-ins make its results the
@@ -201,8 +204,11 @@ impl StageKind for Eval {
                         p.arena.opponents.join(", ")
                     ),
                 ));
-            } else if hands < 2 {
-                problems.push((field, format!("must be at least 2, got {hands}")));
+            } else if !(2..=MAX_HANDS).contains(&hands) {
+                problems.push((
+                    field,
+                    format!("must be between 2 and {MAX_HANDS}, got {hands}"),
+                ));
             }
         }
         if !(1..=64).contains(&p.reward_samples) {
@@ -588,12 +594,25 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
             bot(&name, seed).unwrap_or_else(|| Box::new(crate::poker::bots::CallingStation))
         };
         let hands = p.arena.hands_for(opponent);
-        let result = model_seats::serve(&[&lm], |seats| {
+        let cancel = ctx.cancel_flag();
+        let stop = move || cancel.is_cancelled();
+        let played = model_seats::serve(&[&lm], |seats| {
             let make_lm = |_seed: u64| seats[0].player(style);
-            play_match(&make_lm, &make_bot, hands, p.arena.seed)
+            play_match_until(&make_lm, &make_bot, hands, p.arena.seed, &stop)
         })
-        .map_err(StageError::runtime)?
-        .map_err(|e| StageError::runtime(miette!("arena against {opponent}: {e}")))?;
+        .map_err(StageError::runtime)?;
+        let result = match played {
+            Ok(result) => result,
+            Err(ArenaError::Stopped) => {
+                ctx.finish();
+                return Ok(Outcome::Interrupted);
+            }
+            Err(e) => {
+                return Err(StageError::runtime(miette!(
+                    "arena against {opponent}: {e}"
+                )));
+            }
+        };
         ctx.log(format!(
             "arena vs {opponent}: {:.1} bb/100, 95% CI [{:.1}, {:.1}] over {} hands, {} illegal answers",
             result.bb_per_100, result.ci95[0], result.ci95[1], result.hands, result.illegal[0]

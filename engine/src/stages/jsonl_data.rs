@@ -111,10 +111,15 @@ impl StageKind for JsonlData {
                 return Ok(Outcome::Interrupted);
             }
             let path = ctx.file(name)?.to_path_buf();
-            let text = std::fs::read_to_string(&path).map_err(|err| {
+            let bytes = std::fs::read(&path).map_err(|err| {
                 StageError::user(miette::miette!("cannot read {}: {err}", path.display()))
             })?;
-            let (lines, bad) = check_lines(&path, &text, required_fields(name));
+            let cancel = ctx.cancel_flag();
+            let Some((lines, bad)) = check_lines(&path, &bytes, required_fields(name), &|| {
+                cancel.is_cancelled()
+            }) else {
+                return Ok(Outcome::Interrupted);
+            };
             ctx.log(format!(
                 "{name}: {} valid lines, {} bad, from {}",
                 lines.len(),
@@ -146,25 +151,49 @@ impl StageKind for JsonlData {
 }
 
 /// Check every line; return the normalised valid lines and one message per
-/// bad line (`file:line: problem`). Blank lines are skipped.
-pub fn check_lines(path: &Path, text: &str, fields: &[&str]) -> (Vec<String>, Vec<String>) {
+/// bad line (`file:line: problem`), invalid UTF-8 included. Blank lines are
+/// skipped. `None` once `stop` says so (polled every [`STOP_EVERY`] lines,
+/// so Ctrl-C on a huge file is seen at once).
+pub fn check_lines(
+    path: &Path,
+    bytes: &[u8],
+    fields: &[&str],
+    stop: &dyn Fn() -> bool,
+) -> Option<(Vec<String>, Vec<String>)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i % STOP_EVERY == 0 && stop() {
+            return None;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let line = match std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)) {
+            Ok(line) => line,
+            Err(err) => {
+                let column = String::from_utf8_lossy(&line[..err.valid_up_to()])
+                    .chars()
+                    .count()
+                    + 1;
+                bad.push(format!("{at}: invalid UTF-8 at column {column}"));
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let at = format!("{}:{}", path.display(), i + 1);
         match check_line(line, fields) {
             Ok(normalised) => good.push(normalised),
-            Err(problem) => bad.push(format!("{at}: {problem}")),
+            Err(problem) => bad.push(format!("{at}: {}", crate::spec::cut(&problem, 300))),
         }
     }
     if good.is_empty() && bad.is_empty() {
         bad.push(format!("{}: the file has no examples", path.display()));
     }
-    (good, bad)
+    Some((good, bad))
 }
+
+/// Lines between two looks at the stop flag.
+const STOP_EVERY: usize = 4096;
 
 fn check_line(line: &str, fields: &[&str]) -> Result<String, String> {
     let value: Value =
@@ -268,7 +297,13 @@ mod tests {
     #[test]
     fn valid_lines_are_normalised() {
         let text = "{\"response\": \"call\", \"prompt\": \"p\"}\n\n{\"prompt\":\"q\",\"response\":\"fold\"}\n";
-        let (good, bad) = check_lines(Path::new("a.jsonl"), text, &["prompt", "response"]);
+        let (good, bad) = check_lines(
+            Path::new("a.jsonl"),
+            text.as_bytes(),
+            &["prompt", "response"],
+            &|| false,
+        )
+        .unwrap_or_default();
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(good[0], r#"{"prompt":"p","response":"call"}"#);
         assert_eq!(good.len(), 2);
@@ -286,11 +321,19 @@ mod tests {
             "[1, 2]",
         ]
         .join("\n");
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(
+            b"\n{\"prompt\": \"p\xff\", \"chosen\": \"a\", \"rejected\": \"b\"}",
+        );
+        let long = format!("{{\"prompt\": \"p\", \"{}\": 1}}", "k".repeat(100_000));
+        bytes.extend_from_slice(format!("\n{long}").as_bytes());
         let (good, bad) = check_lines(
             Path::new("pairs.jsonl"),
-            &text,
+            &bytes,
             &["prompt", "chosen", "rejected"],
-        );
+            &|| false,
+        )
+        .unwrap_or_default();
         assert_eq!(good.len(), 1);
         let lines: Vec<&str> = bad
             .iter()
@@ -304,9 +347,13 @@ mod tests {
                 "pairs.jsonl:4",
                 "pairs.jsonl:5",
                 "pairs.jsonl:6",
-                "pairs.jsonl:7"
+                "pairs.jsonl:7",
+                "pairs.jsonl:8",
+                "pairs.jsonl:9"
             ]
         );
+        assert!(bad[6].ends_with("invalid UTF-8 at column 14"), "{}", bad[6]);
+        assert!(bad[7].len() < 400, "{} bytes", bad[7].len());
         assert!(bad[0].contains("missing \"rejected\""), "{}", bad[0]);
         assert!(bad[2].contains("must be a string"), "{}", bad[2]);
         assert!(bad[4].contains("unknown field \"extra\""), "{}", bad[4]);
@@ -314,7 +361,9 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_an_error() {
-        let (_, bad) = check_lines(Path::new("e.jsonl"), "\n\n", &["prompt"]);
+        let (_, bad) =
+            check_lines(Path::new("e.jsonl"), b"\n\n", &["prompt"], &|| false).unwrap_or_default();
         assert_eq!(bad.len(), 1);
+        assert!(check_lines(Path::new("e.jsonl"), b"{}\n", &["prompt"], &|| true).is_none());
     }
 }

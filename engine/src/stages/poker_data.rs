@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use super::{DATASETS, dataset_output};
-use crate::graph::{Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult};
+use crate::graph::{
+    Outcome, OutputDecl, ProgressLine, StageContext, StageError, StageKind, StageResult,
+};
 use crate::poker::dataset::{self, PokerDataParams};
 
 /// The `poker-data` stage kind.
@@ -44,8 +46,23 @@ impl StageKind for PokerData {
             params.seed,
             params.test_fraction * 100.0
         ));
-        let summary = dataset::generate(params, &out_dir, |done, _| ctx.progress(done, total))
-            .map_err(|err| StageError::runtime(miette::Report::new(err)))?;
+        let cancel = ctx.cancel_flag();
+        let stop = move || cancel.is_cancelled();
+        let mut line = ProgressLine::new(&ctx.stage, total);
+        let generated = dataset::generate(
+            params,
+            &out_dir,
+            |done, _| {
+                ctx.progress(done, total);
+                line.update(done);
+            },
+            &stop,
+        );
+        let summary = match generated {
+            Ok(summary) => summary,
+            Err(dataset::DatasetError::Stopped) => return Ok(Outcome::Interrupted),
+            Err(err) => return Err(StageError::runtime(miette::Report::new(err))),
+        };
         let summary_json = serde_json::to_value(&summary).unwrap_or(Value::Null);
         ctx.log(format!("wrote {summary_json}"));
         let text = serde_json::to_vec_pretty(&summary_json).map_err(|err| {

@@ -72,19 +72,19 @@ pub struct RewardParams {
     pub optim: OptimParams,
     /// Pairs per optimizer step.
     #[serde(default = "RewardParams::batch_size")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4096))]
     pub batch_size: u32,
     #[serde(default = "RewardParams::epochs")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub epochs: u64,
     #[serde(default = "RewardParams::max_seq_len")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = 131072))]
     pub max_seq_len: usize,
     #[serde(default)]
     pub seed: u64,
     /// Optimizer steps between checkpoints (resume points).
     #[serde(default = "RewardParams::checkpoint_every")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000000))]
     pub checkpoint_every: u64,
 }
 
@@ -93,7 +93,7 @@ pub struct RewardParams {
 #[serde(deny_unknown_fields)]
 pub struct RewardLora {
     #[serde(default = "RewardLora::rank")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub rank: usize,
     #[serde(default = "RewardLora::alpha")]
     pub alpha: f32,

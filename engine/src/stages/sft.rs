@@ -117,6 +117,51 @@ impl Architecture {
     }
 }
 
+/// A base model `run` could not find: a malformed source, or a local folder
+/// that is not there (hub models are checked when they are fetched).
+fn check_base(base: &str) -> Option<(String, String)> {
+    match source::parse(base) {
+        Err(e) => Some(("base".into(), e.to_string())),
+        Ok(source::ModelSource::Local(dir)) if !dir.is_dir() => Some((
+            "base".into(),
+            format!(
+                "base model folder `{}` does not exist (paths are relative to the working directory)",
+                dir.display()
+            ),
+        )),
+        Ok(_) => None,
+    }
+}
+
+impl Architecture {
+    /// Shapes a LLaMA cannot have: heads that do not split the hidden size
+    /// into even head dimensions, key/value heads that do not group the
+    /// query heads.
+    fn check(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let heads = self.num_attention_heads.max(1);
+        if !self.hidden_size.is_multiple_of(heads) || !(self.hidden_size / heads).is_multiple_of(2)
+        {
+            out.push((
+                "base.random.num_attention_heads".into(),
+                format!(
+                    "{} attention heads do not split hidden_size {} into heads of an even size",
+                    self.num_attention_heads, self.hidden_size
+                ),
+            ));
+        }
+        if let Some(kv) = self.num_key_value_heads
+            && (kv == 0 || !heads.is_multiple_of(kv))
+        {
+            out.push((
+                "base.random.num_key_value_heads".into(),
+                format!("{kv} key/value heads do not divide {heads} attention heads"),
+            ));
+        }
+        out
+    }
+}
+
 /// LoRA or full fine-tuning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -133,7 +178,7 @@ pub enum Method {
 #[serde(deny_unknown_fields)]
 pub struct LoraParams {
     #[serde(default = "LoraParams::rank")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub rank: usize,
     #[serde(default = "LoraParams::alpha")]
     pub alpha: f32,
@@ -205,21 +250,21 @@ pub struct SftParams {
     pub optim: OptimParams,
     /// Examples per optimizer step (micro-batch x accumulation, from the preset).
     #[serde(default = "SftParams::batch_size")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4096))]
     pub batch_size: u32,
     #[serde(default = "SftParams::epochs")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub epochs: u64,
     /// Longer examples lose the start of their prompt.
     #[serde(default = "SftParams::max_seq_len")]
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = 131072))]
     pub max_seq_len: usize,
     /// Seeds the data order, LoRA init, dropout and random weights.
     #[serde(default)]
     pub seed: u64,
     /// Optimizer steps between checkpoints (resume points).
     #[serde(default = "SftParams::checkpoint_every")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000000))]
     pub checkpoint_every: u64,
 }
 
@@ -353,7 +398,8 @@ impl StageKind for Sft {
                 "method".into(),
                 "LoRA on random weights learns little: use `method: full`".into(),
             )),
-            _ => {}
+            Some(BaseModel::Random(init)) => out.extend(init.random.check()),
+            Some(BaseModel::Pretrained(base)) => out.extend(check_base(&base.base)),
         }
         if params.method == Method::Lora
             && let Err(e) = params.lora.config().check(Path::new("lora"))

@@ -108,7 +108,7 @@ pub fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
         "scenarios": 40, "pairs": 40, "prompts": 24, "style": "compact", "seed": 3,
         "test_fraction": 0.25
     }))?;
-    dataset::generate(&params, &data, |_, _| {})?;
+    dataset::generate(&params, &data, |_, _| {}, &dataset::never)?;
     let mut vocab = BTreeSet::new();
     for file in [
         "sft.jsonl",

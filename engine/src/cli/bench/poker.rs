@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::error::{CmdResult, Exit, Failure};
 use crate::poker::cards::{Card, CardSet};
-use crate::poker::dataset::{PokerDataParams, generate};
+use crate::poker::dataset::{PokerDataParams, generate, never};
 use crate::poker::eval::evaluate;
 use crate::poker::expert::Expert;
 use crate::poker::scenario::{SpotMix, indexed_spot};
@@ -101,7 +101,7 @@ pub fn data(args: DataArgs) -> CmdResult {
         ..PokerDataParams::default()
     };
     let start = Instant::now();
-    let summary = generate(&params, &dir, |_, _| {}).map_err(Failure::runtime)?;
+    let summary = generate(&params, &dir, |_, _| {}, &never).map_err(Failure::runtime)?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "{}",

@@ -66,8 +66,8 @@ def main():
     print(json.dumps({
         "tokens_per_s": args.batch * args.seq * args.steps / total,
         "step_ms_median": times[len(times) // 2] * 1e3,
-        "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_device_bytes": torch.cuda.max_memory_allocated() if cuda else None,
     }))
 
 

@@ -26,6 +26,7 @@ use std::fmt::Debug;
 pub mod cpu;
 pub mod cuda;
 mod device;
+pub mod meter;
 
 pub use cpu::Cpu;
 pub use cuda::{CudaBackend, CudaError};

@@ -13,3 +13,4 @@ pub mod ppo;
 pub mod ppo_roles;
 pub mod progress;
 pub mod schedule;
+pub mod step_memory;

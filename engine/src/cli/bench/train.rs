@@ -7,16 +7,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use miette::miette;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Device, OnBackend};
 use crate::cli::device::on_device;
 use crate::error::{CmdResult, Exit, Failure};
-use crate::model::lora::{self, LoraConfig};
-use crate::model::{Batch, Llama, LlamaConfig, TrainPass};
-use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::clip::clip_grad_norm;
+use crate::model::LlamaConfig;
+use crate::model::memory::estimate;
+use crate::train::step_memory::{StepRunner, StepSetup};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -86,56 +83,20 @@ impl OnBackend for Bench {
 }
 
 fn measure<B: Backend>(be: &B, args: &Args, cfg: &LlamaConfig) -> CmdResult {
-    let mut model = Llama::random(be, cfg.clone(), 0).map_err(Failure::user)?;
-    match args.lora_rank {
-        Some(rank) => {
-            let lc = LoraConfig {
-                rank,
-                alpha: 2.0 * rank as f32,
-                dropout: 0.0,
-                targets: crate::model::llama::PROJECTIONS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                rslora: false,
-            };
-            lora::attach(be, &mut model, &lc, 0).map_err(Failure::user)?;
-        }
-        None => {
-            for p in model.params_mut() {
-                p.set_trainable(be, true);
-            }
-        }
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let (b, t) = (args.batch, args.seq);
-    let ids: Vec<u32> = (0..b * t)
-        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
-        .collect();
-    let mut targets = vec![0; b * t];
-    let mut weights = vec![0.0; b * t];
-    for r in 0..b {
-        for j in 0..t - 1 {
-            targets[r * t + j] = ids[r * t + j + 1];
-            weights[r * t + j] = 1.0 / (b * (t - 1)) as f32;
-        }
-    }
-    let batch = Batch::dense(ids, b);
-    let mut opt = AdamW::new(AdamWConfig::default());
+    let setup = StepSetup {
+        lora_rank: args.lora_rank,
+        batch: args.batch,
+        seq: args.seq,
+        checkpoint: args.checkpoint,
+    };
+    let mut runner = StepRunner::new(be, cfg, setup).map_err(Failure::user)?;
     let mut times = Vec::with_capacity(args.steps);
     for step in 0..=args.steps {
         let start = Instant::now();
-        model.zero_grads(be);
-        let pass = TrainPass {
-            seed: step as u64,
-            checkpoint: args.checkpoint,
-        };
-        let loss = model.loss_backward(be, &batch, &targets, &weights, pass);
+        let loss = runner.step(be, step as u64);
         if !loss.is_finite() {
             return Err(Failure::runtime(miette!("loss is {loss} at step {step}")));
         }
-        clip_grad_norm(be, &mut model.params_mut(), 1.0);
-        opt.update(be, model.params_mut(), 1e-4);
         if step > 0 {
             times.push(start.elapsed().as_secs_f64());
         }
@@ -143,10 +104,17 @@ fn measure<B: Backend>(be: &B, args: &Args, cfg: &LlamaConfig) -> CmdResult {
     let total: f64 = times.iter().sum();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    let (b, t) = (args.batch, args.seq);
+    // The counting allocator sees host memory only: on a GPU the device's
+    // bytes are not tracked yet, so no figure is given rather than a wrong one.
+    let on_host = be.device() == Device::Cpu;
     let json = serde_json::json!({
         "tokens_per_s": (b * t * args.steps) as f64 / total,
         "step_ms_median": median * 1e3,
-        "peak_mem_bytes": peak_rss_bytes(),
+        "peak_bytes": on_host.then_some(runner.memory.peak),
+        "measured_bytes": on_host.then_some(runner.memory),
+        "planned_bytes": estimate(&setup.workload(cfg)),
+        "peak_rss_bytes": peak_rss_bytes(),
     });
     println!("{json}");
     Ok(Exit::Ok)

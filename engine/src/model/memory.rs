@@ -513,6 +513,11 @@ pub fn lookup_config(
     let path = match parsed {
         ModelSource::Local(dir) => base_dir.join(dir).join("config.json"),
         ModelSource::Hub(repo) => hub_config(&repo, options)?,
+        ModelSource::Gguf(file) => {
+            source::resolve(&ModelSource::Gguf(base_dir.join(file)), options)
+                .map_err(|e| e.to_string())?
+                .config
+        }
     };
     LlamaConfig::load(&path).map_err(|e| format!("{}: {e}", path.display()))
 }

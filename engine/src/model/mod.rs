@@ -6,6 +6,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod hub;
 pub mod linear;
 pub mod llama;

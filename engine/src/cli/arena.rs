@@ -20,7 +20,8 @@ use crate::stages::eval::LmAnswerer;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Player A (results are from A's point of view): a bot name or
-    /// `model:DIR` (a model folder, e.g. `model:runs/tiny/rlhf/actor`).
+    /// `model:DIR` (a model folder, e.g. `model:runs/tiny/rlhf/actor`, or
+    /// `model:gguf:FILE`, `model:hf:owner/name`).
     #[arg(long, value_name = "PLAYER")]
     pub a: String,
     /// Player B, as for --a.
@@ -59,7 +60,9 @@ type MakePlayer = Box<dyn Fn(u64) -> Box<dyn Player> + Send + Sync>;
 /// The player a `--a`/`--b` value names.
 fn player(flag: &str, spec: &str, args: &Args) -> Result<MakePlayer, Failure> {
     if let Some(dir) = spec.strip_prefix("model:") {
-        let dir = PathBuf::from(dir);
+        let dir = crate::model::source::local_dir(dir).map_err(|e| {
+            Failure::user(miette::Report::new(e).wrap_err(format!("{flag}: `{dir}`")))
+        })?;
         let lm = LmAnswerer::load(&Cpu, &dir, args.max_new_tokens).map_err(|e| {
             Failure::user(
                 e.report

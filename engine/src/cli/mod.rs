@@ -12,6 +12,7 @@ mod bench;
 mod cache;
 mod equity;
 mod eval;
+mod export;
 mod fetch;
 mod plan;
 mod run;
@@ -47,6 +48,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Download a model into the hub cache ahead of a (possibly offline) run.
     Fetch(fetch::Args),
+    /// Write a model with its LoRA merged in, as GGUF or HF safetensors.
+    Export(export::Args),
     /// Benchmarks that print JSON.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -80,6 +83,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Arena(args) => arena::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Export(args) => export::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

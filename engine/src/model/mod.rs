@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod hub;

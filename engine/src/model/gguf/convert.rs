@@ -182,7 +182,7 @@ pub fn tensors(file: &GgufFile, heads: usize, kv_heads: usize) -> Result<TensorM
         };
         if let Some(h) = permuted {
             let rows = shape[0];
-            if shape.len() != 2 || rows % (2 * h) != 0 {
+            if shape.len() != 2 || !rows.is_multiple_of(2 * h) {
                 return Err(bad(
                     file,
                     format!("`{}` has shape {shape:?} for {h} heads", info.name),

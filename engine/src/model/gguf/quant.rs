@@ -73,7 +73,8 @@ impl GgmlType {
     /// blocks (or overflows).
     pub fn bytes_of(self, n: u64) -> Option<u64> {
         let (elems, bytes) = self.block();
-        (n % elems as u64 == 0).then(|| (n / elems as u64).checked_mul(bytes as u64))?
+        n.is_multiple_of(elems as u64)
+            .then(|| (n / elems as u64).checked_mul(bytes as u64))?
     }
 }
 

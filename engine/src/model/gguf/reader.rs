@@ -298,7 +298,7 @@ fn parse(bytes: &[u8]) -> Parse<(BTreeMap<String, Value>, Vec<TensorInfo>)> {
         let len = ty.bytes_of(elements).ok_or_else(|| {
             format!("tensor `{name}` of {elements} elements is not a whole number of {ty:?} blocks")
         })?;
-        if dims[0] % ty.block().0 as u64 != 0 {
+        if !dims[0].is_multiple_of(ty.block().0 as u64) {
             return Err(format!(
                 "tensor `{name}`: rows of {} are not whole {ty:?} blocks",
                 dims[0]

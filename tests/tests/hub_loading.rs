@@ -25,6 +25,7 @@ fn options(server: &HubServer, cache: &Path, token: Option<&str>) -> ResolveOpti
         token: token.and_then(HubToken::new),
         offline: false,
         progress: false,
+        gguf_cache: cache.join("gguf"),
     }
 }
 

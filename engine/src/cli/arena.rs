@@ -22,7 +22,8 @@ use crate::stages::model_seats::{self, ModelSeat};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Player A (results are from A's point of view): a bot name or
-    /// `model:DIR` (a model folder, e.g. `model:runs/tiny/rlhf/actor`).
+    /// `model:DIR` (a model folder, e.g. `model:runs/tiny/rlhf/actor`, or
+    /// `model:gguf:FILE`, `model:hf:owner/name`).
     #[arg(long, value_name = "PLAYER")]
     pub a: String,
     /// Player B, as for --a.
@@ -114,7 +115,11 @@ impl OnBackend for Match<'_> {
         let mut models = Vec::new();
         for (flag, seat) in &self.seats {
             if let Seat::Model { dir, .. } = seat {
-                let lm = LmAnswerer::load(be, dir, self.args.max_new_tokens).map_err(|e| {
+                let text = dir.to_string_lossy();
+                let dir = crate::model::source::local_dir(&text).map_err(|e| {
+                    Failure::user(miette::Report::new(e).wrap_err(format!("{flag}: `{text}`")))
+                })?;
+                let lm = LmAnswerer::load(be, &dir, self.args.max_new_tokens).map_err(|e| {
                     Failure::user(
                         e.report
                             .wrap_err(format!("{flag}: cannot load `{}`", dir.display())),

@@ -23,9 +23,10 @@ use crate::train::dataset::encode_prompt;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model directory: HF layout (config.json, safetensors, tokenizer.json),
-    /// optionally with a PEFT LoRA adapter in it.
+    /// optionally with a PEFT LoRA adapter in it; or `hf:owner/name` or
+    /// `gguf:FILE`.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// What to do with the model.
     #[arg(long, value_enum)]
     pub mode: Mode,
@@ -73,6 +74,7 @@ impl OnBackend for Command {
 }
 
 fn run_on<B: Backend>(be: &B, args: Args) -> CmdResult {
+    let model = crate::model::source::local_dir(&args.model).map_err(Failure::user)?;
     let need_file = |mode: &str| {
         args.test_file.as_deref().ok_or_else(|| {
             Failure::user(miette!(
@@ -91,11 +93,11 @@ fn run_on<B: Backend>(be: &B, args: Args) -> CmdResult {
         Mode::Score => {
             let file = need_file("score")?;
             let stdout = std::io::stdout();
-            score(be, &args.model, file, &mut stdout.lock())
+            score(be, &model, file, &mut stdout.lock())
         }
         Mode::Batch => {
             let file = need_file("batch")?;
-            let out = batch(be, &args.model, file, &opts)?;
+            let out = batch(be, &model, file, &opts)?;
             eprintln!("wrote {}", out.display());
             Ok(Exit::Ok)
         }
@@ -105,7 +107,7 @@ fn run_on<B: Backend>(be: &B, args: Args) -> CmdResult {
             let prompt_marker = std::io::IsTerminal::is_terminal(&stdin);
             interactive(
                 be,
-                &args.model,
+                &model,
                 &opts,
                 stdin.lock(),
                 &mut stdout.lock(),

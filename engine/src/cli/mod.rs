@@ -13,6 +13,7 @@ mod cache;
 mod device;
 mod equity;
 mod eval;
+mod export;
 mod fetch;
 mod plan;
 mod run;
@@ -48,6 +49,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Download a model into the hub cache ahead of a (possibly offline) run.
     Fetch(fetch::Args),
+    /// Write a model with its LoRA merged in, as GGUF or HF safetensors.
+    Export(export::Args),
     /// Benchmarks that print JSON.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -82,6 +85,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Arena(args) => arena::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Export(args) => export::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -286,7 +286,7 @@ pub fn device_class(device: Device) -> &'static str {
 
 /// What a base model is, for the hash: a hub source's commit (the cached
 /// one first, so planning needs no network when the model is there), a
-/// local folder's content (every file's blake3, through the stat cache).
+/// local folder's or GGUF file's content (blake3, through the stat cache).
 /// What cannot be identified keeps its text with a note, so that the hash
 /// changes once it can be.
 fn base_identity(text: &str, stat_cache: &mut StatCache) -> String {
@@ -296,6 +296,10 @@ fn base_identity(text: &str, stat_cache: &mut StatCache) -> String {
     match &parsed {
         ModelSource::Local(dir) => folder_identity(dir, stat_cache)
             .unwrap_or_else(|err| format!("unreadable:{}: {err}", dir.display())),
+        ModelSource::Gguf(file) => stat_cache.hash_file(file).map_or_else(
+            |err| format!("unreadable:{}: {err}", file.display()),
+            |hash| format!("gguf:{hash}"),
+        ),
         ModelSource::Hub(_) => {
             let options = ResolveOptions::from_env();
             let cached = ResolveOptions {

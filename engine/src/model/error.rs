@@ -33,6 +33,15 @@ pub enum ModelError {
         hint: String,
     },
 
+    #[error("{path} is not a usable GGUF file: {reason}")]
+    #[diagnostic(
+        code(model::gguf),
+        help(
+            "re-download or re-convert the file (llama.cpp's convert_hf_to_gguf.py writes valid ones)"
+        )
+    )]
+    Gguf { path: PathBuf, reason: String },
+
     #[error("{path} is not a valid safetensors file: {reason}")]
     #[diagnostic(code(model::safetensors), help("re-download or re-export the weights"))]
     Safetensors { path: PathBuf, reason: String },

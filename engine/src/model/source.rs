@@ -1,8 +1,9 @@
-//! Where a model comes from: a local directory in the Hugging Face layout, or
-//! a repository on the hub (`hf:owner/name[@revision]`). Resolving a source
-//! yields a local directory with the files the loader reads, and a canonical
-//! identity for stage hashes that pins the exact hub commit and never carries
-//! the access token.
+//! Where a model comes from: a local directory in the Hugging Face layout, a
+//! repository on the hub (`hf:owner/name[@revision]`), or a llama.cpp GGUF
+//! file (`gguf:FILE`). Resolving a source yields a local directory with the
+//! files the loader reads (for GGUF, a folder made from the file's metadata
+//! that links to it), and a canonical identity for stage hashes that pins the
+//! exact hub commit and never carries the access token.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub enum ModelSource {
     Hub(HubRepo),
     /// A directory in the Hugging Face layout.
     Local(PathBuf),
+    /// `gguf:FILE`, a llama.cpp model file.
+    Gguf(PathBuf),
 }
 
 /// A model repository on the hub, with the revision asked for.
@@ -72,6 +75,7 @@ impl fmt::Display for ModelSource {
                 None => write!(f, "hf:{}", repo.repo_id()),
             },
             ModelSource::Local(path) => write!(f, "{}", path.display()),
+            ModelSource::Gguf(path) => write!(f, "gguf:{}", path.display()),
         }
     }
 }
@@ -93,7 +97,7 @@ pub enum SourceError {
         code(model::source::syntax),
         help(
             "write `hf:owner/name`, `hf:owner/name@revision` (a branch, tag or commit), \
-             or the path of a local model directory"
+             `gguf:FILE` (a llama.cpp model file), or the path of a local model directory"
         )
     )]
     Syntax { input: String, reason: String },
@@ -134,6 +138,10 @@ pub enum SourceError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Hub(#[from] hub::HubError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Gguf(#[from] super::error::ModelError),
 }
 
 /// How hub sources are reached: the endpoint, the cache, the token and
@@ -152,6 +160,9 @@ pub struct ResolveOptions {
     /// Draw download progress bars: on a terminal, unless
     /// `HF_HUB_DISABLE_PROGRESS_BARS` is set.
     pub progress: bool,
+    /// Where folders made from GGUF files go: `gguf/` in the stage cache
+    /// (`$POKER_PIPE_CACHE`, else `.poker-pipe`).
+    pub gguf_cache: PathBuf,
 }
 
 impl ResolveOptions {
@@ -180,7 +191,11 @@ impl ResolveOptions {
             .map(|url| url.trim_end_matches('/').to_string())
             .unwrap_or_else(|| hub::DEFAULT_ENDPOINT.to_string());
         let offline = non_empty("HF_HUB_OFFLINE").is_some_and(|value| is_true(&value));
+        let gguf_cache = non_empty("POKER_PIPE_CACHE")
+            .map_or_else(|| PathBuf::from(".poker-pipe"), PathBuf::from)
+            .join("gguf");
         ResolveOptions {
+            gguf_cache,
             endpoint,
             cache_dir,
             token,
@@ -216,6 +231,12 @@ pub fn parse(text: &str) -> Result<ModelSource, SourceError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(syntax("it is empty"));
+    }
+    if let Some(file) = trimmed.strip_prefix("gguf:") {
+        if file.is_empty() {
+            return Err(syntax("the file after `gguf:` is empty"));
+        }
+        return Ok(ModelSource::Gguf(PathBuf::from(file)));
     }
     let Some(rest) = trimmed.strip_prefix("hf:") else {
         return Ok(ModelSource::Local(PathBuf::from(trimmed)));
@@ -274,6 +295,8 @@ pub enum Weights {
         index: PathBuf,
         shards: Vec<PathBuf>,
     },
+    /// A GGUF file (the target of a converted folder's `model.gguf`).
+    Gguf(PathBuf),
 }
 
 /// A PEFT adapter stored beside the model.
@@ -300,6 +323,10 @@ pub enum ModelIdentity {
         /// separately, so moving a directory is the only thing this misses.
         dir: PathBuf,
     },
+    Gguf {
+        /// The file, made absolute; its content is hashed separately.
+        file: PathBuf,
+    },
 }
 
 impl ModelIdentity {
@@ -308,6 +335,7 @@ impl ModelIdentity {
         match self {
             ModelIdentity::Hub { repo, commit, .. } => format!("hf:{repo}@{commit}"),
             ModelIdentity::Local { dir } => format!("dir:{}", dir.display()),
+            ModelIdentity::Gguf { file } => format!("gguf:{}", file.display()),
         }
     }
 }
@@ -333,6 +361,7 @@ impl ResolvedModel {
                 files.push(index.clone());
                 files.extend(shards.iter().cloned());
             }
+            Weights::Gguf(path) => files.push(path.clone()),
         }
         if let Some(adapter) = &self.adapter {
             files.push(adapter.config.clone());
@@ -358,6 +387,36 @@ pub fn resolve(
             inspect_dir(&dir, identity)
         }
         ModelSource::Hub(repo) => hub::resolve(repo, options),
+        ModelSource::Gguf(file) => {
+            let file = gguf_file(file)?;
+            let dir = super::gguf::materialize(&file, &options.gguf_cache)?;
+            inspect_dir(&dir, ModelIdentity::Gguf { file })
+        }
+    }
+}
+
+/// The absolute path of a GGUF source's file, which must exist.
+fn gguf_file(file: &Path) -> Result<PathBuf, SourceError> {
+    let abs = std::path::absolute(file).map_err(|source| SourceError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    if !abs.is_file() {
+        return Err(SourceError::Io {
+            path: abs,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such GGUF file"),
+        });
+    }
+    Ok(abs)
+}
+
+/// The model folder a source names on this machine: a directory as given,
+/// a hub or GGUF source resolved (downloaded or converted) first. For
+/// commands that take `--model`.
+pub fn local_dir(text: &str) -> Result<PathBuf, SourceError> {
+    match parse(text)? {
+        ModelSource::Local(dir) => Ok(dir),
+        source => Ok(resolve(&source, &ResolveOptions::from_env())?.dir),
     }
 }
 
@@ -377,6 +436,9 @@ pub fn identify(
             Ok(ModelIdentity::Local { dir })
         }
         ModelSource::Hub(repo) => hub::identify(repo, options),
+        ModelSource::Gguf(file) => Ok(ModelIdentity::Gguf {
+            file: gguf_file(file)?,
+        }),
     }
 }
 
@@ -405,6 +467,9 @@ pub fn inspect_dir(dir: &Path, identity: ModelIdentity) -> Result<ResolvedModel,
             .map(|name| require(&name))
             .collect();
         Weights::Sharded { index, shards }
+    } else if !dir.join(WEIGHTS_FILE).exists() && dir.join(super::gguf::GGUF_LINK).exists() {
+        let link = dir.join(super::gguf::GGUF_LINK);
+        Weights::Gguf(std::fs::canonicalize(&link).unwrap_or(link))
     } else {
         Weights::Single(require(WEIGHTS_FILE))
     };

@@ -32,11 +32,16 @@ struct ShardIndex {
     weight_map: HashMap<String, String>,
 }
 
-/// Reads the weights of a model directory.
+/// Reads the weights of a model directory (a folder made from a GGUF file
+/// reads them from the file it links to).
 pub fn load_dir(dir: &Path) -> Result<TensorMap> {
     let single = dir.join("model.safetensors");
     if single.exists() {
         return load_file(&single);
+    }
+    let gguf = dir.join(super::gguf::GGUF_LINK);
+    if gguf.exists() {
+        return super::gguf::load_tensors(&gguf);
     }
     let index_path = dir.join("model.safetensors.index.json");
     let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;

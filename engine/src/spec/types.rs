@@ -39,7 +39,8 @@ pub struct PipelineFile {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelDefaults {
-    /// Base model: `hf:<org>/<repo>` on the Hugging Face Hub, or a local folder.
+    /// Base model: `hf:<org>/<repo>` on the Hugging Face Hub, `gguf:FILE` (a
+    /// llama.cpp model file), or a local folder.
     #[schemars(length(min = 1))]
     pub base: String,
     /// Number format of weights and activations on the GPU.

@@ -52,6 +52,11 @@ pub fn lookup_config(
             }
             (Err(note), None) => return Err(note),
         },
+        ModelSource::Gguf(file) => {
+            source::resolve(&ModelSource::Gguf(base_dir.join(file)), options)
+                .map_err(|e| e.to_string())?
+                .config
+        }
     };
     LlamaConfig::load(&path).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -55,6 +55,24 @@ fn a_missing_base_folder_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_missing_or_irregular_base_gguf_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    for (file, says) in [
+        ("./no/such/model.gguf", "does not exist"),
+        ("/dev/zero", "is not a regular file"),
+    ] {
+        let yaml = format!(
+            "name: g\nmodel: {{base: \"gguf:{file}\"}}\nstages:\n  data: {{kind: poker-data, scenarios: 10, pairs: 10, prompts: 10}}\n  sft: {{kind: sft, data: data.sft}}\n"
+        );
+        sandbox.write("p.yaml", &yaml).unwrap();
+        let found = sandbox.problems("p.yaml").unwrap();
+        let p = only(&found);
+        assert!(p["message"].as_str().unwrap().contains(says), "{p}");
+        assert_eq!(p["line"], 2, "at `model.base`");
+    }
+}
+
+#[test]
 fn an_input_that_is_not_a_regular_file_is_named_so() {
     let sandbox = Sandbox::new(BIN).unwrap();
     std::fs::create_dir(sandbox.path().join("folder")).unwrap();

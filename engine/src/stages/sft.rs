@@ -118,7 +118,7 @@ impl Architecture {
 }
 
 /// A base model `run` could not find: a malformed source, or a local folder
-/// that is not there (hub models are checked when they are fetched).
+/// or GGUF file that is not there (hub models are checked when they are fetched).
 fn check_base(base: &str) -> Option<(String, String)> {
     match source::parse(base) {
         Err(e) => Some(("base".into(), e.to_string())),
@@ -127,6 +127,18 @@ fn check_base(base: &str) -> Option<(String, String)> {
             format!(
                 "base model folder `{}` does not exist (paths are relative to the working directory)",
                 dir.display()
+            ),
+        )),
+        Ok(source::ModelSource::Gguf(file)) if !file.is_file() => Some((
+            "base".into(),
+            format!(
+                "base model GGUF `{}` {} (paths are relative to the working directory)",
+                file.display(),
+                if file.exists() {
+                    "is not a regular file"
+                } else {
+                    "does not exist"
+                }
             ),
         )),
         Ok(_) => None,

@@ -10,12 +10,14 @@
 use std::path::{Path, PathBuf};
 
 use poker_pipe::backend::Cpu;
+use poker_pipe::model::Tokenizer;
 use poker_pipe::model::export::{self, Quant};
 use poker_pipe::model::load::{Loaded, load_dir};
 use poker_pipe::model::lora::{self, LoraConfig};
 use poker_pipe::model::source::{self, ResolveOptions};
 use poker_pipe::model::{Batch, TrainPass};
 use poker_pipe::train::adamw::{AdamW, AdamWConfig};
+use poker_pipe::train::dataset;
 
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -187,6 +189,45 @@ fn llama_cpp_reader_accepts(path: &Path) {
     println!("{}", String::from_utf8_lossy(&out.stdout).trim());
 }
 
+/// The GGUF's own chat template renders what jinja2 renders for it
+/// (tests/golden/chat/make_chat_golden.py), and its special tokens encode
+/// as single tokens: a prompt is three turn openings, no doubled BOS.
+#[test]
+fn smollm2_chat_template_renders_like_jinja2() {
+    let Some(file) = model_file("smollm2 chat template") else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let tok = Tokenizer::load(&import(&file, cache.path()).join("tokenizer.json")).unwrap();
+    let chat = tok
+        .chat_template()
+        .expect("the GGUF carries a chat template");
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/golden/chat/rendered.json")).unwrap(),
+    )
+    .unwrap();
+    let (start, end) = (
+        tok.token_id("<|im_start|>").unwrap(),
+        tok.token_id("<|im_end|>").unwrap(),
+    );
+    for case in golden["smollm2"].as_array().unwrap() {
+        let user = case["user"].as_str().unwrap();
+        let assistant = case["assistant"].as_str().unwrap();
+        let prompt = case["prompt"].as_str().unwrap();
+        let exchange = case["exchange"].as_str().unwrap();
+        assert_eq!(chat.prompt(user).unwrap(), prompt);
+        assert_eq!(
+            chat.answer(user, assistant).unwrap(),
+            exchange.strip_prefix(prompt).unwrap()
+        );
+        let ids = dataset::encode_prompt(&tok, user).unwrap();
+        assert_eq!(ids[0], start);
+        assert_eq!(ids.iter().filter(|&&t| t == start).count(), 3);
+        let answer = dataset::encode_response(&tok, user, assistant, Some(end)).unwrap();
+        assert_eq!(answer.iter().filter(|&&t| t == end).count(), 1);
+    }
+}
+
 #[test]
 fn smollm2_lora_sft_steps_lower_the_loss() {
     let Some(file) = model_file("smollm2 lora sft") else {
@@ -202,8 +243,13 @@ fn smollm2_lora_sft_steps_lower_the_loss() {
         rslora: false,
     };
     lora::attach(&Cpu, &mut loaded.model, &cfg, 7).unwrap();
-    let text = "<|im_start|>user\nPreflop, 100bb, AKs on the button. Action?<|im_end|>\n<|im_start|>assistant\nraise 2.5";
-    let ids = loaded.tokenizer.encode(text, true).unwrap();
+    // The example as the sft stage builds it: in the model's chat template.
+    let prompt = "Preflop, 100bb, AKs on the button. Action?";
+    let ids = [
+        dataset::encode_prompt(&loaded.tokenizer, prompt).unwrap(),
+        dataset::encode_response(&loaded.tokenizer, prompt, "raise 2.5", Some(2)).unwrap(),
+    ]
+    .concat();
     let n = ids.len();
     let mut targets = vec![0; n];
     targets[..n - 1].copy_from_slice(&ids[1..]);

@@ -35,6 +35,10 @@ pub struct Args {
     /// Tokens a `model:` player may generate per answer.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_new_tokens: usize,
+    /// Send prompts bare, without the model's chat template (by default a
+    /// model whose tokenizer_config.json has one is prompted in it).
+    #[arg(long)]
+    pub no_chat_template: bool,
     /// Hands to play; each deal is played twice with seats swapped.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub hands: u64,
@@ -119,7 +123,13 @@ impl OnBackend for Match<'_> {
                 let dir = crate::model::source::local_dir(&text).map_err(|e| {
                     Failure::user(miette::Report::new(e).wrap_err(format!("{flag}: `{text}`")))
                 })?;
-                let lm = LmAnswerer::load(be, &dir, self.args.max_new_tokens).map_err(|e| {
+                let lm = LmAnswerer::load(
+                    be,
+                    &dir,
+                    self.args.max_new_tokens,
+                    !self.args.no_chat_template,
+                )
+                .map_err(|e| {
                     Failure::user(
                         e.report
                             .wrap_err(format!("{flag}: cannot load `{}`", dir.display())),

@@ -43,6 +43,10 @@ pub struct Args {
     /// Seeds sampling: the same seed gives the same answers.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Send prompts bare, without the model's chat template (by default a
+    /// model whose tokenizer_config.json has one is prompted in it).
+    #[arg(long)]
+    pub no_chat_template: bool,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -88,6 +92,7 @@ fn run_on<B: Backend>(be: &B, args: Args) -> CmdResult {
         temperature: args.temperature,
         max_length: args.max_length,
         seed: args.seed,
+        chat_template: !args.no_chat_template,
     };
     match args.mode {
         Mode::Score => {
@@ -123,6 +128,7 @@ pub struct AnswerOptions {
     pub temperature: f32,
     pub max_length: usize,
     pub seed: u64,
+    pub chat_template: bool,
 }
 
 /// A loaded model that answers prompts.
@@ -136,6 +142,7 @@ struct Answerer<'a, B: Backend> {
 impl<'a, B: Backend> Answerer<'a, B> {
     fn open(be: &'a B, dir: &Path, opts: &AnswerOptions) -> Result<Self, Failure> {
         let mut loaded = load_dir(be, dir).map_err(Failure::user)?;
+        loaded.tokenizer.keep_chat_template(opts.chat_template);
         if loaded.adapter.is_some() {
             crate::model::lora::set_merged(be, &mut loaded.model, true);
         }

@@ -82,6 +82,15 @@ pub enum ModelError {
     )]
     Tokenizer { path: PathBuf, reason: String },
 
+    #[error("the chat template in {path} cannot be used: {reason}")]
+    #[diagnostic(
+        code(model::chat_template),
+        help(
+            "fix `chat_template` in that tokenizer_config.json, or set `chat_template: false` on the stage (`--no-chat-template` on the command line) to send prompts without it"
+        )
+    )]
+    ChatTemplate { path: PathBuf, reason: String },
+
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     #[diagnostic(
         code(model::token),

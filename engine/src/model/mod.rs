@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod batch;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod export;

@@ -106,6 +106,14 @@ pub struct EvalParams {
     #[serde(default = "defaults::max_new_tokens")]
     #[schemars(range(min = 1, max = 512))]
     pub max_new_tokens: u32,
+    /// Render prompts in the model's chat template when it has one (the
+    /// base's `tokenizer_config.json` or GGUF metadata); `false` sends them
+    /// bare.
+    #[serde(
+        default = "super::chat_template_on",
+        skip_serializing_if = "super::is_chat_template_on"
+    )]
+    pub chat_template: bool,
     /// `reward_mean_sft` and `reward_mean_ppo` average the reward model's
     /// score over this many answers per held-out prompt, sampled at
     /// `reward_temperature`: the expected reward PPO maximises. The greedy
@@ -371,11 +379,19 @@ pub struct LmAnswerer<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> LmAnswerer<'a, B> {
-    /// Loads a model folder (adapter merged into the weights for speed).
-    pub fn load(be: &'a B, dir: &Path, max_new_tokens: usize) -> Result<Self, StageError> {
+    /// Loads a model folder (adapter merged into the weights for speed),
+    /// prompted in its chat template if it has one and `chat_template` is
+    /// set.
+    pub fn load(
+        be: &'a B,
+        dir: &Path,
+        max_new_tokens: usize,
+        chat_template: bool,
+    ) -> Result<Self, StageError> {
         let mut loaded =
             load_dir(be, dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         lora::set_merged(be, &mut loaded.model, true);
+        loaded.tokenizer.keep_chat_template(chat_template);
         Ok(LmAnswerer {
             be,
             model: loaded.model,
@@ -444,13 +460,14 @@ impl<'a, B: Backend> LmAnswerer<'a, B> {
         Ok(out)
     }
 
-    /// Token ids of each prompt, as generation starts from them.
+    /// Token ids of each prompt, as generation starts from them (in the
+    /// model's chat template when it has one).
     fn encode_all(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>, StageError> {
         prompts
             .iter()
-            .map(|p| self.tokenizer.encode(p, true))
+            .map(|p| dataset::encode_prompt(&self.tokenizer, p))
             .collect::<Result<_, _>>()
-            .map_err(|e| StageError::runtime(miette::Report::new(e)))
+            .map_err(|e| StageError::runtime(miette::miette!("{e}")))
     }
 
     /// The answer texts of `prompts`.
@@ -505,7 +522,7 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
     let train = read_scenarios(&ctx.input("train_prompts")?.path.clone())?;
     let style = prompt_style(&scenarios, p.style)?;
     let model_dir = ctx.input("model")?.path.clone();
-    let lm = LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize)?;
+    let lm = LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize, p.chat_template)?;
     ctx.log(format!("answering {} held-out spots", scenarios.len()));
     let prompts: Vec<String> = scenarios.iter().map(|s| s.prompt.clone()).collect();
     let generated = lm.generate_ids(&prompts)?;
@@ -540,6 +557,7 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
         let mut rm =
             load_dir(be, &rm_dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         lora::set_merged(be, &mut rm.model, true);
+        rm.tokenizer.keep_chat_template(p.chat_template);
         if let Ok(pairs) = ctx.input("pairs").map(|i| i.path.clone()) {
             let eos = rm.model.cfg.eos_token_ids.first().copied();
             let max_len = rm.model.cfg.max_position_embeddings;
@@ -564,7 +582,7 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
         let score = |g: &[PromptAndAnswer]| rm_scores(be, &rm.model, &seqs(g)).map(|s| mean(&s));
         reward_ppo = [score(&sampled(&lm)?)?, score(&generated)?];
         if let Ok(sft) = ctx.input("sft").map(|i| i.path.clone()) {
-            let sft_lm = LmAnswerer::load(be, &sft, p.max_new_tokens as usize)?;
+            let sft_lm = LmAnswerer::load(be, &sft, p.max_new_tokens as usize, p.chat_template)?;
             reward_sft = [
                 score(&sampled(&sft_lm)?)?,
                 score(&sft_lm.generate_ids(&prompts)?)?,

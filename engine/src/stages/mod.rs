@@ -63,6 +63,19 @@ pub fn training_config(params: &impl serde::Serialize) -> serde_json::Value {
     value
 }
 
+/// The default of the `chat_template` switch of sft, reward, ppo and eval:
+/// prompts are rendered in the model's chat template when it has one.
+pub fn chat_template_on() -> bool {
+    true
+}
+
+/// Whether the `chat_template` switch is at its default. It is serialized
+/// only when off: turning it off changes a stage's hash, and pipelines
+/// written before the switch existed keep theirs.
+pub fn is_chat_template_on(on: &bool) -> bool {
+    *on
+}
+
 /// The kinds this build knows.
 pub fn builtin() -> Registry {
     Registry::new()

@@ -36,6 +36,7 @@ use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{self, Checkpoint, Resume, TensorData, TrainState};
 use crate::train::clip::clip_grad_norm;
 use crate::train::data_order::{Cursor, DataOrder};
+use crate::train::dataset;
 use crate::train::guard::LossGuard;
 use crate::train::metrics::MetricsLog;
 use crate::train::ppo;
@@ -136,6 +137,14 @@ pub struct PpoParams {
     #[serde(default = "defaults::checkpoint_every")]
     #[schemars(range(min = 1))]
     pub checkpoint_every: u64,
+    /// Render prompts in the model's chat template when it has one (the
+    /// base's `tokenizer_config.json` or GGUF metadata); `false` sends them
+    /// bare.
+    #[serde(
+        default = "super::chat_template_on",
+        skip_serializing_if = "super::is_chat_template_on"
+    )]
+    pub chat_template: bool,
 }
 
 mod defaults {
@@ -678,14 +687,14 @@ fn restore<B: Backend>(
 }
 
 /// Writes an adapter set as a PEFT adapter beside a copy of the base's
-/// config, weights and tokenizer, so the folder loads on its own.
+/// config and weights and the tokenizer, so the folder loads on its own.
 fn write_model<B: Backend>(
     be: &B,
     policy: &mut Llama<B>,
     set: &mut AdapterSet<B>,
     cfg: &LoraConfig,
     base_dir: &Path,
-    tok_src: &Path,
+    tokenizer: &Tokenizer,
     dir: &Path,
 ) -> Result<(), StageError> {
     std::fs::create_dir_all(dir)
@@ -693,7 +702,6 @@ fn write_model<B: Backend>(
     for (src, name) in [
         (base_dir.join("config.json"), "config.json"),
         (base_dir.join("model.safetensors"), "model.safetensors"),
-        (tok_src.to_path_buf(), "tokenizer.json"),
     ] {
         if !src.exists() {
             continue;
@@ -705,6 +713,9 @@ fn write_model<B: Backend>(
             })?;
         }
     }
+    tokenizer
+        .write_files(dir)
+        .map_err(|e| StageError::runtime(miette!("cannot write the tokenizer: {e}")))?;
     set.with(policy, |m| lora::save(be, m, cfg, dir, "."))
         .map_err(model_err)
 }
@@ -713,14 +724,15 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     let sft_dir = ctx.input("actor")?.path.clone();
     let rm_dir = ctx.input("critic")?.path.clone();
     let prompts = read_prompts(&ctx.input("prompts")?.path.clone())?;
-    let (mut roles, actor_cfg, tokenizer) = build_roles(be, p, &sft_dir, &rm_dir)?;
+    let (mut roles, actor_cfg, mut tokenizer) = build_roles(be, p, &sft_dir, &rm_dir)?;
+    tokenizer.keep_chat_template(p.chat_template);
     roles.micro_batch = ctx.exec.micro_batch.max(1) as usize;
     roles.activation_checkpointing = ctx.exec.activation_checkpointing;
     let encoded: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|r| tokenizer.encode(&r.text, true))
+        .map(|r| dataset::encode_prompt(&tokenizer, &r.text))
         .collect::<Result<_, _>>()
-        .map_err(model_err)?;
+        .map_err(|e| StageError::runtime(miette!("{e}")))?;
 
     let order = DataOrder::new(prompts.len(), p.batch_size as usize, p.seed)
         .map_err(|e| StageError::user(miette!("{e}")))?;
@@ -870,11 +882,6 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
 
     let out = ctx.out_dir().to_path_buf();
     let base_dir = crate::model::load::base_dir(&sft_dir).map_err(model_err)?;
-    let tok = if sft_dir.join("tokenizer.json").exists() {
-        sft_dir.join("tokenizer.json")
-    } else {
-        base_dir.join("tokenizer.json")
-    };
     let Roles { policy, actor, .. } = &mut roles;
     write_model(
         be,
@@ -882,7 +889,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         actor,
         &actor_cfg,
         &base_dir,
-        &tok,
+        &tokenizer,
         &out.join("actor"),
     )?;
     if p.ema > 0.0 {
@@ -896,7 +903,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             &mut ema_set,
             &actor_cfg,
             &base_dir,
-            &tok,
+            &tokenizer,
             &out.join("actor_ema"),
         )?;
     } else {
@@ -906,7 +913,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             actor,
             &actor_cfg,
             &base_dir,
-            &tok,
+            &tokenizer,
             &out.join("actor_ema"),
         )?;
     }

@@ -86,6 +86,14 @@ pub struct RewardParams {
     #[serde(default = "RewardParams::checkpoint_every")]
     #[schemars(range(min = 1, max = 1000000000))]
     pub checkpoint_every: u64,
+    /// Render prompts in the model's chat template when it has one (the
+    /// base's `tokenizer_config.json` or GGUF metadata); `false` sends them
+    /// bare.
+    #[serde(
+        default = "super::chat_template_on",
+        skip_serializing_if = "super::is_chat_template_on"
+    )]
+    pub chat_template: bool,
 }
 
 /// LoRA settings of a reward model (no dropout: the recipe disables it).
@@ -276,14 +284,15 @@ impl RunOnBackend for Reward {
 
 fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext) -> StageResult {
     let init = ctx.input("init")?.path.clone();
-    let loaded = load_dir(be, &init).map_err(fail)?;
+    let mut loaded = load_dir(be, &init).map_err(fail)?;
+    loaded.tokenizer.keep_chat_template(params.chat_template);
+    let tokenizer = loaded.tokenizer;
     let mut model = loaded.model;
     let adapter = prepare(be, &mut model, params, loaded.adapter)?;
     let pad = pad_id(&model);
     let eos = model.cfg.eos_token_ids.first().copied();
     let data = ctx.input("data")?.path.clone();
-    let pairs =
-        dataset::load_pairs(&data, &loaded.tokenizer, eos, params.max_seq_len).map_err(fail)?;
+    let pairs = dataset::load_pairs(&data, &tokenizer, eos, params.max_seq_len).map_err(fail)?;
     let lr = params.optim.lr.unwrap_or(5e-6);
     let trains = match &adapter {
         None => "every weight".to_string(),
@@ -312,8 +321,8 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
     let held_out = match &params.test_data {
         Some(_) => {
             let path = ctx.input("test_data")?.path.clone();
-            let pairs = dataset::load_pairs(&path, &loaded.tokenizer, eos, params.max_seq_len)
-                .map_err(fail)?;
+            let pairs =
+                dataset::load_pairs(&path, &tokenizer, eos, params.max_seq_len).map_err(fail)?;
             Some(evaluate(
                 be,
                 &model,
@@ -325,11 +334,9 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
         None => None,
     };
     let out = ctx.out_dir().to_path_buf();
-    std::fs::copy(
-        tokenizer_path(&init, &loaded.base_dir),
-        out.join("tokenizer.json"),
-    )
-    .map_err(|e| StageError::runtime(miette::miette!("cannot copy tokenizer.json: {e}")))?;
+    tokenizer
+        .write_files(&out)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot write the tokenizer: {e}")))?;
     match &adapter {
         None => {
             write_config(&loaded.base_dir, &out, pad)?;
@@ -432,15 +439,6 @@ pub fn pad_id<B: Backend>(model: &Llama<B>) -> u32 {
         .pad_token_id
         .or(model.cfg.eos_token_ids.first().copied())
         .unwrap_or(0)
-}
-
-fn tokenizer_path(dir: &Path, base: &Path) -> std::path::PathBuf {
-    let own = dir.join("tokenizer.json");
-    if own.exists() {
-        own
-    } else {
-        base.join("tokenizer.json")
-    }
 }
 
 /// The SFT model's config.json as a one-label sequence classifier.

@@ -278,6 +278,14 @@ pub struct SftParams {
     #[serde(default = "SftParams::checkpoint_every")]
     #[schemars(range(min = 1, max = 1000000000))]
     pub checkpoint_every: u64,
+    /// Render prompts in the model's chat template when it has one (the
+    /// base's `tokenizer_config.json` or GGUF metadata); `false` sends them
+    /// bare.
+    #[serde(
+        default = "super::chat_template_on",
+        skip_serializing_if = "super::is_chat_template_on"
+    )]
+    pub chat_template: bool,
 }
 
 impl SftParams {
@@ -580,7 +588,8 @@ fn run_sft<B: Backend>(be: &B, params: &SftParams, ctx: &mut StageContext) -> St
         tokenizer,
         base_dir,
     } = start(be, params, ctx)?;
-    let tok = Tokenizer::load(&tokenizer).map_err(fail)?;
+    let mut tok = Tokenizer::load(&tokenizer).map_err(fail)?;
+    tok.keep_chat_template(params.chat_template);
     let pad = model
         .cfg
         .pad_token_id
@@ -623,7 +632,8 @@ fn run_sft<B: Backend>(be: &B, params: &SftParams, ctx: &mut StageContext) -> St
         LoopEnd::Finished { steps, last_loss } => (steps, last_loss),
     };
     let out = ctx.out_dir().to_path_buf();
-    copy(&tokenizer, &out.join("tokenizer.json"))?;
+    tok.write_files(&out)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot write the tokenizer: {e}")))?;
     match (params.method, &base_dir) {
         (Method::Lora, Some(base)) => {
             let base = std::path::absolute(base).unwrap_or_else(|_| base.clone());

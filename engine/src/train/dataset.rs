@@ -2,12 +2,17 @@
 //! (prompt + response, with the prompt masked from the loss) and preference
 //! pairs (prompt + chosen, prompt + rejected) for reward models.
 //!
-//! The text a model is trained on is `prompt + RESPONSE_SEPARATOR +
-//! response`, encoded as the prompt with the tokenizer's special tokens
-//! (BOS), then the separator and response without them, then EOS. Encoding
-//! the two halves separately keeps the prompt's tokens exactly what
-//! generation will see at inference, so the mask boundary is a token
-//! boundary and a generated answer is the trained one.
+//! Without a chat template, the text a model is trained on is `prompt +
+//! RESPONSE_SEPARATOR + response`, encoded as the prompt with the
+//! tokenizer's special tokens (BOS), then the separator and response
+//! without them, then EOS. With one (see `model::chat`), it is the prompt
+//! rendered as a user turn with the generation prompt, then what the whole
+//! exchange adds to it (the answer and the template's end of turn), both
+//! encoded without added special tokens (the template writes its own), and
+//! EOS if the template did not end the turn with it. Encoding the two
+//! halves separately keeps the prompt's tokens exactly what generation will
+//! see at inference, so the mask boundary is a token boundary and a
+//! generated answer is the trained one.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -76,19 +81,35 @@ struct PairLine {
 
 /// The token ids of a prompt, as generation must feed it.
 pub fn encode_prompt(tok: &Tokenizer, prompt: &str) -> Result<Vec<u32>, String> {
-    tok.encode(prompt, true).map_err(|e| e.to_string())
+    let ids = match tok.chat_template() {
+        Some(chat) => {
+            let text = chat.prompt(prompt).map_err(|e| e.to_string())?;
+            tok.encode(&text, false)
+        }
+        None => tok.encode(prompt, true),
+    };
+    ids.map_err(|e| e.to_string())
 }
 
-/// The token ids of a response (separator included, EOS appended if given).
+/// The token ids of `prompt`'s response: the separator and the response,
+/// or the template's answer turn, then EOS (when given and the template did
+/// not already write it).
 pub fn encode_response(
     tok: &Tokenizer,
+    prompt: &str,
     response: &str,
     eos: Option<u32>,
 ) -> Result<Vec<u32>, String> {
-    let mut ids = tok
-        .encode(&format!("{RESPONSE_SEPARATOR}{response}"), false)
-        .map_err(|e| e.to_string())?;
-    ids.extend(eos);
+    let text = match tok.chat_template() {
+        Some(chat) => chat.answer(prompt, response).map_err(|e| e.to_string())?,
+        None => format!("{RESPONSE_SEPARATOR}{response}"),
+    };
+    let mut ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
+    if let Some(eos) = eos
+        && !ids.contains(&eos)
+    {
+        ids.push(eos);
+    }
     Ok(ids)
 }
 
@@ -150,7 +171,8 @@ pub fn load_sft(
         .into_iter()
         .map(|(n, l)| {
             let prompt = encode_prompt(tok, &l.prompt).map_err(|e| bad(n, e))?;
-            let response = encode_response(tok, &l.response, eos).map_err(|e| bad(n, e))?;
+            let response =
+                encode_response(tok, &l.prompt, &l.response, eos).map_err(|e| bad(n, e))?;
             Ok(fit(prompt, response, max_len))
         })
         .collect()
@@ -173,7 +195,8 @@ pub fn load_pairs(
         .map(|(n, l)| {
             let prompt = encode_prompt(tok, &l.prompt).map_err(|e| bad(n, e))?;
             let full = |answer: &str| {
-                let response = encode_response(tok, answer, eos).map_err(|e| bad(n, e))?;
+                let response =
+                    encode_response(tok, &l.prompt, answer, eos).map_err(|e| bad(n, e))?;
                 Ok::<_, DatasetError>(fit(prompt.clone(), response, max_len).ids)
             };
             Ok(Pair {
@@ -239,6 +262,54 @@ mod tests {
         assert_eq!(&weights[6..], &[0.0, 0.0, 0.0, 0.5, 0.5, 0.0]);
         assert_eq!(trained_tokens(&a), 3);
         assert_eq!(trained_tokens(&b), 2);
+    }
+
+    /// With a chat template, the prompt is the rendered user turn without
+    /// added special tokens, and the response is what the exchange adds,
+    /// then EOS; without one, BOS + prompt and separator + response + EOS.
+    #[test]
+    fn prompts_and_responses_follow_the_chat_template() {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama/mha");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            golden.join("tokenizer.json"),
+            dir.path().join("tokenizer.json"),
+        )
+        .unwrap();
+        let plain = Tokenizer::load(&dir.path().join("tokenizer.json")).unwrap();
+        let config = serde_json::json!({"chat_template":
+            "{% for m in messages %}{% if m.role == 'user' %}your hand {{ m.content }} action{% else %} {{ m.content }}{% endif %}{% endfor %}"});
+        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        let chat = Tokenizer::load(&dir.path().join("tokenizer.json")).unwrap();
+        let ids = |t: &Tokenizer, text: &str, special| t.encode(text, special).unwrap();
+
+        assert_eq!(
+            encode_prompt(&chat, "ace king").unwrap(),
+            ids(&chat, "your hand ace king action", false)
+        );
+        assert_eq!(
+            encode_response(&chat, "ace king", "raise", Some(2)).unwrap(),
+            [ids(&chat, " raise", false), vec![2]].concat()
+        );
+        assert_eq!(
+            encode_prompt(&plain, "ace king").unwrap(),
+            ids(&plain, "ace king", true)
+        );
+        assert_eq!(
+            encode_response(&plain, "ace king", "raise", Some(2)).unwrap(),
+            [ids(&plain, " raise", false), vec![2]].concat()
+        );
+        assert_ne!(
+            encode_prompt(&chat, "ace king"),
+            encode_prompt(&plain, "ace king")
+        );
+
+        let mut off = chat;
+        off.keep_chat_template(false);
+        assert_eq!(
+            encode_prompt(&off, "ace king"),
+            encode_prompt(&plain, "ace king")
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ const KINDS: &[(&str, &[&str], bool)] = &[
             "stages/mod.rs",
             "stages/device.rs",
             "stages/model_seats.rs",
+            "stages/lm_answerer.rs",
             "model",
             "backend",
             "train",

@@ -16,7 +16,7 @@ use crate::poker::arena::{ArenaResult, play_match};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::PromptStyle;
 use crate::poker::trace::{Decision, Traced, regret_by_spot_type};
-use crate::stages::eval::LmAnswerer;
+use crate::stages::lm_answerer::{BATCH, LmAnswerer};
 use crate::stages::model_seats::{self, ModelSeat};
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +39,10 @@ pub struct Args {
     /// model whose tokenizer_config.json has one is prompted in it).
     #[arg(long)]
     pub no_chat_template: bool,
+    /// Decisions a `model:` player answers together, in one batch (1: one
+    /// at a time). The result does not depend on it; the speed does.
+    #[arg(long, default_value_t = BATCH as u16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch: u16,
     /// Hands to play; each deal is played twice with seats swapped.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub hands: u64,
@@ -140,7 +144,7 @@ impl OnBackend for Match<'_> {
         }
         let models: Vec<&LmAnswerer<'_, B>> = models.iter().collect();
         let (args, style) = (self.args, self.args.style);
-        model_seats::serve(&models, |served| {
+        model_seats::serve(&models, usize::from(args.batch), |served| {
             let [make_a, make_b] = self.seats.each_ref().map(|(_, s)| s.maker(&served, style));
             let make_a: MakePlayer = if self.traced {
                 Box::new(move |seed| Box::new(Traced::new(make_a(seed), style)))

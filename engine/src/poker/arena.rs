@@ -39,8 +39,10 @@ pub enum ArenaError {
     Stopped,
 }
 
-/// Deals per parallel chunk; each chunk gets players seeded for it.
-const CHUNK: u64 = 100;
+/// Deals per parallel chunk; each chunk gets players seeded for it. Small
+/// enough that a model seat has a batch's worth of chunks asking at once
+/// (`stages::model_seats`) in matches of a few hundred hands.
+const CHUNK: u64 = 16;
 
 /// Both holes and a board: button's hole, big blind's hole, board.
 pub(crate) type Deal = ([Card; 2], [Card; 2], [Card; 5]);

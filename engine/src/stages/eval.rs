@@ -18,17 +18,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::device::{RunOnBackend, run_on_device};
+use super::lm_answerer::{BATCH, LmAnswerer, PromptAndAnswer};
 use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL, model_seats, reward};
-use crate::backend::{Backend, Sampling};
+use crate::backend::Backend;
 use crate::graph::{
     InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
 use crate::model::batch::Batch;
-use crate::model::generate::{GenerateOptions, generate, generate_per_prompt};
 use crate::model::llama::Llama;
 use crate::model::load::load_dir;
 use crate::model::lora;
-use crate::model::tokenizer::Tokenizer;
 use crate::poker::arena::{ArenaError, play_match_until};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
@@ -366,137 +365,6 @@ fn correct(s: &Scenario, answer: &str) -> bool {
     }
 }
 
-/// Token ids of a prompt and of the model's answer to it.
-pub type PromptAndAnswer = (Vec<u32>, Vec<u32>);
-
-/// A language model answering prompts greedily, on the thread that holds
-/// it ([`super::model_seats`] seats it at the arena's table).
-pub struct LmAnswerer<'a, B: Backend> {
-    be: &'a B,
-    model: Llama<B>,
-    tokenizer: Tokenizer,
-    max_new_tokens: usize,
-}
-
-impl<'a, B: Backend> LmAnswerer<'a, B> {
-    /// Loads a model folder (adapter merged into the weights for speed),
-    /// prompted in its chat template if it has one and `chat_template` is
-    /// set.
-    pub fn load(
-        be: &'a B,
-        dir: &Path,
-        max_new_tokens: usize,
-        chat_template: bool,
-    ) -> Result<Self, StageError> {
-        let mut loaded =
-            load_dir(be, dir).map_err(|e| StageError::runtime(miette::Report::new(e)))?;
-        lora::set_merged(be, &mut loaded.model, true);
-        loaded.tokenizer.keep_chat_template(chat_template);
-        Ok(LmAnswerer {
-            be,
-            model: loaded.model,
-            tokenizer: loaded.tokenizer,
-            max_new_tokens,
-        })
-    }
-
-    fn options(&self) -> GenerateOptions {
-        let cfg = &self.model.cfg;
-        GenerateOptions {
-            max_new_tokens: self.max_new_tokens,
-            sampling: Sampling::GREEDY,
-            seed: 0,
-            eos: cfg.eos_token_ids.clone(),
-            pad_id: cfg
-                .pad_token_id
-                .or_else(|| cfg.eos_token_ids.first().copied())
-                .unwrap_or(0),
-        }
-    }
-
-    /// Prompt and response token ids of each prompt (greedy answers).
-    pub fn generate_ids(&self, prompts: &[String]) -> Result<Vec<PromptAndAnswer>, StageError> {
-        let ids = self.encode_all(prompts)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(16) {
-            let resp = generate(self.be, &self.model, chunk, &self.options());
-            out.extend(chunk.iter().cloned().zip(resp));
-        }
-        Ok(out)
-    }
-
-    /// `samples` answers to each prompt, sampled at `temperature` (0:
-    /// greedy): sample `k` of prompt `i` has its own seeded stream, so the
-    /// answers do not depend on how prompts are batched.
-    pub fn sample_ids(
-        &self,
-        prompts: &[String],
-        temperature: f64,
-        samples: u32,
-        seed: u64,
-    ) -> Result<Vec<PromptAndAnswer>, StageError> {
-        if temperature == 0.0 {
-            return self.generate_ids(prompts);
-        }
-        let ids = self.encode_all(prompts)?;
-        let opts = GenerateOptions {
-            sampling: Sampling {
-                temperature: temperature as f32,
-                top_k: 0,
-                top_p: 1.0,
-            },
-            ..self.options()
-        };
-        let mut out = Vec::with_capacity(ids.len() * samples as usize);
-        for k in 0..u64::from(samples) {
-            for (first, chunk) in (0u64..).step_by(16).zip(ids.chunks(16)) {
-                let seeds: Vec<u64> = (first..first + chunk.len() as u64)
-                    .map(|i| seed ^ (k << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                    .collect();
-                let resp = generate_per_prompt(self.be, &self.model, chunk, &opts, &seeds);
-                out.extend(chunk.iter().cloned().zip(resp));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Token ids of each prompt, as generation starts from them (in the
-    /// model's chat template when it has one).
-    fn encode_all(&self, prompts: &[String]) -> Result<Vec<Vec<u32>>, StageError> {
-        prompts
-            .iter()
-            .map(|p| dataset::encode_prompt(&self.tokenizer, p))
-            .collect::<Result<_, _>>()
-            .map_err(|e| StageError::runtime(miette::miette!("{e}")))
-    }
-
-    /// The answer texts of `prompts`.
-    pub fn answer_all(&self, prompts: &[String]) -> Result<Vec<String>, StageError> {
-        self.decode_answers(&self.generate_ids(prompts)?)
-    }
-
-    /// The answer texts of generated ids.
-    pub fn decode_answers(&self, generated: &[PromptAndAnswer]) -> Result<Vec<String>, StageError> {
-        generated
-            .iter()
-            .map(|(_, r)| {
-                self.tokenizer
-                    .decode(r)
-                    .map_err(|e| StageError::runtime(miette::Report::new(e)))
-            })
-            .collect()
-    }
-
-    /// One answer; a tokenizer failure is an empty (illegal) answer, which
-    /// the arena counts.
-    pub fn answer(&self, prompt: &str) -> String {
-        self.answer_all(&[prompt.to_string()])
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default()
-    }
-}
-
 /// Reward-model scores of complete sequences (prompt, then an answer as
 /// generation emits it: separator, words, EOS), pooled as the reward stage
 /// trained them.
@@ -614,7 +482,7 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
         let hands = p.arena.hands_for(opponent);
         let cancel = ctx.cancel_flag();
         let stop = move || cancel.is_cancelled();
-        let played = model_seats::serve(&[&lm], |seats| {
+        let played = model_seats::serve(&[&lm], BATCH, |seats| {
             let make_lm = |_seed: u64| seats[0].player(style);
             play_match_until(&make_lm, &make_bot, hands, p.arena.seed, &stop)
         })

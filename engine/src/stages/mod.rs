@@ -9,6 +9,7 @@ use crate::graph::{ArtifactType, OutputDecl, Registry};
 pub mod device;
 pub mod eval;
 pub mod jsonl_data;
+pub mod lm_answerer;
 pub mod model_seats;
 pub mod poker_data;
 pub mod ppo;

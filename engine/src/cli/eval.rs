@@ -277,7 +277,16 @@ pub fn batch<B: Backend>(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "test".into());
     let out_path = file.with_file_name(format!("{stem}_results.txt"));
-    let mut out = String::new();
+    let cannot_write = |e: std::io::Error| {
+        Failure::runtime(miette!(
+            code = "eval::write",
+            help = "the results go beside the test file: check that folder is writable",
+            "cannot write {}: {e}",
+            out_path.display()
+        ))
+    };
+    // A line at a time, each flushed: a Ctrl-C keeps the answers so far.
+    let mut out = std::io::LineWriter::new(std::fs::File::create(&out_path).map_err(cannot_write)?);
     let mut failed = Vec::new();
     for (number, line) in numbered_lines(&bytes) {
         let answered = line.and_then(|line| {
@@ -290,23 +299,14 @@ pub fn batch<B: Backend>(
         });
         match answered {
             Ok(Some((prompt, response))) => {
-                out.push_str(
-                    &serde_json::json!({"prompt": prompt, "response": response}).to_string(),
-                );
-                out.push('\n');
+                let json = serde_json::json!({"prompt": prompt, "response": response});
+                writeln!(out, "{json}").map_err(cannot_write)?;
             }
             Ok(None) => {}
             Err(message) => failed.push(format!("{}:{number}: {message}", file.display())),
         }
     }
-    std::fs::write(&out_path, out).map_err(|e| {
-        Failure::runtime(miette!(
-            code = "eval::write",
-            help = "the results go beside the test file: check that folder is writable",
-            "cannot write {}: {e}",
-            out_path.display()
-        ))
-    })?;
+    out.flush().map_err(cannot_write)?;
     if !failed.is_empty() {
         for line in &failed {
             eprintln!("{line}");

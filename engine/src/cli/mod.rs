@@ -75,6 +75,11 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(command: Command) -> CmdResult {
+    // `run` saves the running stage's state on the first Ctrl-C (it
+    // installs its own handler); every other command just ends.
+    if !matches!(command, Command::Run(_)) {
+        crate::graph::Cancel::exit_on_sigint();
+    }
     match command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),

@@ -43,6 +43,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    // From the start: a Ctrl-C while the plan is made (hashing inputs) is
+    // seen by the executor before its first stage.
+    Cancel::install_sigint();
     let registry = stages::registry();
     let pipeline = load_pipeline(&args.file, &registry)?;
     let preset = choose_preset(&pipeline, args.preset.as_deref(), args.device)?;
@@ -81,7 +84,6 @@ pub fn run(args: Args) -> CmdResult {
         plan.preset.as_deref().unwrap_or("none"),
         args.device
     );
-    Cancel::install_sigint();
     let cancel = Cancel::new();
     let executor = Executor {
         pipeline: &pipeline,

@@ -74,6 +74,27 @@ impl StageError {
             report: report.into(),
         }
     }
+
+    /// Work stopped by Ctrl-C deep inside a stage; the stage turns it into
+    /// [`Outcome::Interrupted`] (see [`StageError::or_interrupted`]).
+    pub fn interrupted() -> Self {
+        StageError {
+            exit: Exit::Interrupted,
+            report: miette::miette!("interrupted"),
+        }
+    }
+
+    /// A stage's result with an [`StageError::interrupted`] error turned
+    /// into the outcome it stands for (the log flushed, the bar cleared).
+    pub fn or_interrupted(result: StageResult, ctx: &mut StageContext) -> StageResult {
+        match result {
+            Err(e) if e.exit == Exit::Interrupted => {
+                ctx.finish();
+                Ok(Outcome::Interrupted)
+            }
+            other => other,
+        }
+    }
 }
 
 pub type StageResult = Result<Outcome, StageError>;
@@ -121,6 +142,23 @@ impl Cancel {
         let handler: extern "C" fn(libc::c_int) = on_sigint;
         // SAFETY: the handler only touches an atomic and calls _exit, both
         // async-signal-safe; installing it has no other preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        }
+    }
+
+    /// For the commands other than `run`, which have no state to save: the
+    /// first Ctrl-C ends the process at once with exit 130, as a shell tool
+    /// ends, instead of dying by the signal. What they write is written a
+    /// record at a time (eval's answers) or through a temporary file, so
+    /// nothing already done is lost.
+    pub fn exit_on_sigint() {
+        extern "C" fn on_sigint(_: libc::c_int) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+        let handler: extern "C" fn(libc::c_int) = on_sigint;
+        // SAFETY: the handler only calls _exit, which is async-signal-safe.
         unsafe {
             libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         }

@@ -22,7 +22,7 @@ use super::lm_answerer::{BATCH, LmAnswerer, PromptAndAnswer};
 use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL, model_seats, reward};
 use crate::backend::Backend;
 use crate::graph::{
-    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    Cancel, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
 use crate::model::batch::Batch;
 use crate::model::llama::Llama;
@@ -240,7 +240,8 @@ impl StageKind for Eval {
 
 impl RunOnBackend for Eval {
     fn run_on<B: Backend>(&self, be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
-        run(be, p, ctx)
+        let result = run(be, p, ctx);
+        StageError::or_interrupted(result, ctx)
     }
 }
 
@@ -368,10 +369,18 @@ fn correct(s: &Scenario, answer: &str) -> bool {
 /// Reward-model scores of complete sequences (prompt, then an answer as
 /// generation emits it: separator, words, EOS), pooled as the reward stage
 /// trained them.
-fn rm_scores<B: Backend>(be: &B, rm: &Llama<B>, seqs: &[Vec<u32>]) -> Result<Vec<f32>, StageError> {
+fn rm_scores<B: Backend>(
+    be: &B,
+    rm: &Llama<B>,
+    seqs: &[Vec<u32>],
+    cancel: &Cancel,
+) -> Result<Vec<f32>, StageError> {
     let pad = reward::pad_id(rm);
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(16) {
+        if cancel.is_cancelled() {
+            return Err(StageError::interrupted());
+        }
         let batch = Batch::left_padded(chunk, pad);
         out.extend(
             rm.scores(be, &batch)
@@ -390,7 +399,9 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
     let train = read_scenarios(&ctx.input("train_prompts")?.path.clone())?;
     let style = prompt_style(&scenarios, p.style)?;
     let model_dir = ctx.input("model")?.path.clone();
-    let lm = LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize, p.chat_template)?;
+    let cancel = ctx.cancel_flag();
+    let mut lm = LmAnswerer::load(be, &model_dir, p.max_new_tokens as usize, p.chat_template)?;
+    lm.stop_on(cancel.clone());
     ctx.log(format!("answering {} held-out spots", scenarios.len()));
     let prompts: Vec<String> = scenarios.iter().map(|s| s.prompt.clone()).collect();
     let generated = lm.generate_ids(&prompts)?;
@@ -447,10 +458,13 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
                 p.arena.seed,
             )
         };
-        let score = |g: &[PromptAndAnswer]| rm_scores(be, &rm.model, &seqs(g)).map(|s| mean(&s));
+        let score =
+            |g: &[PromptAndAnswer]| rm_scores(be, &rm.model, &seqs(g), &cancel).map(|s| mean(&s));
         reward_ppo = [score(&sampled(&lm)?)?, score(&generated)?];
         if let Ok(sft) = ctx.input("sft").map(|i| i.path.clone()) {
-            let sft_lm = LmAnswerer::load(be, &sft, p.max_new_tokens as usize, p.chat_template)?;
+            let mut sft_lm =
+                LmAnswerer::load(be, &sft, p.max_new_tokens as usize, p.chat_template)?;
+            sft_lm.stop_on(cancel.clone());
             reward_sft = [
                 score(&sampled(&sft_lm)?)?,
                 score(&sft_lm.generate_ids(&prompts)?)?,

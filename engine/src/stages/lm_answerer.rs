@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::backend::{Backend, Sampling};
-use crate::graph::StageError;
+use crate::graph::{Cancel, StageError};
 use crate::model::generate::{GenerateOptions, generate, generate_per_prompt};
 use crate::model::llama::Llama;
 use crate::model::load::load_dir;
@@ -29,6 +29,8 @@ pub struct LmAnswerer<'a, B: Backend> {
     model: Llama<B>,
     tokenizer: Tokenizer,
     max_new_tokens: usize,
+    /// Checked between batches: a stage's Ctrl-C.
+    cancel: Cancel,
 }
 
 impl<'a, B: Backend> LmAnswerer<'a, B> {
@@ -50,7 +52,23 @@ impl<'a, B: Backend> LmAnswerer<'a, B> {
             model: loaded.model,
             tokenizer: loaded.tokenizer,
             max_new_tokens,
+            cancel: Cancel::new(),
         })
+    }
+
+    /// Makes [`LmAnswerer::generate_ids`] and [`LmAnswerer::sample_ids`]
+    /// end with [`StageError::interrupted`] between batches once `cancel`
+    /// is set.
+    pub fn stop_on(&mut self, cancel: Cancel) {
+        self.cancel = cancel;
+    }
+
+    fn check_cancel(&self) -> Result<(), StageError> {
+        if self.cancel.is_cancelled() {
+            Err(StageError::interrupted())
+        } else {
+            Ok(())
+        }
     }
 
     fn options(&self) -> GenerateOptions {
@@ -72,6 +90,7 @@ impl<'a, B: Backend> LmAnswerer<'a, B> {
         let ids = self.encode_all(prompts)?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
+            self.check_cancel()?;
             let resp = generate(self.be, &self.model, chunk, &self.options());
             out.extend(chunk.iter().cloned().zip(resp));
         }
@@ -103,6 +122,7 @@ impl<'a, B: Backend> LmAnswerer<'a, B> {
         let mut out = Vec::with_capacity(ids.len() * samples as usize);
         for k in 0..u64::from(samples) {
             for (first, chunk) in (0u64..).step_by(BATCH).zip(ids.chunks(BATCH)) {
+                self.check_cancel()?;
                 let seeds: Vec<u64> = (first..first + chunk.len() as u64)
                     .map(|i| seed ^ (k << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
                     .collect();

@@ -22,7 +22,7 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::{PAIRS_DATASET, PROMPT_SET, SFT_DATASET, TOKENIZER};
 use crate::graph::{
-    InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
+    Cancel, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
 
 /// Beginning of every sequence (added by the post-processor).
@@ -122,37 +122,74 @@ impl StageKind for TokenizerKind {
     }
 
     fn run(&self, params: &TokenizerParams, ctx: &mut StageContext) -> StageResult {
-        let mut texts = Vec::new();
-        for i in 0..params.data.len() {
-            let path = ctx.input(&format!("data.{i}"))?.path.clone();
-            read_texts(&path, &mut texts)?;
+        let result = run_tokenizer(params, ctx);
+        StageError::or_interrupted(result, ctx)
+    }
+}
+
+fn run_tokenizer(params: &TokenizerParams, ctx: &mut StageContext) -> StageResult {
+    let mut texts = Vec::new();
+    let cancel = ctx.cancel_flag();
+    for i in 0..params.data.len() {
+        let path = ctx.input(&format!("data.{i}"))?.path.clone();
+        read_texts(&path, &mut texts, &cancel)?;
+    }
+    ctx.log(format!(
+        "training a {}-token byte-level BPE on {} texts",
+        params.vocab_size,
+        texts.len()
+    ));
+    let (tok, special) = train_until(texts, params.vocab_size, params.min_frequency, &cancel)?;
+    let out = ctx.out_dir().to_path_buf();
+    tok.save(out.join("tokenizer.json"), true)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot write tokenizer.json: {e}")))?;
+    let text = serde_json::to_string_pretty(&special)
+        .map_err(|e| StageError::runtime(miette::miette!("cannot encode ids: {e}")))?;
+    std::fs::write(out.join(SPECIAL_TOKENS_FILE), text).map_err(|e| {
+        StageError::runtime(miette::miette!("cannot write {SPECIAL_TOKENS_FILE}: {e}"))
+    })?;
+    ctx.log(format!("vocabulary of {} tokens", special.vocab_size));
+    Ok(Outcome::Done)
+}
+
+/// [`train`] on a thread of its own, so that Ctrl-C is answered within
+/// moments even though the trainer cannot be stopped: the stage returns
+/// and the process ends with the thread.
+fn train_until(
+    texts: Vec<String>,
+    vocab_size: usize,
+    min_frequency: u64,
+    cancel: &Cancel,
+) -> Result<(Tokenizer, SpecialTokens), StageError> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(train(&texts, vocab_size, min_frequency));
+    });
+    loop {
+        match result.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(trained) => return trained,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !cancel.is_cancelled() => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(StageError::interrupted());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(StageError::runtime(miette::miette!(
+                    "BPE training stopped without a result"
+                )));
+            }
         }
-        ctx.log(format!(
-            "training a {}-token byte-level BPE on {} texts",
-            params.vocab_size,
-            texts.len()
-        ));
-        let (tok, special) = train(&texts, params.vocab_size, params.min_frequency)?;
-        let out = ctx.out_dir().to_path_buf();
-        tok.save(out.join("tokenizer.json"), true).map_err(|e| {
-            StageError::runtime(miette::miette!("cannot write tokenizer.json: {e}"))
-        })?;
-        let text = serde_json::to_string_pretty(&special)
-            .map_err(|e| StageError::runtime(miette::miette!("cannot encode ids: {e}")))?;
-        std::fs::write(out.join(SPECIAL_TOKENS_FILE), text).map_err(|e| {
-            StageError::runtime(miette::miette!("cannot write {SPECIAL_TOKENS_FILE}: {e}"))
-        })?;
-        ctx.log(format!("vocabulary of {} tokens", special.vocab_size));
-        Ok(Outcome::Done)
     }
 }
 
 /// Every string field of every line of a JSONL dataset that a model reads
 /// or writes.
-fn read_texts(path: &Path, out: &mut Vec<String>) -> Result<(), StageError> {
+fn read_texts(path: &Path, out: &mut Vec<String>, cancel: &Cancel) -> Result<(), StageError> {
     let file = std::fs::File::open(path)
         .map_err(|e| StageError::runtime(miette::miette!("cannot read {}: {e}", path.display())))?;
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        if n % 4096 == 0 && cancel.is_cancelled() {
+            return Err(StageError::interrupted());
+        }
         let line = line.map_err(|e| {
             StageError::runtime(miette::miette!("{}:{}: {e}", path.display(), n + 1))
         })?;

@@ -1,7 +1,9 @@
 //! Code fingerprints of the stage kinds, in the manner of cargo's
 //! fingerprints and Bazel's action keys: for each kind, blake3 over the
 //! source files its results depend on, the CUDA kernels (for kinds that run
-//! models), Cargo.lock and the compiler's version. The stage hash includes
+//! models), the Cargo.lock entries of the crates those files use (and of
+//! what they use in turn; see build/lock_entries.rs) and the compiler's
+//! version. The stage hash includes
 //! its kind's fingerprint, so a change to the GEMM, a kernel or the expert
 //! re-runs the stages it can change, and nothing else. A comment-only edit
 //! re-runs them too: that is the accepted trade for never reusing a result
@@ -9,6 +11,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+#[path = "build/lock_entries.rs"]
+mod lock_entries;
+
+use lock_entries::{Lock, named_in};
 
 /// The sources (files or folders under `src/`) each kind's results depend
 /// on. Shared plumbing (graph/, spec/, cli/) is left out: it decides what
@@ -106,9 +113,12 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
 
+    let lock_text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let entries = Lock::parse(&lock_text);
+    let engine_crates = entries.dependencies_of("poker-pipe");
+
     let mut common = blake3::Hasher::new();
     common.update(version.as_bytes());
-    hash_path(&mut common, &lock);
     let mut with_kernels = common.clone();
     for dir in ["src", "cuda"] {
         hash_path(&mut with_kernels, &kernels.join(dir));
@@ -126,9 +136,15 @@ fn main() {
         } else {
             common.clone()
         };
+        let mut source = String::new();
         for rel in *paths {
             hasher.update(rel.as_bytes());
             hash_path(&mut hasher, &src.join(rel));
+            source.push_str(&read_sources(&src.join(rel)));
+        }
+        for entry in entries.closure(&named_in(&engine_crates, &source)) {
+            hasher.update(entry.as_bytes());
+            hasher.update(&[0]);
         }
         let _ = writeln!(
             out,
@@ -139,6 +155,7 @@ fn main() {
     out.push_str("];\n");
     let mut whole = with_kernels.clone();
     hash_path(&mut whole, &src);
+    hash_path(&mut whole, &lock);
     let _ = writeln!(
         out,
         "/// The whole crate's fingerprint, for kinds without a table entry.\npub const WHOLE: &str = {:?};",
@@ -169,6 +186,17 @@ fn hash_path(hasher: &mut blake3::Hasher, path: &Path) {
             Err(err) => panic!("cannot read {}: {err}", file.display()),
         }
     }
+}
+
+/// The text of the Rust files at `path` (a file or a folder).
+fn read_sources(path: &Path) -> String {
+    let mut files = Vec::new();
+    collect(path, &mut files);
+    files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect()
 }
 
 fn collect(path: &Path, out: &mut Vec<PathBuf>) {

@@ -178,6 +178,8 @@ pub struct StageContext {
     cancel: Cancel,
     progress: ProgressBar,
     started: Instant,
+    /// When the last per-step line went to stderr off a terminal.
+    step_lines: Throttle,
 }
 
 /// Where a stage writes and what it reads, assembled by the executor.
@@ -217,6 +219,7 @@ impl StageContext {
             cancel: parts.cancel,
             progress,
             started: Instant::now(),
+            step_lines: Throttle::default(),
         })
     }
 
@@ -271,6 +274,22 @@ impl StageContext {
             .suspend(|| eprintln!("  {}: {line}", self.stage));
     }
 
+    /// A step's figures (`done` of `total` steps): always into
+    /// `training.log`; on a terminal, the progress bar shows them; elsewhere
+    /// (CI, `| tee`) the line is echoed at most every 10 s or 5% of the
+    /// steps, and at the last step, never once per step.
+    pub fn step_log(&mut self, done: u64, total: u64, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            self.progress(done, total);
+            self.progress.set_message(line.to_string());
+        } else if self.step_lines.due(done, total, Instant::now()) {
+            eprintln!("  {}: {line}", self.stage);
+        }
+    }
+
     /// Show progress `done` of `total` steps (a bar on terminals only).
     pub fn progress(&mut self, done: u64, total: u64) {
         if self.progress.is_hidden()
@@ -279,7 +298,7 @@ impl StageContext {
         {
             self.progress = ProgressBar::new(total);
             if let Ok(style) =
-                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta}")
+                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta} {msg}")
             {
                 self.progress.set_style(style);
             }
@@ -293,6 +312,33 @@ impl StageContext {
     pub fn finish(&mut self) {
         self.progress.finish_and_clear();
         let _ = self.log.flush();
+    }
+}
+
+/// When a plain progress line is due: the first, then once 10 s have
+/// passed or 5% of the work was done since the last one, and the last.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<(Instant, u64)>,
+}
+
+impl Throttle {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    const SHARE: f64 = 0.05;
+
+    fn due(&mut self, done: u64, total: u64, now: Instant) -> bool {
+        let due = match self.last {
+            None => true,
+            Some((at, then)) => {
+                now.saturating_duration_since(at) >= Self::EVERY
+                    || (done.saturating_sub(then)) as f64 >= Self::SHARE * total as f64
+                    || done >= total
+            }
+        };
+        if due {
+            self.last = Some((now, done));
+        }
+        due
     }
 }
 
@@ -362,6 +408,35 @@ fn human_seconds(seconds: f64) -> String {
 #[cfg(test)]
 mod progress_line_tests {
     use super::*;
+
+    /// 225 PPO steps a tenth of a second apart print 21 lines (every 5%,
+    /// plus the first and the last), not 225; slow steps print every 10 s.
+    #[test]
+    fn step_lines_are_throttled() {
+        let start = Instant::now();
+        let mut fast = Throttle::default();
+        let printed = (1..=225u64)
+            .filter(|&step| {
+                fast.due(
+                    step,
+                    225,
+                    start + std::time::Duration::from_millis(100 * step),
+                )
+            })
+            .count();
+        assert!((20..=23).contains(&printed), "{printed}");
+        let mut slow = Throttle::default();
+        let printed = (1..=10_000u64)
+            .filter(|&step| {
+                slow.due(
+                    step,
+                    1_000_000,
+                    start + std::time::Duration::from_secs(step),
+                )
+            })
+            .count();
+        assert_eq!(printed, 1000);
+    }
 
     #[test]
     fn the_line_gives_share_and_eta() {

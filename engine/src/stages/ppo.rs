@@ -860,8 +860,11 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             .record(step, &numbers)
             .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         let line: Vec<String> = numbers.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        ctx.log(format!("step {step}/{total}  {}", line.join("  ")));
-        ctx.progress(step, total);
+        ctx.step_log(
+            step,
+            total,
+            format!("step {step}/{total}  {}", line.join("  ")),
+        );
         cursor = batches.cursor();
         if step.is_multiple_of(p.checkpoint_every) {
             save(

@@ -32,6 +32,7 @@ use crate::poker::arena::{ArenaError, play_match_until};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::{PromptStyle, Spot, parse_answer, render};
 use crate::train::dataset;
+use crate::train::tensorboard::EventWriter;
 
 /// Most hands an arena match may play (the schema's bound on `hands`).
 const MAX_HANDS: u64 = 10_000_000;
@@ -390,6 +391,33 @@ fn rm_scores<B: Backend>(
     Ok(out)
 }
 
+/// The summary's figures as TensorBoard scalars: `action_accuracy`, ...,
+/// and `arena/<opponent>/bb_per_100` with its interval's ends.
+fn summary_scalars(summary: &Value) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let Some(fields) = summary.as_object() else {
+        return out;
+    };
+    for (name, value) in fields {
+        if let Some(x) = value.as_f64() {
+            out.push((name.clone(), x));
+        }
+    }
+    for (opponent, result) in summary["arena"].as_object().into_iter().flatten() {
+        let figures = [
+            ("bb_per_100", result["bb_per_100"].as_f64()),
+            ("ci95_low", result["ci95"][0].as_f64()),
+            ("ci95_high", result["ci95"][1].as_f64()),
+        ];
+        for (figure, value) in figures {
+            if let Some(x) = value {
+                out.push((format!("arena/{opponent}/{figure}"), x));
+            }
+        }
+    }
+    out
+}
+
 fn mean(v: &[f32]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
 }
@@ -537,6 +565,9 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
     });
     crate::train::metrics::write_summary(ctx.out_dir(), &summary)
         .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+    EventWriter::create(ctx.out_dir())
+        .and_then(|mut events| events.scalars(0, &summary_scalars(&summary)))
+        .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
     ctx.log(format!("summary {summary}"));
     ctx.finish();
     Ok(Outcome::Done)
@@ -552,6 +583,25 @@ mod tests {
         preflop: 0.5,
         heads_up: 0.3,
     };
+
+    #[test]
+    fn summary_figures_become_scalars() {
+        let summary = json!({
+            "action_accuracy": 0.75,
+            "rm_pairwise_accuracy": null,
+            "arena": {"random": {"bb_per_100": 12.5, "ci95": [-3.0, 28.0], "hands": 400}},
+        });
+        let scalars = summary_scalars(&summary);
+        assert_eq!(
+            scalars,
+            vec![
+                ("action_accuracy".to_string(), 0.75),
+                ("arena/random/bb_per_100".to_string(), 12.5),
+                ("arena/random/ci95_low".to_string(), -3.0),
+                ("arena/random/ci95_high".to_string(), 28.0),
+            ]
+        );
+    }
 
     fn scenarios(style: PromptStyle) -> Vec<Scenario> {
         (0..20)

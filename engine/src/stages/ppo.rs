@@ -920,11 +920,8 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             &out.join("actor_ema"),
         )?;
     }
-    std::fs::copy(
-        metrics_dir.join(crate::train::metrics::METRICS_FILE),
-        out.join("metrics.jsonl"),
-    )
-    .map_err(|e| StageError::runtime(miette!("cannot copy metrics.jsonl: {e}")))?;
+    crate::train::lm_loop::publish_metrics(&work, &out)
+        .map_err(|e| StageError::runtime(miette!("cannot copy the training metrics: {e}")))?;
     let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
     let k = history.reward_means.len().div_ceil(4).max(1);
     let summary = json!({

@@ -301,10 +301,16 @@ pub fn train<B: Backend>(
     })
 }
 
-/// Copies `metrics.jsonl` from the loop's work dir into `out_dir`.
+/// Copies `metrics.jsonl` and the TensorBoard events from the loop's work
+/// dir into `out_dir`.
 pub fn publish_metrics(work_dir: &Path, out_dir: &Path) -> std::io::Result<()> {
-    let from = work_dir.join("metrics").join(super::metrics::METRICS_FILE);
-    std::fs::copy(from, out_dir.join(super::metrics::METRICS_FILE)).map(|_| ())
+    for file in [
+        super::metrics::METRICS_FILE,
+        super::tensorboard::EVENTS_FILE,
+    ] {
+        std::fs::copy(work_dir.join("metrics").join(file), out_dir.join(file))?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,7 @@
 //! A stage's training record: `metrics.jsonl` (one JSON object per logged
-//! step, for plots and tools), `training.log` (the same in plain lines, for
-//! people) and `summary.json` (headline numbers).
+//! step, for plots and tools), the same scalars as TensorBoard events
+//! (`tensorboard --logdir runs/<pipeline>`), `training.log` (the same in
+//! plain lines, for people) and `summary.json` (headline numbers).
 //!
 //! Nothing here writes wall-clock times: the same seed on the same machine
 //! must give byte-identical outputs, and speed belongs to the progress
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use miette::Diagnostic;
 use serde::Serialize;
 use thiserror::Error;
+
+use super::tensorboard::EventWriter;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOG_FILE: &str = "training.log";
@@ -39,10 +42,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
     }
 }
 
-/// Writers of `metrics.jsonl` and `training.log` in one directory.
+/// Writers of `metrics.jsonl`, the TensorBoard events and `training.log`
+/// in one directory.
 pub struct MetricsLog {
     dir: PathBuf,
     jsonl: BufWriter<File>,
+    events: EventWriter,
     log: BufWriter<File>,
 }
 
@@ -70,15 +75,21 @@ impl MetricsLog {
             ),
             None => (Vec::new(), Vec::new()),
         };
+        let events = match resume_step {
+            Some(step) => EventWriter::resume(dir, step)?,
+            None => EventWriter::create(dir)?,
+        };
         Ok(MetricsLog {
             dir: dir.to_path_buf(),
             jsonl: rewrite(&jsonl_path, &jsonl)?,
+            events,
             log: rewrite(&log_path, &log)?,
         })
     }
 
     /// Record one step: a JSON object `{"step": .., <name>: <value>, ..}`
-    /// in the given order, and a log line `step N  name value  ..`.
+    /// in the given order, a TensorBoard scalar per value, and a log line
+    /// `step N  name value  ..`.
     /// Non-finite values are written as JSON `null` (JSON has no NaN) and
     /// as `NaN`/`inf` in the log.
     pub fn record(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
@@ -93,6 +104,7 @@ impl MetricsLog {
         let jsonl_path = self.dir.join(METRICS_FILE);
         writeln!(self.jsonl, "{json}").map_err(io(&jsonl_path))?;
         self.jsonl.flush().map_err(io(&jsonl_path))?;
+        self.events.scalars(step, values)?;
         self.write_log(&line)
     }
 

@@ -14,3 +14,4 @@ pub mod ppo_roles;
 pub mod progress;
 pub mod schedule;
 pub mod step_memory;
+pub mod tensorboard;

@@ -7,7 +7,7 @@ use crate::backend::Device;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::graph::{
     Cancel, Executor, Plan, PlanOptions, RunReport, Selection, StageReport, StageStatus, Store,
-    cache_root, select,
+    Verbosity, cache_root, select,
 };
 use crate::model::memory;
 use crate::spec::Pipeline;
@@ -40,6 +40,13 @@ pub struct Args {
     /// `cpu` or `cuda[:N]`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// Only errors and the final table on the terminal (the logs and
+    /// metrics files are written as always).
+    #[arg(long, short, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Every training step's line on stderr too.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -91,6 +98,11 @@ pub fn run(args: Args) -> CmdResult {
         device: args.device,
         cancel: cancel.clone(),
         runs_dir: PathBuf::from("runs"),
+        verbosity: match (args.quiet, args.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (_, true) => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        },
     };
     let report = executor.execute(&plan, &selected);
     print_table(&report);

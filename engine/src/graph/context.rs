@@ -165,6 +165,20 @@ impl Cancel {
     }
 }
 
+/// How much a run says on stderr (`run --quiet`, `--verbose`). Files
+/// (`training.log`, metrics) get everything either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Errors and the final table only.
+    Quiet,
+    /// Stage notes, a progress bar on a terminal, throttled progress lines
+    /// elsewhere.
+    #[default]
+    Normal,
+    /// Every step's line as well.
+    Verbose,
+}
+
 /// Everything a stage's `run` gets.
 pub struct StageContext {
     pub stage: String,
@@ -180,6 +194,7 @@ pub struct StageContext {
     started: Instant,
     /// When the last per-step line went to stderr off a terminal.
     step_lines: Throttle,
+    verbosity: Verbosity,
 }
 
 /// Where a stage writes and what it reads, assembled by the executor.
@@ -220,6 +235,7 @@ impl StageContext {
             progress,
             started: Instant::now(),
             step_lines: Throttle::default(),
+            verbosity: Verbosity::Normal,
         })
     }
 
@@ -264,14 +280,34 @@ impl StageContext {
         self.cancel.clone()
     }
 
-    /// Append a line to `training.log` and echo it on stderr.
+    /// How much this run says on stderr (the executor sets it).
+    pub fn set_verbosity(&mut self, verbosity: Verbosity) {
+        self.verbosity = verbosity;
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// Append a line to `training.log` and echo it on stderr (not when
+    /// quiet).
     pub fn log(&mut self, line: impl AsRef<str>) {
         let line = line.as_ref();
         let elapsed = self.started.elapsed().as_secs_f64();
         // The log is best effort: a full disk shows up in the outputs' write.
         let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
-        self.progress
-            .suspend(|| eprintln!("  {}: {line}", self.stage));
+        if self.verbosity != Verbosity::Quiet {
+            self.progress
+                .suspend(|| eprintln!("  {}: {line}", self.stage));
+        }
+    }
+
+    /// A plain progress line for `total` units of this stage's work, silent
+    /// on a terminal (the bar shows it) and when quiet.
+    pub fn progress_line(&self, total: u64) -> ProgressLine {
+        let mut line = ProgressLine::new(&self.stage, total);
+        line.quiet |= self.verbosity == Verbosity::Quiet;
+        line
     }
 
     /// A step's figures (`done` of `total` steps): always into
@@ -282,16 +318,31 @@ impl StageContext {
         let line = line.as_ref();
         let elapsed = self.started.elapsed().as_secs_f64();
         let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            self.progress(done, total);
-            self.progress.set_message(line.to_string());
-        } else if self.step_lines.due(done, total, Instant::now()) {
-            eprintln!("  {}: {line}", self.stage);
+        match self.verbosity {
+            Verbosity::Quiet => {}
+            Verbosity::Verbose => {
+                self.progress(done, total);
+                self.progress
+                    .suspend(|| eprintln!("  {}: {line}", self.stage));
+            }
+            Verbosity::Normal if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+                self.progress(done, total);
+                self.progress.set_message(line.to_string());
+            }
+            Verbosity::Normal => {
+                if self.step_lines.due(done, total, Instant::now()) {
+                    eprintln!("  {}: {line}", self.stage);
+                }
+            }
         }
     }
 
-    /// Show progress `done` of `total` steps (a bar on terminals only).
+    /// Show progress `done` of `total` steps (a bar on terminals only, and
+    /// not when quiet).
     pub fn progress(&mut self, done: u64, total: u64) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
         if self.progress.is_hidden()
             && total > 0
             && std::io::IsTerminal::is_terminal(&std::io::stderr())

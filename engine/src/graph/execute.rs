@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::context::{
-    Cancel, ContextParts, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError,
+    Cancel, ContextParts, LOG_FILE, Outcome, ResolvedInput, StageContext, StageError, Verbosity,
 };
 use super::plan::{Plan, Reason};
 use super::store::{Manifest, Store, unix_now};
@@ -62,6 +62,7 @@ pub struct Executor<'a> {
     pub cancel: Cancel,
     /// The `runs/` folder (relative to the working directory by default).
     pub runs_dir: PathBuf,
+    pub verbosity: Verbosity,
 }
 
 /// A selection naming a stage that does not exist, or one whose inputs are
@@ -171,7 +172,9 @@ impl Executor<'_> {
                         eprintln!("{}: {reason}", planned.name);
                     }
                 }
-                eprintln!("running {} ({})", planned.name, planned.kind);
+                if self.verbosity != Verbosity::Quiet {
+                    eprintln!("running {} ({})", planned.name, planned.kind);
+                }
                 let outcome = self.run_stage(plan, planned.index, &planned.hash);
                 let duration_s = started.elapsed().as_secs_f64();
                 let status = match &outcome {
@@ -266,6 +269,7 @@ impl Executor<'_> {
             cancel: self.cancel.clone(),
         })
         .map_err(|e| io("cannot prepare the folders", e))?;
+        ctx.set_verbosity(self.verbosity);
         let started_unix_s = unix_now();
         let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| stage.kind.run(&stage.params, &mut ctx)))

@@ -11,7 +11,7 @@ mod store;
 
 pub use context::{
     Cancel, ContextParts, ExecSettings, LOG_FILE, Outcome, ProgressLine, ResolvedInput,
-    StageContext, StageError, StageResult,
+    StageContext, StageError, StageResult, Verbosity,
 };
 pub use execute::{
     Executor, RunReport, Selection, SelectionError, StageReport, StageStatus, check_stage_name,

@@ -6,9 +6,7 @@
 use serde_json::Value;
 
 use super::{DATASETS, dataset_output};
-use crate::graph::{
-    Outcome, OutputDecl, ProgressLine, StageContext, StageError, StageKind, StageResult,
-};
+use crate::graph::{Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult};
 use crate::poker::dataset::{self, PokerDataParams};
 
 /// The `poker-data` stage kind.
@@ -48,7 +46,7 @@ impl StageKind for PokerData {
         ));
         let cancel = ctx.cancel_flag();
         let stop = move || cancel.is_cancelled();
-        let mut line = ProgressLine::new(&ctx.stage, total);
+        let mut line = ctx.progress_line(total);
         let generated = dataset::generate(
             params,
             &out_dir,

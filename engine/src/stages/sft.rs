@@ -559,7 +559,7 @@ pub fn loop_settings(
         activation_checkpointing: ctx.exec.activation_checkpointing,
         offload_optimizer: ctx.exec.offload_optimizer,
         work_dir: ctx.work_dir().to_path_buf(),
-        progress: ProgressMode::Auto,
+        progress: ProgressMode::from(ctx.verbosity()),
     }
 }
 

@@ -23,6 +23,20 @@ pub enum ProgressMode {
     Quiet,
 }
 
+impl From<crate::graph::Verbosity> for ProgressMode {
+    /// Quiet shows nothing, verbose a plain line for every step, normal a
+    /// bar on a terminal and a line every 10 s elsewhere.
+    fn from(verbosity: crate::graph::Verbosity) -> Self {
+        match verbosity {
+            crate::graph::Verbosity::Quiet => ProgressMode::Quiet,
+            crate::graph::Verbosity::Normal => ProgressMode::Auto,
+            crate::graph::Verbosity::Verbose => ProgressMode::Plain {
+                every: Duration::ZERO,
+            },
+        }
+    }
+}
+
 /// The interval of plain lines in `Auto` mode.
 pub const DEFAULT_PLAIN_EVERY: Duration = Duration::from_secs(10);
 

@@ -154,6 +154,19 @@ impl Action {
         }
     }
 
+    /// The action without its amount: `fold`, `check`, `call`, `bet`,
+    /// `raise` or `all in`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Action::Fold => "fold",
+            Action::Check => "check",
+            Action::Call => "call",
+            Action::Bet(_) => "bet",
+            Action::Raise(_) => "raise",
+            Action::AllIn => "all in",
+        }
+    }
+
     pub fn is_aggressive(self) -> bool {
         matches!(self, Action::Bet(_) | Action::Raise(_) | Action::AllIn)
     }

@@ -391,6 +391,42 @@ fn rm_scores<B: Backend>(
     Ok(out)
 }
 
+/// Per spot type, the held-out spots, the model's accuracy and the
+/// spot-type baseline's; and how often the model chose each kind of action
+/// (`illegal` for an answer that does not parse) where the expert chose
+/// each: `{expert: {model: count}}`.
+fn breakdown(
+    scenarios: &[Scenario],
+    answers: &[String],
+    per_type: &BTreeMap<String, String>,
+) -> (Value, Value) {
+    let mut types: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
+    let mut confusion: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for (s, answer) in scenarios.iter().zip(answers) {
+        let counts = types.entry(&s.spot_type).or_default();
+        counts[0] += 1;
+        counts[1] += usize::from(correct(s, answer));
+        counts[2] += usize::from(per_type.get(&s.spot_type).is_some_and(|a| correct(s, a)));
+        let kind = |text: &str| parse_answer(&s.spot, text).map_or("illegal", |a| a.kind());
+        *confusion
+            .entry(kind(&s.best))
+            .or_default()
+            .entry(kind(answer))
+            .or_default() += 1;
+    }
+    let by_type = types
+        .into_iter()
+        .map(|(t, [n, right, baseline])| {
+            let share = |k: usize| k as f64 / n.max(1) as f64;
+            (
+                t.to_string(),
+                json!({"spots": n, "accuracy": share(right), "baseline": share(baseline)}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>();
+    (Value::Object(by_type), json!(confusion))
+}
+
 /// The summary's figures as TensorBoard scalars: `action_accuracy`, ...,
 /// and `arena/<opponent>/bb_per_100` with its interval's ends.
 fn summary_scalars(summary: &Value) -> Vec<(String, f64)> {
@@ -457,6 +493,7 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
     ctx.log(format!(
         "legal {legal:.3}, accuracy {accuracy:.3}, majority baseline {majority_acc:.3} (`{majority}`), spot-type baseline {type_acc:.3}"
     ));
+    let (by_spot_type, confusion) = breakdown(&scenarios, &answers, &per_type);
 
     let (mut rm_acc, mut reward_sft, mut reward_ppo) = (None, [None; 2], [None; 2]);
     if ctx.input("reward").is_ok() {
@@ -556,6 +593,8 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
         "action_accuracy": accuracy,
         "majority_baseline": majority_acc,
         "spot_type_baseline": type_acc,
+        "by_spot_type": by_spot_type,
+        "confusion": confusion,
         "rm_pairwise_accuracy": rm_acc,
         "reward_mean_sft": reward_sft[0],
         "reward_mean_ppo": reward_ppo[0],
@@ -583,6 +622,77 @@ mod tests {
         preflop: 0.5,
         heads_up: 0.3,
     };
+
+    /// Even spots (type `a`) answered as the expert, odd ones (type `b`)
+    /// with text that is no action.
+    #[test]
+    fn breakdown_counts_per_spot_type_and_action() {
+        let scenarios: Vec<Scenario> = (0..20)
+            .map(|i| {
+                let (spot, _) = indexed_spot(11, i, &MIX);
+                let best = if parse_answer(&spot, "fold").is_ok() {
+                    "fold"
+                } else {
+                    "check"
+                };
+                Scenario {
+                    prompt: render(&spot, PromptStyle::Compact),
+                    spot_type: if i % 2 == 0 { "a" } else { "b" }.into(),
+                    best: best.into(),
+                    spot,
+                }
+            })
+            .collect();
+        let answers: Vec<String> = scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i % 2 == 0 {
+                    s.best.clone()
+                } else {
+                    "shrug".into()
+                }
+            })
+            .collect();
+        let per_type = BTreeMap::from([("b".to_string(), "fold".to_string())]);
+        let (by_type, confusion) = breakdown(&scenarios, &answers, &per_type);
+        assert_eq!(by_type["a"]["spots"], 10);
+        assert_eq!(by_type["a"]["accuracy"], 1.0);
+        assert_eq!(by_type["b"]["accuracy"], 0.0);
+        let b_folds = scenarios
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.best == "fold")
+            .count();
+        assert_eq!(by_type["b"]["baseline"], b_folds as f64 / 10.0);
+        let cells: Vec<(&String, &String, u64)> = confusion
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(e, row)| {
+                row.as_object()
+                    .unwrap()
+                    .iter()
+                    .map(move |(m, c)| (e, m, c.as_u64().unwrap()))
+            })
+            .collect();
+        assert_eq!(cells.iter().map(|c| c.2).sum::<u64>(), 20);
+        assert_eq!(
+            cells
+                .iter()
+                .filter(|c| c.1 == "illegal")
+                .map(|c| c.2)
+                .sum::<u64>(),
+            10
+        );
+        assert!(
+            cells
+                .iter()
+                .filter(|c| c.1 != "illegal")
+                .all(|c| c.0 == c.1)
+        );
+    }
 
     #[test]
     fn summary_figures_become_scalars() {

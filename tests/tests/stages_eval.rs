@@ -59,6 +59,8 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
         [
             "action_accuracy",
             "arena",
+            "by_spot_type",
+            "confusion",
             "legal_action_rate",
             "majority_baseline",
             "reward_mean_ppo",
@@ -96,6 +98,26 @@ fn eval_reports_the_documented_keys_and_correct_baselines() {
     // Baselines by direct count over the files.
     let train = lines(&f.data.join("prompts.jsonl"));
     let test = lines(&f.data.join("test_prompts.jsonl"));
+    // Every held-out spot is counted once per spot type and once in the
+    // confusion matrix.
+    let spots: u64 = s["by_spot_type"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["spots"].as_u64().unwrap())
+        .sum();
+    let cells: u64 = s["confusion"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|row| row.as_object().unwrap().values())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        (spots, cells),
+        (test.len() as u64, test.len() as u64),
+        "{s}"
+    );
     let most_common = |xs: Vec<&str>| {
         let mut c: BTreeMap<&str, usize> = BTreeMap::new();
         for x in xs {

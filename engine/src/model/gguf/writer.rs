@@ -82,7 +82,8 @@ fn put_meta(out: &mut Vec<u8>, value: &Meta) {
 
 /// Writes a GGUF file: `data(i)` gives the encoded bytes of `tensors[i]`
 /// (it is called in order, once each, and must give exactly the entry's
-/// size).
+/// size). The bytes go to `<path>.part`, renamed to `path` once complete,
+/// so an interrupted export never leaves a truncated model behind.
 pub fn write(
     path: &Path,
     metadata: &[(String, Meta)],
@@ -109,15 +110,45 @@ pub fn write(
         head.extend(offset.to_le_bytes());
         offset = (offset + t.bytes()).div_ceil(ALIGNMENT) * ALIGNMENT;
     }
-    let pad = |len: u64| vec![0u8; (len.div_ceil(ALIGNMENT) * ALIGNMENT - len) as usize];
-    head.extend(pad(head.len() as u64));
+    head.extend(padding(head.len() as u64));
     let io = |source: std::io::Error| ModelError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::create(path).map_err(io)?;
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let written = write_to(&part, &head, tensors, &mut data, path);
+    match written {
+        Ok(()) => std::fs::rename(&part, path).map_err(io),
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
+    }
+}
+
+/// Zeros from `len` up to the next multiple of [`ALIGNMENT`].
+fn padding(len: u64) -> Vec<u8> {
+    vec![0u8; (len.div_ceil(ALIGNMENT) * ALIGNMENT - len) as usize]
+}
+
+/// The header, then every tensor's bytes, padded, into `part`; errors name
+/// `path`, the file the user asked for.
+fn write_to(
+    part: &Path,
+    head: &[u8],
+    tensors: &[TensorEntry],
+    data: &mut impl FnMut(usize) -> Result<Vec<u8>>,
+    path: &Path,
+) -> Result<()> {
+    let io = |source: std::io::Error| ModelError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::create(part).map_err(io)?;
     let mut out = std::io::BufWriter::new(file);
-    out.write_all(&head).map_err(io)?;
+    out.write_all(head).map_err(io)?;
     for (i, t) in tensors.iter().enumerate() {
         let bytes = data(i)?;
         if bytes.len() as u64 != t.bytes() {
@@ -132,7 +163,39 @@ pub fn write(
             });
         }
         out.write_all(&bytes).map_err(io)?;
-        out.write_all(&pad(bytes.len() as u64)).map_err(io)?;
+        out.write_all(&padding(bytes.len() as u64)).map_err(io)?;
     }
     out.flush().map_err(io)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A finished file appears under its name only; a failed one leaves
+    /// nothing, not even the temporary file.
+    #[test]
+    fn the_file_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let entry = TensorEntry {
+            name: "w".into(),
+            shape: vec![2, 3],
+            ty: GgmlType::F32,
+        };
+        let bytes: Vec<u8> = (0..6u8).flat_map(|i| f32::from(i).to_le_bytes()).collect();
+        write(&path, &[], std::slice::from_ref(&entry), |_| {
+            Ok(bytes.clone())
+        })
+        .unwrap();
+        assert!(path.is_file());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let broken = dir.path().join("broken.gguf");
+        let failed = write(&broken, &[], &[entry], |_| Ok(vec![1, 2, 3]));
+        assert!(matches!(failed, Err(ModelError::Write { .. })));
+        assert!(!broken.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

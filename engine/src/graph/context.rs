@@ -293,13 +293,18 @@ impl StageContext {
     /// quiet).
     pub fn log(&mut self, line: impl AsRef<str>) {
         let line = line.as_ref();
-        let elapsed = self.started.elapsed().as_secs_f64();
-        // The log is best effort: a full disk shows up in the outputs' write.
-        let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
+        self.append_log(line);
         if self.verbosity != Verbosity::Quiet {
             self.progress
                 .suspend(|| eprintln!("  {}: {line}", self.stage));
         }
+    }
+
+    /// `line` into `training.log`, stamped with the stage's elapsed time.
+    fn append_log(&mut self, line: &str) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        // The log is best effort: a full disk shows up in the outputs' write.
+        let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
     }
 
     /// A plain progress line for `total` units of this stage's work, silent
@@ -316,8 +321,7 @@ impl StageContext {
     /// steps, and at the last step, never once per step.
     pub fn step_log(&mut self, done: u64, total: u64, line: impl AsRef<str>) {
         let line = line.as_ref();
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let _ = writeln!(self.log, "[{elapsed:9.2}s] {line}");
+        self.append_log(line);
         match self.verbosity {
             Verbosity::Quiet => {}
             Verbosity::Verbose => {

@@ -334,17 +334,6 @@ fn draw(params: &PokerDataParams, stream: Stream, index: u64) -> (Spot, Judgemen
     (spot, judged, rng)
 }
 
-fn action_kind(action: Action) -> &'static str {
-    match action {
-        Action::Fold => "fold",
-        Action::Check => "check",
-        Action::Call => "call",
-        Action::Bet(_) => "bet",
-        Action::Raise(_) => "raise",
-        Action::AllIn => "all in",
-    }
-}
-
 /// Generate the six JSONL files into `out_dir` (which must exist).
 /// `progress(done, total)` is called after every batch. `stop` is polled
 /// before every record (so a Ctrl-C is seen within one record's time, not a
@@ -386,10 +375,7 @@ pub fn generate(
         for (line, kind, best, chars) in lines {
             sft.write(&line)?;
             *summary.spot_types.entry(kind).or_default() += 1;
-            *summary
-                .labels
-                .entry(action_kind(best).to_string())
-                .or_default() += 1;
+            *summary.labels.entry(best.kind().to_string()).or_default() += 1;
             prompt_chars += chars as u64;
         }
         done += end - start;

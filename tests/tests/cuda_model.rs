@@ -11,7 +11,7 @@
 
 use poker_pipe_tests::golden::{golden, rel_err, sft_batch};
 
-use poker_pipe::backend::{Backend, Cpu, CudaBackend, Sampling};
+use poker_pipe::backend::{Backend, Cpu, CudaBackend, Dtype, Sampling};
 use poker_pipe::model::config::LlamaConfig;
 use poker_pipe::model::generate::{GenerateOptions, generate};
 use poker_pipe::model::weights::load_file;
@@ -19,7 +19,7 @@ use poker_pipe::model::{Batch, Llama, TrainPass};
 use poker_pipe::train::adamw::{AdamW, AdamWConfig};
 
 fn gpu(test: &str) -> Option<CudaBackend> {
-    match CudaBackend::open(0) {
+    match CudaBackend::open(0, Dtype::F32) {
         Ok(be) => Some(be),
         Err(e) => {
             eprintln!("SKIPPED {test}: no usable GPU ({e})");

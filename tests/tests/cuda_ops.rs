@@ -13,15 +13,15 @@
 #![allow(clippy::unwrap_used)]
 
 use poker_pipe::backend::{
-    AdamWStep, AttnShape, Backend, Cpu, CudaBackend, Device, Gemm, OnBackend, RowCopy, Sampling,
-    with_backend,
+    AdamWStep, AttnShape, Backend, Cpu, CudaBackend, Device, Dtype, Gemm, OnBackend, RowCopy,
+    Sampling, with_backend,
 };
 
 const BF16: f64 = 1e-2;
 const F32: f64 = 1e-4;
 
 fn gpu(test: &str) -> Option<CudaBackend> {
-    match CudaBackend::open(0) {
+    match CudaBackend::open(0, Dtype::F32) {
         Ok(be) => Some(be),
         Err(e) => {
             eprintln!("SKIPPED {test}: no usable GPU ({e})");
@@ -473,9 +473,9 @@ impl OnBackend for WhereAndSum {
 #[test]
 fn with_backend_runs_on_the_named_device_or_says_why_not() {
     let data = vec![1.0, -2.0, 3.0];
-    let (device, sum) = with_backend(Device::Cpu, WhereAndSum(data.clone())).unwrap();
+    let (device, sum) = with_backend(Device::Cpu, Dtype::F32, WhereAndSum(data.clone())).unwrap();
     assert_eq!((device, sum), (Device::Cpu, 14.0));
-    match with_backend(Device::Cuda(0), WhereAndSum(data)) {
+    match with_backend(Device::Cuda(0), Dtype::F32, WhereAndSum(data)) {
         Ok((device, sum)) => {
             assert_eq!(device, Device::Cuda(0));
             assert!((sum - 14.0).abs() < 1e-4, "{sum}");
@@ -489,6 +489,6 @@ fn with_backend_runs_on_the_named_device_or_says_why_not() {
             );
         }
     }
-    let missing = with_backend(Device::Cuda(4096), WhereAndSum(vec![1.0]));
+    let missing = with_backend(Device::Cuda(4096), Dtype::F32, WhereAndSum(vec![1.0]));
     assert!(missing.is_err(), "GPU 4096 does not exist anywhere");
 }

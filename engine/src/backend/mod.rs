@@ -4,11 +4,14 @@
 //! This is deliberately not a tensor library. Every op is one fused kernel on
 //! a GPU (or one rayon loop on the CPU), with shapes passed explicitly and all
 //! buffers dense and row-major. Buffers hold `f32` values as far as the model
-//! code is concerned; a backend may store activations in bf16 internally (the
-//! CUDA backend does) as long as it accumulates in f32 and keeps f32 master
-//! weights and optimizer state. The CPU backend in [`cpu`] is the reference:
-//! every op there is written plainly, and a second backend must agree with it
-//! on random inputs (see the tests in `cpu/tests.rs`).
+//! code is concerned, and carry a storage [`Dtype`]: frozen weights are
+//! stored in the backend's [`Backend::weight_dtype`] (bf16 under mixed
+//! precision), trainable parameters, gradients, optimizer state and
+//! activations in f32. The CPU backend in [`cpu`] is the reference: every op
+//! there is written plainly in f32, and a second backend must agree with it
+//! on random inputs (see the tests in `cpu/tests.rs`). [`CpuBf16`] is the
+//! same CPU code with bf16 storage and rounding where the CUDA kernels
+//! round, so mixed precision runs and is tested on any machine.
 //!
 //! Conventions shared by all ops:
 //! - Token activations are `[rows, features]` with `rows = batch * seq`,
@@ -26,11 +29,13 @@ use std::fmt::Debug;
 pub mod cpu;
 pub mod cuda;
 mod device;
+mod dtype;
 pub mod meter;
 
-pub use cpu::Cpu;
+pub use cpu::{Cpu, CpuBf16};
 pub use cuda::{CudaBackend, CudaError};
 pub use device::{Device, UnknownDevice};
+pub use dtype::{Dtype, round_all, round_bf16};
 
 /// Work that runs on whichever backend a [`Device`] names. Model code is
 /// generic over [`Backend`], and a closure cannot be generic, so a command
@@ -41,12 +46,18 @@ pub trait OnBackend {
     fn run<B: Backend>(self, backend: &B) -> Self::Output;
 }
 
-/// Open the backend for `device` and run `work` on it. `cuda:N` on a machine
-/// without a driver or GPU is an error with a hint, never a panic.
-pub fn with_backend<W: OnBackend>(device: Device, work: W) -> Result<W::Output, CudaError> {
-    match device {
-        Device::Cpu => Ok(work.run(&Cpu)),
-        Device::Cuda(ordinal) => Ok(work.run(&CudaBackend::open(ordinal)?)),
+/// Open the backend for `device` storing frozen weights as `dtype`, and run
+/// `work` on it. `cuda:N` on a machine without a driver or GPU is an error
+/// with a hint, never a panic.
+pub fn with_backend<W: OnBackend>(
+    device: Device,
+    dtype: Dtype,
+    work: W,
+) -> Result<W::Output, CudaError> {
+    match (device, dtype) {
+        (Device::Cpu, Dtype::F32) => Ok(work.run(&Cpu)),
+        (Device::Cpu, Dtype::Bf16) => Ok(work.run(&CpuBf16)),
+        (Device::Cuda(ordinal), _) => Ok(work.run(&CudaBackend::open(ordinal, dtype)?)),
     }
 }
 
@@ -153,6 +164,19 @@ impl AttnShape {
             head_dim,
         }
     }
+
+    /// Whether the CUDA flash kernels take this call: square causal
+    /// batches without padding, head dims 64 or 128. They read bf16 inputs
+    /// and write bf16 outputs; every other call (left padding, decoding
+    /// against a KV cache, other head dims) runs the f32 kernel, which
+    /// rounds nothing.
+    pub fn is_flash(&self, kv_start: &[u32]) -> bool {
+        self.q_offset == 0
+            && self.q_len == self.kv_len
+            && self.kv_len == self.kv_cap
+            && kv_start.iter().all(|&s| s == 0)
+            && matches!(self.head_dim, 64 | 128)
+    }
 }
 
 /// Hyper-parameters of one AdamW step (decoupled weight decay, bias
@@ -191,12 +215,29 @@ impl Sampling {
 /// shapes. Methods never fail on valid shapes: shape errors are programming
 /// errors and may panic (the model code checks user-facing shapes first).
 pub trait Backend: Send + Sync + Debug {
-    /// A dense buffer of f32 values on the device.
+    /// A dense buffer of values on the device, stored as one [`Dtype`].
+    /// Ops take f32 buffers; a bf16 one (a frozen weight) is accepted where
+    /// an op reads a weight: `matmul`'s `b` and `c` (a bf16 `c` is rounded
+    /// on store), `embedding`'s table, `rms_norm`'s and `token_nll`'s `w`,
+    /// and by `download`, `duplicate`, `len` and `to_dtype`.
     type Buf: Send + Sync + Debug;
 
     fn device(&self) -> Device;
 
     // ---- memory ----------------------------------------------------------
+
+    /// The format frozen weights are stored in.
+    fn weight_dtype(&self) -> Dtype;
+    /// The format `buf` is stored in.
+    fn dtype(&self, buf: &Self::Buf) -> Dtype;
+    /// `buf` stored as `dtype`: narrowing rounds to nearest even, widening
+    /// is exact, and a buffer already in `dtype` comes back as it is. A
+    /// backend converts only to f32 and its `weight_dtype`.
+    fn to_dtype(&self, buf: Self::Buf, dtype: Dtype) -> Self::Buf;
+    /// A frozen weight: `data` stored as [`Backend::weight_dtype`].
+    fn upload_weight(&self, data: &[f32]) -> Self::Buf {
+        self.to_dtype(self.upload(data), self.weight_dtype())
+    }
 
     fn upload(&self, data: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use miette::miette;
 
 use super::device::on_device;
-use crate::backend::{Backend, Device, OnBackend};
+use crate::backend::{Backend, Device, Dtype, OnBackend};
 use crate::error::{CmdResult, Exit, Failure};
 use crate::poker::arena::{ArenaResult, play_match};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
@@ -58,6 +58,10 @@ pub struct Args {
     /// Where `model:` players run: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// Storage of the model's weights: `f32`, or `bf16` (frozen weights in
+    /// bfloat16, rounding as the CUDA kernels do, on any device).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Dtype,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +204,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     let result = on_device(
         device,
+        args.dtype,
         Match {
             args: &args,
             seats: [("--a", a), ("--b", b)],

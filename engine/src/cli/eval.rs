@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use miette::{IntoDiagnostic, miette};
 
 use super::device::on_device;
-use crate::backend::{Backend, Device, OnBackend, Sampling};
+use crate::backend::{Backend, Device, Dtype, OnBackend, Sampling};
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::generate::{GenerateOptions, generate};
 use crate::model::load::load_dir;
@@ -50,6 +50,10 @@ pub struct Args {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// Storage of the model's weights: `f32`, or `bf16` (frozen weights in
+    /// bfloat16, rounding as the CUDA kernels do, on any device).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Dtype,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -63,7 +67,7 @@ pub enum Mode {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    on_device(args.device, Command(args))
+    on_device(args.device, args.dtype, Command(args))
 }
 
 /// The command, waiting for the backend its model runs on.

@@ -131,6 +131,9 @@ pub trait StageKind: Send + Sync + 'static {
     /// A params field that takes the pipeline's top-level `model` when the
     /// stage leaves it out (None: the kind does not use model defaults).
     const MODEL_FIELD: Option<&'static str> = None;
+    /// A params field that takes the pipeline's `model.dtype` when the stage
+    /// leaves it out (None: the kind has no dtype).
+    const DTYPE_FIELD: Option<&'static str> = None;
 
     /// The named outputs and their artifact types.
     fn outputs(&self, params: &Self::Params) -> Vec<OutputDecl>;
@@ -227,6 +230,7 @@ pub trait ErasedKind: Send + Sync {
     fn version(&self) -> u32;
     fn description(&self) -> &'static str;
     fn model_field(&self) -> Option<&'static str>;
+    fn dtype_field(&self) -> Option<&'static str>;
     /// The params' JSON schema (a standalone document with its `$defs`).
     fn params_schema(&self) -> Value;
     fn parse(&self, params: Value) -> Result<AnyParams, serde_json::Error>;
@@ -270,6 +274,9 @@ impl<K: StageKind> ErasedKind for Erased<K> {
     }
     fn model_field(&self) -> Option<&'static str> {
         K::MODEL_FIELD
+    }
+    fn dtype_field(&self) -> Option<&'static str> {
+        K::DTYPE_FIELD
     }
     fn params_schema(&self) -> Value {
         serde_json::to_value(schemars::schema_for!(K::Params)).unwrap_or(Value::Bool(true))

@@ -155,17 +155,25 @@ impl<B: Backend> Llama<B> {
     /// `score.weight` in the weights becomes the reward head.
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
         let cfg = LlamaConfig::load(&dir.join("config.json"))?;
-        let tensors = weights::load_dir(dir)?;
-        Self::from_tensors(be, cfg, tensors, dir)
+        let mut tensors = weights::load_dir(dir)?;
+        Self::from_tensors(be, cfg, &mut tensors, dir)
     }
 
-    pub fn from_tensors(be: &B, cfg: LlamaConfig, mut t: TensorMap, dir: &Path) -> Result<Self> {
+    /// Builds the model from `t`, taking its tensors one at a time in
+    /// [`Llama::tensor_shapes`] order (then `score.weight`), each uploaded
+    /// before the next is taken.
+    pub fn from_tensors(
+        be: &B,
+        cfg: LlamaConfig,
+        t: &mut impl TensorSource,
+        dir: &Path,
+    ) -> Result<Self> {
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         let (qd, kvd) = (
             cfg.num_heads * cfg.head_dim,
             cfg.num_kv_heads * cfg.head_dim,
         );
-        let mut ld = Loader { be, t: &mut t, dir };
+        let mut ld = Loader { be, t, dir };
         let embed = ld.param("model.embed_tokens.weight", &[cfg.vocab_size, d])?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
@@ -183,14 +191,12 @@ impl<B: Backend> Llama<B> {
             });
         }
         let norm = ld.param("model.norm.weight", &[d])?;
-        let lm_head = if cfg.tie_word_embeddings || !ld.t.contains_key("lm_head.weight") {
+        let lm_head = if cfg.tie_word_embeddings || ld.t.rows("lm_head.weight").is_none() {
             None
         } else {
             Some(ld.param("lm_head.weight", &[cfg.vocab_size, d])?)
         };
-        let labels =
-            ld.t.get("score.weight")
-                .and_then(|s| s.shape.first().copied());
+        let labels = ld.t.rows("score.weight");
         let score = match labels {
             Some(n) => Some(ld.param("score.weight", &[n, d])?),
             None => None,
@@ -214,20 +220,15 @@ impl<B: Backend> Llama<B> {
     }
 
     /// A model with random weights (normal, std 0.02; norms 1), for
-    /// benchmarks and tests.
+    /// benchmarks and tests. Each tensor is drawn when the model takes it,
+    /// so the host never holds more than one in f32.
     pub fn random(be: &B, cfg: LlamaConfig, seed: u64) -> Result<Self> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut t = TensorMap::new();
-        for (name, shape) in Self::tensor_shapes(&cfg) {
-            let n = shape.iter().product();
-            let data = if name.ends_with("norm.weight") {
-                vec![1.0; n]
-            } else {
-                normal(&mut rng, n, 0.02)
-            };
-            t.insert(name, HostTensor::new(shape, data));
-        }
-        Self::from_tensors(be, cfg, t, Path::new("<random>"))
+        let mut t = RandomTensors {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            shapes: Self::tensor_shapes(&cfg),
+            next: 0,
+        };
+        Self::from_tensors(be, cfg, &mut t, Path::new("<random>"))
     }
 
     /// Every tensor of a `LlamaForCausalLM` with this config.
@@ -706,17 +707,71 @@ impl<B: Backend> Llama<B> {
     }
 }
 
-/// Takes checked tensors out of a map onto the device.
-struct Loader<'a, B: Backend> {
+/// Where a model's tensors come from: taken one at a time by name, checked
+/// against the shape the model expects.
+pub trait TensorSource {
+    fn take(&mut self, name: &str, shape: &[usize], dir: &Path) -> Result<HostTensor>;
+    /// The first dimension of `name`, if the source has it.
+    fn rows(&self, name: &str) -> Option<usize>;
+}
+
+impl TensorSource for TensorMap {
+    fn take(&mut self, name: &str, shape: &[usize], dir: &Path) -> Result<HostTensor> {
+        weights::take(self, name, shape, dir)
+    }
+
+    fn rows(&self, name: &str) -> Option<usize> {
+        self.get(name).and_then(|t| t.shape.first().copied())
+    }
+}
+
+/// Random weights drawn in [`Llama::tensor_shapes`] order from one stream,
+/// as the model takes them (the same values as drawing them all first).
+struct RandomTensors {
+    rng: ChaCha8Rng,
+    shapes: Vec<(String, Vec<usize>)>,
+    next: usize,
+}
+
+impl TensorSource for RandomTensors {
+    fn take(&mut self, name: &str, shape: &[usize], dir: &Path) -> Result<HostTensor> {
+        let Some((expected, have)) = self.shapes.get(self.next) else {
+            return Err(super::error::ModelError::MissingTensor {
+                name: name.to_string(),
+                dir: dir.to_path_buf(),
+            });
+        };
+        assert_eq!(expected, name, "random weights are drawn in load order");
+        assert_eq!(have, shape, "random weights have the config's shapes");
+        self.next += 1;
+        let n = shape.iter().product();
+        let data = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else {
+            normal(&mut self.rng, n, 0.02)
+        };
+        Ok(HostTensor::new(shape.to_vec(), data))
+    }
+
+    fn rows(&self, name: &str) -> Option<usize> {
+        self.shapes
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, shape)| shape.first().copied())
+    }
+}
+
+/// Takes checked tensors out of a source onto the device.
+struct Loader<'a, B: Backend, T: TensorSource> {
     be: &'a B,
-    t: &'a mut TensorMap,
+    t: &'a mut T,
     dir: &'a Path,
 }
 
-impl<B: Backend> Loader<'_, B> {
+impl<B: Backend, T: TensorSource> Loader<'_, B, T> {
     fn param(&mut self, name: &str, shape: &[usize]) -> Result<Param<B>> {
-        let host = weights::take(self.t, name, shape, self.dir)?;
-        Ok(Param::new(self.be, name, &host))
+        let host = self.t.take(name, shape, self.dir)?;
+        Ok(Param::base(self.be, name, &host))
     }
 
     fn linear(&mut self, name: &str, shape: &[usize]) -> Result<Linear<B>> {

@@ -1,7 +1,10 @@
 //! A named parameter on the device and its gradient, present only while
-//! the parameter is being trained.
+//! the parameter is being trained. A frozen base weight is stored in the
+//! backend's weight dtype (bf16 under mixed precision); adapters, heads and
+//! every trained parameter are f32, so AdamW's small steps are not rounded
+//! away.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Dtype};
 
 use super::weights::HostTensor;
 
@@ -16,6 +19,8 @@ pub struct Param<B: Backend> {
 }
 
 impl<B: Backend> Param<B> {
+    /// An f32 parameter (an adapter or a head), not trained until
+    /// [`Param::set_trainable`].
     pub fn new(be: &B, name: impl Into<String>, t: &HostTensor) -> Self {
         Param {
             name: name.into(),
@@ -25,12 +30,29 @@ impl<B: Backend> Param<B> {
         }
     }
 
+    /// A frozen weight of the base model, stored in the backend's weight
+    /// dtype.
+    pub fn base(be: &B, name: impl Into<String>, t: &HostTensor) -> Self {
+        Param {
+            name: name.into(),
+            shape: t.shape.clone(),
+            value: be.upload_weight(&t.data),
+            grad: None,
+        }
+    }
+
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 
-    /// Turns training of this parameter on (a zero gradient) or off.
+    /// Turns training of this parameter on (an f32 master copy and a zero
+    /// gradient) or off. Turning it off keeps the values as they are: what
+    /// was trained is not rounded when it stops training.
     pub fn set_trainable(&mut self, be: &B, on: bool) {
+        if on {
+            let value = std::mem::replace(&mut self.value, be.zeros(0));
+            self.value = be.to_dtype(value, Dtype::F32);
+        }
         self.grad = on.then(|| be.zeros(self.numel()));
     }
 

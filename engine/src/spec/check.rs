@@ -243,6 +243,18 @@ fn check_stage<'a>(
             value: model.clone(),
         });
     }
+    let model_dtype = model
+        .and_then(|m| m.entries())
+        .and_then(|entries| entries.iter().find(|e| e.key == "dtype"));
+    if let (Some(field), Some(dtype)) = (kind.dtype_field(), model_dtype)
+        && !body_entries.iter().any(|e| e.key == field)
+    {
+        body_entries.push(Entry {
+            key: field.to_string(),
+            key_span: dtype.key_span.clone(),
+            value: dtype.value.clone(),
+        });
+    }
     let body = Node {
         span: entry.value.span.clone(),
         value: NodeValue::Map(body_entries),

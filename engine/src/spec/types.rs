@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::backend::Dtype;
+
 /// A poker-pipe pipeline: stages that make data, train and evaluate models,
 /// run in dependency order and cached by content hash.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -43,19 +45,12 @@ pub struct ModelDefaults {
     /// llama.cpp model file), or a local folder.
     #[schemars(length(min = 1))]
     pub base: String,
-    /// Number format of weights and activations on the GPU.
+    /// Number format of the training and evaluation stages (`f32` when left
+    /// out): `bf16` stores frozen weights in bfloat16 and rounds as the CUDA
+    /// kernels do, on the GPU and on the CPU alike. A stage's own `dtype`
+    /// wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Dtype>,
-}
-
-/// Number formats for weights and activations.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    /// 32-bit floats (the CPU reference).
-    F32,
-    /// bfloat16 with f32 accumulation (CUDA).
-    Bf16,
 }
 
 /// How to execute on a GPU of a given size: the seed's memory table.

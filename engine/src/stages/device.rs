@@ -3,11 +3,15 @@
 //! work is written once over [`Backend`]; [`run_on_device`] opens the
 //! device through [`with_backend`] and runs it there.
 
-use crate::backend::{Backend, OnBackend, with_backend};
+use crate::backend::{Backend, Dtype, OnBackend, with_backend};
 use crate::graph::{StageContext, StageError, StageKind, StageResult};
 
 /// A stage kind whose work runs on any backend.
 pub trait RunOnBackend: StageKind {
+    /// How the stage stores its frozen weights (its `dtype`, else the
+    /// pipeline's `model.dtype`, else f32).
+    fn dtype(&self, params: &Self::Params) -> Dtype;
+
     fn run_on<B: Backend>(
         &self,
         be: &B,
@@ -40,6 +44,7 @@ pub fn run_on_device<K: RunOnBackend>(
     ctx: &mut StageContext,
 ) -> StageResult {
     let device = ctx.device;
-    with_backend(device, Work { kind, params, ctx })
+    let dtype = kind.dtype(params);
+    with_backend(device, dtype, Work { kind, params, ctx })
         .map_err(|e| StageError::user(miette::Report::new(e)))?
 }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::device::{RunOnBackend, run_on_device};
 use super::lm_answerer::{BATCH, LmAnswerer, PromptAndAnswer};
 use super::{CAUSAL_LM, PAIRS_DATASET, PROMPT_SET, REWARD_MODEL, model_seats, reward};
-use crate::backend::Backend;
+use crate::backend::{Backend, Dtype};
 use crate::graph::{
     Cancel, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind, StageResult,
 };
@@ -114,6 +114,11 @@ pub struct EvalParams {
         skip_serializing_if = "super::is_chat_template_on"
     )]
     pub chat_template: bool,
+    /// Storage of frozen weights: `bf16` (bfloat16, rounding where the CUDA
+    /// kernels round, on the GPU and the CPU alike) or `f32`. The pipeline's
+    /// `model.dtype` when left out; f32 when neither says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
     /// `reward_mean_sft` and `reward_mean_ppo` average the reward model's
     /// score over this many answers per held-out prompt, sampled at
     /// `reward_temperature`: the expected reward PPO maximises. The greedy
@@ -160,6 +165,7 @@ impl StageKind for Eval {
     type Params = EvalParams;
     const NAME: &'static str = "eval";
     const VERSION: u32 = 3;
+    const DTYPE_FIELD: Option<&'static str> = Some("dtype");
     const DESCRIPTION: &'static str = "Held-out legal-action rate and accuracy against card-blind baselines, reward-model accuracy and means, arena bb/100 against baseline bots.";
 
     fn outputs(&self, _: &EvalParams) -> Vec<OutputDecl> {
@@ -240,6 +246,10 @@ impl StageKind for Eval {
 }
 
 impl RunOnBackend for Eval {
+    fn dtype(&self, params: &EvalParams) -> Dtype {
+        params.dtype.unwrap_or_default()
+    }
+
     fn run_on<B: Backend>(&self, be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResult {
         let result = run(be, p, ctx);
         StageError::or_interrupted(result, ctx)

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::device::{RunOnBackend, run_on_device};
 use super::{CAUSAL_LM, PROMPT_SET, REWARD_MODEL};
-use crate::backend::Backend;
+use crate::backend::{Backend, Dtype};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
@@ -145,6 +145,11 @@ pub struct PpoParams {
         skip_serializing_if = "super::is_chat_template_on"
     )]
     pub chat_template: bool,
+    /// Storage of frozen weights: `bf16` (bfloat16, rounding where the CUDA
+    /// kernels round, on the GPU and the CPU alike) or `f32`. The pipeline's
+    /// `model.dtype` when left out; f32 when neither says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
 }
 
 mod defaults {
@@ -221,6 +226,7 @@ impl StageKind for Ppo {
     /// 2: each prompt samples from its own random stream (so roll-outs can
     /// run in the preset's micro-batches), which changes the responses.
     const VERSION: u32 = 2;
+    const DTYPE_FIELD: Option<&'static str> = Some("dtype");
     const DESCRIPTION: &'static str = "RLHF with PPO: actor from SFT, critic from the reward model, KL to the SFT policy, GAE, clipped updates, EMA.";
 
     fn outputs(&self, _: &PpoParams) -> Vec<OutputDecl> {
@@ -302,6 +308,10 @@ impl StageKind for Ppo {
 }
 
 impl RunOnBackend for Ppo {
+    fn dtype(&self, params: &PpoParams) -> Dtype {
+        params.dtype.unwrap_or_default()
+    }
+
     fn run_on<B: Backend>(&self, be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult {
         run(be, p, ctx)
     }

@@ -27,7 +27,7 @@ use serde_json::json;
 use super::device::{RunOnBackend, run_on_device};
 use super::sft::{Method, fail, loop_settings, run_loop, train_all};
 use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
-use crate::backend::{Backend, Gemm};
+use crate::backend::{Backend, Dtype, Gemm};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
@@ -94,6 +94,11 @@ pub struct RewardParams {
         skip_serializing_if = "super::is_chat_template_on"
     )]
     pub chat_template: bool,
+    /// Storage of frozen weights: `bf16` (bfloat16, rounding where the CUDA
+    /// kernels round, on the GPU and the CPU alike) or `f32`. The pipeline's
+    /// `model.dtype` when left out; f32 when neither says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
 }
 
 /// LoRA settings of a reward model (no dropout: the recipe disables it).
@@ -188,6 +193,7 @@ impl StageKind for Reward {
     type Params = RewardParams;
     const NAME: &'static str = "reward";
     const VERSION: u32 = 1;
+    const DTYPE_FIELD: Option<&'static str> = Some("dtype");
     const DESCRIPTION: &'static str =
         "Reward model (LlamaForSequenceClassification) from an SFT model, on the pairwise loss.";
 
@@ -272,6 +278,10 @@ impl StageKind for Reward {
 }
 
 impl RunOnBackend for Reward {
+    fn dtype(&self, params: &RewardParams) -> Dtype {
+        params.dtype.unwrap_or_default()
+    }
+
     fn run_on<B: Backend>(
         &self,
         be: &B,

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::device::{RunOnBackend, run_on_device};
 use super::tokenizer::SpecialTokens;
 use super::{CAUSAL_LM, SFT_DATASET, TOKENIZER};
-use crate::backend::Backend;
+use crate::backend::{Backend, Dtype};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
@@ -286,6 +286,11 @@ pub struct SftParams {
         skip_serializing_if = "super::is_chat_template_on"
     )]
     pub chat_template: bool,
+    /// Storage of frozen weights: `bf16` (bfloat16, rounding where the CUDA
+    /// kernels round, on the GPU and the CPU alike) or `f32`. The pipeline's
+    /// `model.dtype` when left out; f32 when neither says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
 }
 
 impl SftParams {
@@ -320,6 +325,7 @@ impl StageKind for Sft {
     const DESCRIPTION: &'static str =
         "Supervised fine-tuning (LoRA or full) with the prompt masked from the loss.";
     const MODEL_FIELD: Option<&'static str> = Some("base");
+    const DTYPE_FIELD: Option<&'static str> = Some("dtype");
 
     fn outputs(&self, _: &SftParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("model", CAUSAL_LM, "")]
@@ -435,6 +441,14 @@ impl StageKind for Sft {
 }
 
 impl RunOnBackend for Sft {
+    fn dtype(&self, params: &SftParams) -> Dtype {
+        let base = match &params.base {
+            Some(BaseModel::Pretrained(model)) => model.dtype,
+            _ => None,
+        };
+        params.dtype.or(base).unwrap_or_default()
+    }
+
     fn run_on<B: Backend>(
         &self,
         be: &B,

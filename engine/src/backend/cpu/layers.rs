@@ -23,7 +23,16 @@ pub fn embedding_backward(dout: &[f32], ids: &[u32], dim: usize, dtable: &mut [f
     }
 }
 
-pub fn rms_norm(x: &[f32], w: &[f32], dim: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+/// `narrow` is applied where the CUDA kernel rounds to bf16, to the
+/// normalised value and to the output (HF's `w * x_hat.to(bf16)`); the f32
+/// reference passes the identity.
+pub fn rms_norm(
+    x: &[f32],
+    w: &[f32],
+    dim: usize,
+    eps: f32,
+    narrow: impl Fn(f32) -> f32 + Sync,
+) -> (Vec<f32>, Vec<f32>) {
     let rows = x.len() / dim;
     let mut y = vec![0.0; x.len()];
     let mut inv = vec![0.0; rows];
@@ -34,7 +43,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], dim: usize, eps: f32) -> (Vec<f32>, Vec<f3
             let mean = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
             *inv = 1.0 / (mean + eps).sqrt();
             for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                *y = w * (x * *inv);
+                *y = narrow(w * narrow(x * *inv));
             }
         });
     (y, inv)

@@ -5,12 +5,14 @@ use rayon::prelude::*;
 
 use super::math::exp_shifted_sum;
 use super::matmul::matmul;
-use crate::backend::Gemm;
+use crate::backend::{Gemm, round_all};
 
 /// Rows per chunk: `CHUNK x vocab` floats at a time (128 x 128256 x 4 B =
 /// 66 MB for Llama 3, a few KB for the tiny models).
 const CHUNK: usize = 128;
 
+/// With `bf16`, the logits and their gradient are rounded to bf16 where the
+/// CUDA kernels store them in bf16 (the caller rounds `h` and `w`).
 pub fn token_nll(
     h: &[f32],
     w: &[f32],
@@ -18,6 +20,7 @@ pub fn token_nll(
     targets: &[u32],
     weights: &[f32],
     mut grads: Option<(&mut Vec<f32>, Option<&mut Vec<f32>>)>,
+    bf16: bool,
 ) -> Vec<f32> {
     let vocab = w.len() / dim;
     let rows = targets.len();
@@ -35,6 +38,9 @@ pub fn token_nll(
         }
         let mut logits = vec![0.0; n * vocab];
         matmul(&hc, w, &mut logits, Gemm::linear(n, vocab, dim));
+        if bf16 {
+            round_all(&mut logits);
+        }
         let values: Vec<f32> = logits
             .par_chunks_mut(vocab)
             .zip(chunk.par_iter())
@@ -57,6 +63,9 @@ pub fn token_nll(
             nll[r] = v;
         }
         if let Some((dh, dw)) = grads.as_mut() {
+            if bf16 {
+                round_all(&mut logits);
+            }
             let mut dhc = vec![0.0; n * dim];
             matmul(&logits, w, &mut dhc, Gemm::plain(n, dim, vocab));
             for (i, &r) in chunk.iter().enumerate() {

@@ -7,11 +7,14 @@ mod layers;
 mod loss;
 mod math;
 mod matmul;
+mod mixed;
 mod optim;
 #[cfg(test)]
 mod tests;
 
-use super::{AdamWStep, AttnShape, Backend, Device, Gemm, RowCopy, Sampling};
+use super::{AdamWStep, AttnShape, Backend, Device, Dtype, Gemm, RowCopy, Sampling};
+
+pub use mixed::{CpuBf16, CpuBuf};
 
 pub use layers::dropout_uniform;
 
@@ -25,6 +28,23 @@ impl Backend for Cpu {
 
     fn device(&self) -> Device {
         Device::Cpu
+    }
+
+    fn weight_dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn dtype(&self, _buf: &Vec<f32>) -> Dtype {
+        Dtype::F32
+    }
+
+    fn to_dtype(&self, buf: Vec<f32>, dtype: Dtype) -> Vec<f32> {
+        assert_eq!(
+            dtype,
+            Dtype::F32,
+            "the f32 CPU backend stores f32 only (CpuBf16 stores bf16)"
+        );
+        buf
     }
 
     fn upload(&self, data: &[f32]) -> Vec<f32> {
@@ -90,7 +110,7 @@ impl Backend for Cpu {
     }
 
     fn rms_norm(&self, x: &Vec<f32>, w: &Vec<f32>, dim: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
-        layers::rms_norm(x, w, dim, eps)
+        layers::rms_norm(x, w, dim, eps, |v| v)
     }
 
     fn rms_norm_backward(
@@ -167,7 +187,7 @@ impl Backend for Cpu {
         weights: &[f32],
         grads: Option<(&mut Vec<f32>, Option<&mut Vec<f32>>)>,
     ) -> Vec<f32> {
-        loss::token_nll(h, w, dim, targets, weights, grads)
+        loss::token_nll(h, w, dim, targets, weights, grads, false)
     }
 
     fn gather_rows(&self, x: &Vec<f32>, idx: &[u32], width: usize) -> Vec<f32> {

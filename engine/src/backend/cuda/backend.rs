@@ -1,8 +1,8 @@
 //! `impl Backend for CudaBackend`: the model's ops on one GPU.
 //!
-//! Storage: every trait buffer is f32 on the device. The trait has one buffer
-//! type for weights, activations, gradients and optimizer state, and the f32
-//! copy is what keeps master weights and AdamW moments exact. Compute is bf16
+//! Storage: frozen weights in the backend's weight dtype (bf16 when opened
+//! with [`Dtype::Bf16`], half the bytes), everything else f32: trainable
+//! master weights, gradients, AdamW moments and activations. Compute is bf16
 //! where the GPU is fast in it: GEMM operands are narrowed to bf16 and run on
 //! the tensor cores with f32 accumulation (cuBLAS, f32 output), and RMSNorm,
 //! RoPE, SwiGLU, flash attention and the chunked cross-entropy run the bf16
@@ -24,12 +24,12 @@
 //! can get wrong (no driver, no GPU, a kernel that does not compile) is
 //! reported by [`CudaBackend::open`] as an error value first.
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr};
 use half::bf16;
 
 use super::tensor::{F32AttnShape, RowBlocks};
 use super::{AdamW, AttentionShape, CudaDevice, CudaError, GradRef, Transpose};
-use crate::backend::{AdamWStep, AttnShape, Backend, Cpu, Device, Gemm, RowCopy, Sampling};
+use crate::backend::{AdamWStep, AttnShape, Backend, Cpu, Device, Dtype, Gemm, RowCopy, Sampling};
 
 /// Rows of bf16 logits the fused cross-entropy holds at once: at most 2^27
 /// values (256 MiB), e.g. 1046 rows of Llama 3's 128256-token vocabulary.
@@ -39,28 +39,72 @@ const CE_CHUNK_VALUES: usize = 1 << 27;
 #[derive(Debug)]
 pub struct CudaBackend {
     dev: CudaDevice,
+    weights: Dtype,
 }
 
-/// An f32 buffer on the GPU. Empty buffers hold one unused element because
-/// the driver does not allocate zero bytes.
+/// A buffer on the GPU. Empty buffers hold one unused element because the
+/// driver does not allocate zero bytes.
 pub struct CudaBuf {
-    data: CudaSlice<f32>,
+    data: Store,
     len: usize,
+}
+
+/// What a [`CudaBuf`] holds.
+enum Store {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<bf16>),
 }
 
 impl std::fmt::Debug for CudaBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CudaBuf(f32 x {})", self.len)
+        let dtype = match self.data {
+            Store::F32(_) => "f32",
+            Store::Bf16(_) => "bf16",
+        };
+        write!(f, "CudaBuf({dtype} x {})", self.len)
     }
 }
 
 impl CudaBuf {
+    /// The f32 storage. Ops other than the weight readers take f32 only; a
+    /// bf16 buffer there is a programming error.
+    fn f32(&self) -> &CudaSlice<f32> {
+        match &self.data {
+            Store::F32(d) => d,
+            Store::Bf16(_) => panic!("CUDA backend: an f32 op got a bf16 buffer"),
+        }
+    }
+
+    fn f32_mut(&mut self) -> &mut CudaSlice<f32> {
+        match &mut self.data {
+            Store::F32(d) => d,
+            Store::Bf16(_) => panic!("CUDA backend: an f32 op got a bf16 buffer"),
+        }
+    }
+
     fn view(&self) -> CudaView<'_, f32> {
-        self.data.slice(..self.len)
+        self.f32().slice(..self.len)
     }
 
     fn view_mut(&mut self) -> CudaViewMut<'_, f32> {
-        self.data.slice_mut(..self.len)
+        let len = self.len;
+        self.f32_mut().slice_mut(..len)
+    }
+}
+
+/// A bf16 operand for a kernel: a stored bf16 weight as it is, or a
+/// narrowed copy of an f32 buffer.
+enum Bf16Operand<'a> {
+    Stored(CudaView<'a, bf16>),
+    Cast(CudaSlice<bf16>),
+}
+
+impl Bf16Operand<'_> {
+    fn view(&self) -> CudaView<'_, bf16> {
+        match self {
+            Bf16Operand::Stored(v) => v.slice(..),
+            Bf16Operand::Cast(s) => s.slice(..),
+        }
     }
 }
 
@@ -90,9 +134,11 @@ impl CudaBackend {
     /// Open GPU `ordinal`: probe the driver, compile or load the kernels, and
     /// create the cuBLAS handle. Fails with a diagnostic, never a panic, on a
     /// machine without a driver or GPU.
-    pub fn open(ordinal: usize) -> Result<Self, CudaError> {
+    /// Frozen weights are stored as `weights`.
+    pub fn open(ordinal: usize, weights: Dtype) -> Result<Self, CudaError> {
         Ok(CudaBackend {
             dev: CudaDevice::open(ordinal)?,
+            weights,
         })
     }
 
@@ -103,20 +149,29 @@ impl CudaBackend {
 
     fn alloc(&self, len: usize) -> CudaBuf {
         CudaBuf {
-            data: ok(self.dev.zeros(len.max(1))),
+            data: Store::F32(ok(self.dev.zeros(len.max(1)))),
             len,
         }
     }
 
-    fn to_bf16(&self, x: &CudaBuf) -> CudaSlice<bf16> {
+    /// `x` as a kernel's bf16 input: a stored bf16 weight is read in place.
+    fn to_bf16<'a>(&self, x: &'a CudaBuf) -> Bf16Operand<'a> {
+        match &x.data {
+            Store::Bf16(d) => Bf16Operand::Stored(d.slice(..x.len)),
+            Store::F32(_) => Bf16Operand::Cast(self.narrowed(x)),
+        }
+    }
+
+    /// A bf16 copy of the f32 buffer `x`, rounded to nearest even.
+    fn narrowed(&self, x: &CudaBuf) -> CudaSlice<bf16> {
         let mut out = ok(self.dev.scratch::<bf16>(x.len));
         ok(self.dev.cast_to_bf16(&x.view(), &mut out));
         out
     }
 
-    fn to_f32(&self, x: &CudaSlice<bf16>) -> CudaBuf {
+    fn to_f32(&self, x: &impl DevicePtr<bf16>) -> CudaBuf {
         let mut out = CudaBuf {
-            data: ok(self.dev.scratch::<f32>(x.len())),
+            data: Store::F32(ok(self.dev.scratch::<f32>(x.len()))),
             len: x.len(),
         };
         ok(self.dev.cast_to_f32(x, &mut out.view_mut()));
@@ -127,14 +182,10 @@ impl CudaBackend {
         ok(self.dev.upload(&values))
     }
 
-    /// The flash kernels take square causal batches without padding and
-    /// head dims 64 or 128.
+    /// The flash kernels' shape when they take this call
+    /// ([`AttnShape::is_flash`]).
     fn flash_shape(shape: AttnShape, kv_start: &[u32]) -> Option<AttentionShape> {
-        let square = shape.q_offset == 0
-            && shape.q_len == shape.kv_len
-            && shape.kv_len == shape.kv_cap
-            && kv_start.iter().all(|&s| s == 0);
-        (square && matches!(shape.head_dim, 64 | 128)).then_some(AttentionShape {
+        shape.is_flash(kv_start).then_some(AttentionShape {
             batch: shape.batch,
             seq: shape.q_len,
             q_heads: shape.heads,
@@ -173,13 +224,68 @@ impl Backend for CudaBackend {
         Device::Cuda(self.dev.ordinal())
     }
 
+    fn weight_dtype(&self) -> Dtype {
+        self.weights
+    }
+
+    fn dtype(&self, buf: &CudaBuf) -> Dtype {
+        match buf.data {
+            Store::F32(_) => Dtype::F32,
+            Store::Bf16(_) => Dtype::Bf16,
+        }
+    }
+
+    fn to_dtype(&self, buf: CudaBuf, dtype: Dtype) -> CudaBuf {
+        match (&buf.data, dtype) {
+            (Store::F32(_), Dtype::Bf16) => {
+                let mut out = ok(self.dev.zeros::<bf16>(buf.len.max(1)));
+                if buf.len > 0 {
+                    ok(self
+                        .dev
+                        .cast_to_bf16(&buf.view(), &mut out.slice_mut(..buf.len)));
+                }
+                CudaBuf {
+                    data: Store::Bf16(out),
+                    len: buf.len,
+                }
+            }
+            (Store::Bf16(d), Dtype::F32) => {
+                let mut out = self.alloc(buf.len);
+                if buf.len > 0 {
+                    ok(self
+                        .dev
+                        .cast_to_f32(&d.slice(..buf.len), &mut out.view_mut()));
+                }
+                out
+            }
+            _ => buf,
+        }
+    }
+
     fn upload(&self, data: &[f32]) -> CudaBuf {
         if data.is_empty() {
             return self.alloc(0);
         }
         CudaBuf {
-            data: ok(self.dev.upload(data)),
+            data: Store::F32(ok(self.dev.upload(data))),
             len: data.len(),
+        }
+    }
+
+    fn upload_weight(&self, data: &[f32]) -> CudaBuf {
+        match self.weights {
+            Dtype::F32 => self.upload(data),
+            Dtype::Bf16 => {
+                let narrow: Vec<bf16> = data.iter().map(|&x| bf16::from_f32(x)).collect();
+                CudaBuf {
+                    data: Store::Bf16(ok(self.dev.upload(if narrow.is_empty() {
+                        &[bf16::ZERO][..]
+                    } else {
+                        &narrow[..]
+                    }))),
+                    len: data.len(),
+                }
+            }
         }
     }
 
@@ -187,7 +293,13 @@ impl Backend for CudaBackend {
         if buf.len == 0 {
             return Vec::new();
         }
-        ok(self.dev.download(&buf.view()))
+        match &buf.data {
+            Store::F32(d) => ok(self.dev.download(&d.slice(..buf.len))),
+            Store::Bf16(d) => ok(self.dev.download(&d.slice(..buf.len)))
+                .iter()
+                .map(|x: &bf16| x.to_f32())
+                .collect(),
+        }
     }
 
     fn zeros(&self, len: usize) -> CudaBuf {
@@ -199,22 +311,26 @@ impl Backend for CudaBackend {
     }
 
     fn set_zero(&self, buf: &mut CudaBuf) {
-        ok(self
-            .dev
-            .stream()
-            .memset_zeros(&mut buf.data)
-            .map_err(CudaError::driver("zeroing a buffer")));
+        let stream = self.dev.stream();
+        let zeroed = match &mut buf.data {
+            Store::F32(d) => stream.memset_zeros(d),
+            Store::Bf16(d) => stream.memset_zeros(d),
+        };
+        ok(zeroed.map_err(CudaError::driver("zeroing a buffer")));
     }
 
     fn duplicate(&self, buf: &CudaBuf) -> CudaBuf {
-        CudaBuf {
-            data: ok(self
-                .dev
-                .stream()
-                .clone_dtod(&buf.data)
-                .map_err(CudaError::driver("copying a buffer on the GPU"))),
-            len: buf.len,
-        }
+        let stream = self.dev.stream();
+        let copy = |what| CudaError::driver(what);
+        let data = match &buf.data {
+            Store::F32(d) => Store::F32(ok(stream
+                .clone_dtod(d)
+                .map_err(copy("copying a buffer on the GPU")))),
+            Store::Bf16(d) => Store::Bf16(ok(stream
+                .clone_dtod(d)
+                .map_err(copy("copying a buffer on the GPU")))),
+        };
+        CudaBuf { data, len: buf.len }
     }
 
     fn copy_rows(&self, src: &CudaBuf, dst: &mut CudaBuf, c: RowCopy) {
@@ -236,16 +352,22 @@ impl Backend for CudaBackend {
     fn matmul(&self, a: &CudaBuf, b: &CudaBuf, c: &mut CudaBuf, g: Gemm) {
         let flag = |t: bool| if t { Transpose::Yes } else { Transpose::No };
         let (a16, b16) = (self.to_bf16(a), self.to_bf16(b));
-        ok(self.dev.gemm::<f32>(
-            (g.m, g.n, g.k),
-            &a16,
-            flag(g.trans_a),
-            &b16,
-            flag(g.trans_b),
-            &mut c.view_mut(),
-            g.alpha,
-            g.beta,
-        ));
+        let (a16, b16) = (a16.view(), b16.view());
+        let len = c.len;
+        let shape = (g.m, g.n, g.k);
+        let (a16, ta, b16, tb) = (&a16, flag(g.trans_a), &b16, flag(g.trans_b));
+        ok(match &mut c.data {
+            Store::F32(c) => {
+                let mut c = c.slice_mut(..len);
+                self.dev
+                    .gemm::<f32>(shape, a16, ta, b16, tb, &mut c, g.alpha, g.beta)
+            }
+            Store::Bf16(c) => {
+                let mut c = c.slice_mut(..len);
+                self.dev
+                    .gemm::<bf16>(shape, a16, ta, b16, tb, &mut c, g.alpha, g.beta)
+            }
+        });
     }
 
     fn axpy(&self, dst: &mut CudaBuf, alpha: f32, src: &CudaBuf) {
@@ -268,13 +390,25 @@ impl Backend for CudaBackend {
         let mut out = ok(self.dev.zeros::<f32>(2));
         ok(self
             .dev
-            .grad_norm(&[GradRef::F32(&buf.data)], 0.0, &mut out));
+            .grad_norm(&[GradRef::F32(buf.f32())], 0.0, &mut out));
         let norm = f64::from(ok(self.dev.download(&out))[0]);
         norm * norm
     }
 
     fn embedding(&self, table: &CudaBuf, ids: &[u32], dim: usize) -> CudaBuf {
-        self.gather_rows(table, ids, dim)
+        let Store::Bf16(t) = &table.data else {
+            return self.gather_rows(table, ids, dim);
+        };
+        if ids.is_empty() || dim == 0 {
+            return self.alloc(0);
+        }
+        let vocab = table.len / dim;
+        let ids = self.upload_ints(indices("embedding", ids, vocab));
+        let mut out = ok(self.dev.scratch::<bf16>(ids.len() * dim));
+        ok(self
+            .dev
+            .embedding_fwd(vocab, dim, &ids, &t.slice(..table.len), &mut out));
+        self.to_f32(&out)
     }
 
     fn embedding_backward(&self, dout: &CudaBuf, ids: &[u32], dim: usize, dtable: &mut CudaBuf) {
@@ -284,6 +418,7 @@ impl Backend for CudaBackend {
     fn rms_norm(&self, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) -> (CudaBuf, CudaBuf) {
         let rows = x.len / dim;
         let (x16, w16) = (self.to_bf16(x), self.to_bf16(w));
+        let (x16, w16) = (x16.view(), w16.view());
         let mut y = ok(self.dev.scratch::<bf16>(x.len));
         let mut rstd = self.alloc(rows);
         ok(self
@@ -303,6 +438,7 @@ impl Backend for CudaBackend {
     ) -> CudaBuf {
         let rows = x.len / dim;
         let (dy16, x16, w16) = (self.to_bf16(dy), self.to_bf16(x), self.to_bf16(w));
+        let (dy16, x16, w16) = (dy16.view(), x16.view(), w16.view());
         let mut dx = ok(self.dev.scratch::<bf16>(x.len));
         let mut dw_rows = self.alloc(dim);
         ok(self.dev.rmsnorm_bwd(
@@ -337,7 +473,7 @@ impl Backend for CudaBackend {
         assert_eq!(x.len, tokens * heads * head_dim, "rope: shape mismatch");
         let pos = self.upload_ints(indices("rope", positions, i32::MAX as usize));
         let freq = ok(self.dev.upload(inv_freq));
-        let mut x16 = self.to_bf16(x);
+        let mut x16 = self.narrowed(x);
         if inverse {
             ok(self
                 .dev
@@ -361,6 +497,7 @@ impl Backend for CudaBackend {
         let mut lse = self.alloc(shape.batch * shape.heads * shape.q_len);
         if let Some(flash) = Self::flash_shape(shape, kv_start) {
             let (q16, k16, v16) = (self.to_bf16(q), self.to_bf16(k), self.to_bf16(v));
+            let (q16, k16, v16) = (q16.view(), k16.view(), v16.view());
             let mut o = ok(self.dev.scratch::<bf16>(q.len));
             ok(self
                 .dev
@@ -394,7 +531,9 @@ impl Backend for CudaBackend {
     ) -> (CudaBuf, CudaBuf, CudaBuf) {
         if let Some(flash) = Self::flash_shape(shape, kv_start) {
             let (q16, k16, v16) = (self.to_bf16(q), self.to_bf16(k), self.to_bf16(v));
+            let (q16, k16, v16) = (q16.view(), k16.view(), v16.view());
             let (o16, do16) = (self.to_bf16(out), self.to_bf16(dout));
+            let (o16, do16) = (o16.view(), do16.view());
             let mut dq = ok(self.dev.scratch::<bf16>(q.len));
             let mut dk = ok(self.dev.scratch::<bf16>(k.len));
             let mut dv = ok(self.dev.scratch::<bf16>(v.len));
@@ -431,6 +570,7 @@ impl Backend for CudaBackend {
     fn swiglu(&self, gate: &CudaBuf, up: &CudaBuf) -> CudaBuf {
         assert_eq!(gate.len, up.len, "swiglu: lengths differ");
         let (g16, u16) = (self.to_bf16(gate), self.to_bf16(up));
+        let (g16, u16) = (g16.view(), u16.view());
         let mut h = ok(self.dev.scratch::<bf16>(gate.len));
         ok(self.dev.swiglu_fwd(&g16, &u16, &mut h));
         self.to_f32(&h)
@@ -438,6 +578,7 @@ impl Backend for CudaBackend {
 
     fn swiglu_backward(&self, gate: &CudaBuf, up: &CudaBuf, dh: &CudaBuf) -> (CudaBuf, CudaBuf) {
         let (g16, u16, d16) = (self.to_bf16(gate), self.to_bf16(up), self.to_bf16(dh));
+        let (g16, u16, d16) = (g16.view(), u16.view(), d16.view());
         let mut dg = ok(self.dev.scratch::<bf16>(gate.len));
         let mut du = ok(self.dev.scratch::<bf16>(up.len));
         ok(self.dev.swiglu_bwd(&g16, &u16, &d16, &mut dg, &mut du));
@@ -473,6 +614,7 @@ impl Backend for CudaBackend {
             return Vec::new();
         }
         let (h16, w16) = (self.to_bf16(h), self.to_bf16(w));
+        let (h16, w16) = (h16.view(), w16.view());
         let tgt = self.upload_ints(indices("token_nll", targets, vocab));
         let wts = ok(self.dev.upload(weights));
         let mut lse = ok(self.dev.scratch::<f32>(rows));
@@ -516,7 +658,7 @@ impl Backend for CudaBackend {
                 Transpose::No,
                 &w16,
                 Transpose::No,
-                &mut dh.data.slice_mut(r0 * dim..r1 * dim),
+                &mut dh.f32_mut().slice_mut(r0 * dim..r1 * dim),
                 1.0,
                 0.0,
             ));

@@ -10,7 +10,7 @@ use std::time::Instant;
 use miette::miette;
 
 use super::gpu;
-use crate::backend::{Backend, CudaBackend, Device, Sampling};
+use crate::backend::{Backend, CudaBackend, Device, Dtype, Sampling};
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::generate::{GenerateOptions, generate};
 use crate::model::{Llama, LlamaConfig};
@@ -46,7 +46,8 @@ pub fn run(args: Args) -> CmdResult {
     let ordinal = dev.ordinal();
     let copy = gpu::copy_bandwidth(&dev, 1 << 30)?;
     drop(dev);
-    let be = CudaBackend::open(ordinal).map_err(|e| Failure::user(miette::Report::new(e)))?;
+    let be = CudaBackend::open(ordinal, Dtype::Bf16)
+        .map_err(|e| Failure::user(miette::Report::new(e)))?;
     let cfg = LlamaConfig::load(&args.model_config).map_err(Failure::user)?;
     let mut model = Llama::random(&be, cfg.clone(), 0).map_err(Failure::user)?;
     let params: usize = model.params_mut().iter().map(|p| p.numel()).sum();

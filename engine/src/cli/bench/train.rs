@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use miette::miette;
 
-use crate::backend::{Backend, Device, OnBackend};
+use crate::backend::{Backend, Device, Dtype, OnBackend};
 use crate::cli::device::on_device;
 use crate::error::{CmdResult, Exit, Failure};
 use crate::model::LlamaConfig;
@@ -38,6 +38,10 @@ pub struct Args {
     pub threads: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// Storage of the model's weights: `f32`, or `bf16` (frozen weights in
+    /// bfloat16, rounding as the CUDA kernels do, on any device).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Dtype,
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
 }
@@ -65,7 +69,7 @@ pub fn run(args: Args) -> CmdResult {
             .map_err(|e| Failure::runtime(miette!("cannot start {threads} threads: {e}")))?;
     }
     let cfg = LlamaConfig::load(&args.model_config).map_err(Failure::user)?;
-    on_device(args.device, Bench { args, cfg })
+    on_device(args.device, args.dtype, Bench { args, cfg })
 }
 
 /// The benchmark, waiting for the backend it measures.

@@ -6,6 +6,8 @@
 //   dx[r, v] = w[r] * scale * (softmax(x[r])[v] - [v == t[r]])
 // A row counts only when its weight (the loss mask, optionally normalised) is
 // non-zero and its target lies in [0, V); other rows get loss 0, gradient 0.
+// softmax_entropy gives each row's entropy from the forward's lse:
+//   H[r] = lse[r] - sum_v softmax(x[r])[v] * x[r, v]
 // One block per row streams the vocabulary in chunks of the block's width.
 
 #define CE_THREADS 512
@@ -57,4 +59,20 @@ cross_entropy_bwd(bf16_t* __restrict__ logits, const int* __restrict__ targets,
         float p = expf(bf16_to_f32(x[v]) - l);
         x[v] = f32_to_bf16(coef * (p - (v == t ? 1.0f : 0.0f)));
     }
+}
+
+extern "C" __global__ void __launch_bounds__(CE_THREADS)
+softmax_entropy(const bf16_t* __restrict__ logits, const float* __restrict__ lse,
+                float* __restrict__ entropy, int V) {
+    __shared__ float scratch[32];
+    const size_t row = blockIdx.x;
+    const bf16_t* x = logits + row * V;
+    const float l = lse[row];
+    float s = 0.0f;
+    for (int v = threadIdx.x; v < V; v += CE_THREADS) {
+        const float z = bf16_to_f32(x[v]);
+        s = fmaf(expf(z - l), z, s);
+    }
+    const float total = block_sum(s, scratch);
+    if (threadIdx.x == 0) entropy[row] = l - total;
 }

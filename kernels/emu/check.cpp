@@ -248,6 +248,12 @@ static void check_cross_entropy() {
         std::vector<double> a(lse.begin(), lse.end()), b(loss.begin(), loss.end());
         check("cross-entropy lse", relerr(a, L), 1e-4);
         check("cross-entropy loss", relerr(b, Lo), 1e-4);
+        std::vector<float> ent(R, NAN);
+        launch({(unsigned)R, 1, 1}, 512, [&] { softmax_entropy(lg.data(), lse.data(), ent.data(), V); });
+        std::vector<double> H(R, 0);
+        for (int r = 0; r < R; ++r)
+            for (int v = 0; v < V; ++v) { double lp = frombf(lg[r * V + v]) - L[r]; H[r] -= exp(lp) * lp; }
+        check("softmax entropy", relerr(widef(ent), H), 1e-4);
         launch({(unsigned)R, 1, 1}, 512, [&] { cross_entropy_bwd(lg.data(), tg.data(), w.data(), lse.data(), 0.5f, V); });
         check("cross-entropy dlogits", relerr(wide(lg), Gw), 1e-2);
     }

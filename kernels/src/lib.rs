@@ -79,7 +79,10 @@ pub static MODULES: &[Module] = &[
     module!("rmsnorm", ["rmsnorm_fwd", "rmsnorm_bwd", "sum_rows_f32"]),
     module!("rope", ["rope_fwd", "rope_bwd"]),
     module!("swiglu", ["swiglu_fwd", "swiglu_bwd"]),
-    module!("cross_entropy", ["cross_entropy_fwd", "cross_entropy_bwd"]),
+    module!(
+        "cross_entropy",
+        ["cross_entropy_fwd", "cross_entropy_bwd", "softmax_entropy"]
+    ),
     module!("embedding", ["embedding_fwd", "embedding_bwd"]),
     module!("grad_norm", ["sumsq_f32", "sumsq_bf16", "grad_norm_finish"]),
     module!("sampling", ["sample_tokens"]),

@@ -13,8 +13,8 @@
 #![allow(clippy::unwrap_used)]
 
 use poker_pipe::backend::{
-    AdamWStep, AttnShape, Backend, Cpu, CudaBackend, Device, Dtype, Gemm, OnBackend, RowCopy,
-    Sampling, with_backend,
+    AdamWStep, AttnShape, Backend, Cpu, CpuBf16, CudaBackend, Device, Dtype, Gemm, OnBackend,
+    RowCopy, Sampling, with_backend,
 };
 
 const BF16: f64 = 1e-2;
@@ -491,4 +491,50 @@ fn with_backend_runs_on_the_named_device_or_says_why_not() {
     }
     let missing = with_backend(Device::Cuda(4096), Dtype::F32, WhereAndSum(vec![1.0]));
     assert!(missing.is_err(), "GPU 4096 does not exist anywhere");
+}
+
+/// Opened with bf16 weights, the GPU stores frozen weights in bf16, reads
+/// them in place, and agrees with the CPU's emulation of its rounding
+/// ([`CpuBf16`]); the entropy never leaves the device as logits.
+#[test]
+fn bf16_weights_and_entropy_match_the_cpu_emulation() {
+    let be = match CudaBackend::open(0, Dtype::Bf16) {
+        Ok(be) => be,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED bf16_weights_and_entropy_match_the_cpu_emulation: no usable GPU ({e})"
+            );
+            return;
+        }
+    };
+    let mut rng = Rng::new("bf16_weights_and_entropy_match_the_cpu_emulation");
+    let (rows, dim, vocab) = (300, 64, 1000);
+    let h = rng.vec(rows * dim, 1.0);
+    let w = rng.vec(vocab * dim, 0.5);
+    let (gw, cw) = (be.upload_weight(&w), CpuBf16.upload_weight(&w));
+    assert_eq!(be.dtype(&gw), Dtype::Bf16);
+    assert_eq!(be.download(&gw), CpuBf16.download(&cw), "same rounding");
+    let (gh, ch) = (be.upload(&h), CpuBf16.upload(&h));
+    close(
+        "entropy",
+        &be.token_entropy(&gh, &gw, dim),
+        &CpuBf16.token_entropy(&ch, &cw, dim),
+        F32 * 10.0,
+    );
+    let g = Gemm::linear(rows, vocab, dim);
+    let (mut gy, mut cy) = (be.zeros(rows * vocab), CpuBf16.zeros(rows * vocab));
+    be.matmul(&gh, &gw, &mut gy, g);
+    CpuBf16.matmul(&ch, &cw, &mut cy, g);
+    close(
+        "matmul on a bf16 weight",
+        &be.download(&gy),
+        &CpuBf16.download(&cy),
+        F32,
+    );
+    let ids = rng.ids(17, vocab);
+    assert_eq!(
+        be.download(&be.embedding(&gw, &ids, dim)),
+        CpuBf16.download(&CpuBf16.embedding(&cw, &ids, dim)),
+        "embedding rows of a bf16 table are exact"
+    );
 }

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use poker_pipe::backend::Dtype;
 use poker_pipe::model::LlamaConfig;
 use poker_pipe::model::memory::{
     Breakdown, Task, Trains, Workload, estimate, gib_text, host_lower_bound, host_memory_bytes,
@@ -65,7 +66,7 @@ fn plan_shows_the_breakdown_and_every_preset() {
         seq_len: 64,
         checkpointing: false,
         optimizer_offload: false,
-        dtype_bytes: 2,
+        weights: Dtype::F32,
         cuda: true,
     });
     assert_eq!(
@@ -388,7 +389,7 @@ stages:
         seq_len: 64,
         checkpointing: true,
         optimizer_offload: false,
-        dtype_bytes: 2,
+        weights: Dtype::F32,
         cuda: true,
     });
     assert_eq!(

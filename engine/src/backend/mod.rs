@@ -54,6 +54,9 @@ pub fn with_backend<W: OnBackend>(
     dtype: Dtype,
     work: W,
 ) -> Result<W::Output, CudaError> {
+    if device == Device::Cpu {
+        cpu::warm_up();
+    }
     match (device, dtype) {
         (Device::Cpu, Dtype::F32) => Ok(work.run(&Cpu)),
         (Device::Cpu, Dtype::Bf16) => Ok(work.run(&CpuBf16)),
@@ -364,6 +367,12 @@ pub trait Backend: Send + Sync + Debug {
         weights: &[f32],
         grads: Option<(&mut Self::Buf, Option<&mut Self::Buf>)>,
     ) -> Vec<f32>;
+
+    /// The entropy of `softmax(h w^T)` for every row of `h` (`[rows, dim]`,
+    /// `w` the head `[vocab, dim]`), chunked as [`Backend::token_nll`] so
+    /// that only one chunk of logits exists at a time and none leaves the
+    /// device. PPO's entropy metric.
+    fn token_entropy(&self, h: &Self::Buf, w: &Self::Buf, dim: usize) -> Vec<f32>;
 
     /// Rows `idx[i]` of `x` (rows of `width`), for the reward head's last
     /// token and the last position of each sequence when decoding.

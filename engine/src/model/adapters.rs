@@ -54,15 +54,16 @@ impl<B: Backend> AdapterSet<B> {
         out
     }
 
-    /// An independent copy of the values; trainable (zero gradients) or
-    /// frozen as asked.
+    /// An independent copy of the values; trainable (f32, zero gradients)
+    /// or frozen (stored as the backend's weight dtype) as asked.
     pub fn deep_copy(&self, be: &B, trainable: bool) -> Self {
         let copy = |p: &Param<B>| {
-            let mut q = Param::new(
-                be,
-                p.name.clone(),
-                &HostTensor::new(p.shape.clone(), be.download(&p.value)),
-            );
+            let host = HostTensor::new(p.shape.clone(), be.download(&p.value));
+            let mut q = if trainable {
+                Param::new(be, p.name.clone(), &host)
+            } else {
+                Param::frozen(be, p.name.clone(), &host)
+            };
             q.set_trainable(be, trainable);
             q
         };
@@ -81,6 +82,17 @@ impl<B: Backend> AdapterSet<B> {
             })
             .collect();
         AdapterSet { slots }
+    }
+
+    /// The same adapters, frozen: stored as the backend's weight dtype (a
+    /// bf16 product reads them rounded either way), without gradients.
+    pub fn frozen(mut self, be: &B) -> Self {
+        for p in self.params_mut() {
+            let value = std::mem::replace(&mut p.value, be.zeros(0));
+            p.value = be.to_dtype(value, be.weight_dtype());
+            p.grad = None;
+        }
+        self
     }
 
     /// The same adapters with LoRA dropout off: PPO compares the actor's

@@ -603,6 +603,13 @@ impl<B: Backend> Llama<B> {
         be.download(&self.logits_of(be, &h, batch.rows()))
     }
 
+    /// The entropy of the next-token distribution at every position of
+    /// the batch, computed on the device chunk by chunk.
+    pub fn entropy(&self, be: &B, batch: &Batch) -> Vec<f32> {
+        let h = self.forward(be, batch, None);
+        be.token_entropy(&h, &self.head().value, self.cfg.hidden_size)
+    }
+
     /// Per-row `weights[r] * -log p(targets[r])` over the batch, without
     /// gradients; `seed` turns LoRA dropout on as in a training step.
     pub fn token_nll(
@@ -771,7 +778,7 @@ struct Loader<'a, B: Backend, T: TensorSource> {
 impl<B: Backend, T: TensorSource> Loader<'_, B, T> {
     fn param(&mut self, name: &str, shape: &[usize]) -> Result<Param<B>> {
         let host = self.t.take(name, shape, self.dir)?;
-        Ok(Param::base(self.be, name, &host))
+        Ok(Param::frozen(self.be, name, &host))
     }
 
     fn linear(&mut self, name: &str, shape: &[usize]) -> Result<Linear<B>> {

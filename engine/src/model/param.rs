@@ -1,8 +1,9 @@
 //! A named parameter on the device and its gradient, present only while
-//! the parameter is being trained. A frozen base weight is stored in the
-//! backend's weight dtype (bf16 under mixed precision); adapters, heads and
-//! every trained parameter are f32, so AdamW's small steps are not rounded
-//! away.
+//! the parameter is being trained. Frozen weights (the base, and adapters
+//! only read, as PPO's reference and reward model) are stored in the
+//! backend's weight dtype (bf16 under mixed precision); adapters and heads
+//! as loaded and every trained parameter are f32, so AdamW's small steps are
+//! not rounded away.
 
 use crate::backend::{Backend, Dtype};
 
@@ -30,9 +31,9 @@ impl<B: Backend> Param<B> {
         }
     }
 
-    /// A frozen weight of the base model, stored in the backend's weight
-    /// dtype.
-    pub fn base(be: &B, name: impl Into<String>, t: &HostTensor) -> Self {
+    /// A frozen weight (of the base model, or an adapter no role trains),
+    /// stored in the backend's weight dtype.
+    pub fn frozen(be: &B, name: impl Into<String>, t: &HostTensor) -> Self {
         Param {
             name: name.into(),
             shape: t.shape.clone(),

@@ -299,6 +299,7 @@ impl StageKind for Ppo {
             exec.micro_batch,
             exec.activation_checkpointing,
             exec.offload_optimizer,
+            RunOnBackend::dtype(self, p),
         )
     }
 
@@ -458,6 +459,7 @@ fn reward_roles<B: Backend>(
         let score = sft.model.score.take().ok_or_else(no_score)?;
         let reward = AdapterSet::take(&mut sft.model);
         let critic = reward.deep_copy(be, true);
+        let reward = reward.frozen(be);
         return Ok(RewardRoles {
             score,
             reward,
@@ -474,6 +476,7 @@ fn reward_roles<B: Backend>(
     } else {
         reward.deep_copy(be, true)
     };
+    let reward = reward.frozen(be);
     // A reward model has no lm_head; every tensor it does have must match.
     let policy_tensors = sft.model.base_tensors(be);
     let shared = rm

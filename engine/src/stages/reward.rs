@@ -242,6 +242,7 @@ impl StageKind for Reward {
             exec.micro_batch,
             exec.activation_checkpointing,
             exec.offload_optimizer,
+            RunOnBackend::dtype(self, params),
         )
     }
 

@@ -406,6 +406,7 @@ impl StageKind for Sft {
             exec.micro_batch,
             exec.activation_checkpointing,
             exec.offload_optimizer,
+            RunOnBackend::dtype(self, params),
         )
     }
 

@@ -149,23 +149,6 @@ pub fn ema_update(ema: &mut [f32], value: &[f32], beta: f32) {
     }
 }
 
-/// Log-probability of `token` and the entropy of the softmax of one row of
-/// logits, in f64 for the reductions.
-pub fn logp_and_entropy(row: &[f32], token: u32) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let z: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
-    let log_z = z.ln();
-    let entropy = row
-        .iter()
-        .map(|&x| {
-            let lp = f64::from(x - max) - log_z;
-            -lp.exp() * lp
-        })
-        .sum::<f64>();
-    let logp = f64::from(row[token as usize] - max) - log_z;
-    (logp as f32, entropy as f32)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -294,17 +277,5 @@ mod tests {
         for i in 0..8 {
             assert!((ema[i] - (0.9 * start[i] + 0.1 * value[i])).abs() < 1e-6);
         }
-    }
-
-    #[test]
-    fn logp_and_entropy_match_a_direct_softmax() {
-        let mut rng = ChaCha8Rng::seed_from_u64(17);
-        let row = random(&mut rng, 12, 4.0);
-        let z: f64 = row.iter().map(|&x| f64::from(x).exp()).sum();
-        let p: Vec<f64> = row.iter().map(|&x| f64::from(x).exp() / z).collect();
-        let (lp, h) = logp_and_entropy(&row, 5);
-        assert!((f64::from(lp) - p[5].ln()).abs() < 1e-5);
-        let want: f64 = p.iter().map(|q| -q * q.ln()).sum();
-        assert!((f64::from(h) - want).abs() < 1e-5);
     }
 }

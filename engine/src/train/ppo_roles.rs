@@ -192,15 +192,9 @@ impl<B: Backend> Roles<B> {
         rollout.old_logp = self.actor_logp(be, &rollout);
         rollout.ref_logp = self.policy_logp(be, &rollout, false);
         rollout.entropy = {
-            let vocab = self.policy.cfg.vocab_size;
-            let mut entropy = vec![0.0; rollout.batch.rows()];
-            for (part, first) in rollout.micro_batches(self.micro_batch) {
-                let logits = self.actor.with(&mut self.policy, |m| m.logits(be, &part));
-                for (r, e) in entropy[first..first + part.rows()].iter_mut().enumerate() {
-                    let target = rollout.targets[first + r];
-                    let row = &logits[r * vocab..(r + 1) * vocab];
-                    *e = super::ppo::logp_and_entropy(row, target).1;
-                }
+            let mut entropy = Vec::with_capacity(rollout.batch.rows());
+            for (part, _) in rollout.micro_batches(self.micro_batch) {
+                entropy.extend(self.actor.with(&mut self.policy, |m| m.entropy(be, &part)));
             }
             rollout.rows.iter().map(|&r| entropy[r]).collect()
         };

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::backend::{Backend, meter};
+use crate::backend::{Backend, Dtype, cpu, meter};
 use crate::model::error::Result;
 use crate::model::llama::PROJECTIONS;
 use crate::model::lora::{self, LoraConfig};
@@ -35,8 +35,9 @@ pub struct StepSetup {
 }
 
 impl StepSetup {
-    /// The planner's description of the same step, on the CPU in f32.
-    pub fn workload<'a>(&self, config: &'a LlamaConfig) -> Workload<'a> {
+    /// The planner's description of the same step on the CPU, with frozen
+    /// weights stored as `weights`.
+    pub fn workload<'a>(&self, config: &'a LlamaConfig, weights: Dtype) -> Workload<'a> {
         Workload {
             config,
             task: Task::Sft,
@@ -45,7 +46,7 @@ impl StepSetup {
             seq_len: self.seq,
             checkpointing: self.checkpoint,
             optimizer_offload: false,
-            dtype_bytes: 4,
+            weights,
             cuda: false,
         }
     }
@@ -83,6 +84,7 @@ impl<B: Backend> StepRunner<B> {
     /// Makes the model (random weights, seed 0) and the batch (random
     /// tokens, seed 1), measuring weights, adapters and gradients.
     pub fn new(be: &B, cfg: &LlamaConfig, setup: StepSetup) -> Result<Self> {
+        cpu::warm_up();
         let base = meter::current();
         let mut model = Llama::random(be, cfg.clone(), 0)?;
         let mut memory = MeasuredMemory {

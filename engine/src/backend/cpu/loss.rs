@@ -8,8 +8,9 @@ use super::matmul::matmul;
 use crate::backend::{Gemm, round_all};
 
 /// Rows per chunk: `CHUNK x vocab` floats at a time (128 x 128256 x 4 B =
-/// 66 MB for Llama 3, a few KB for the tiny models).
-const CHUNK: usize = 128;
+/// 66 MB for Llama 3, a few KB for the tiny models). The memory planner
+/// counts the same chunk.
+pub const CHUNK: usize = 128;
 
 /// With `bf16`, the logits and their gradient are rounded to bf16 where the
 /// CUDA kernels store them in bf16 (the caller rounds `h` and `w`).
@@ -77,4 +78,43 @@ pub fn token_nll(
         }
     }
     nll
+}
+
+/// Per-row entropy of `softmax(h w^T)`, one chunk of logits at a time,
+/// summed in f64. With `bf16`, the logits are rounded as the CUDA kernel
+/// reads them (the caller rounds `h` and `w`).
+pub fn token_entropy(h: &[f32], w: &[f32], dim: usize, bf16: bool) -> Vec<f32> {
+    let vocab = w.len() / dim;
+    let rows = h.len() / dim;
+    let mut out = Vec::with_capacity(rows);
+    for r0 in (0..rows).step_by(CHUNK) {
+        let n = CHUNK.min(rows - r0);
+        let mut logits = vec![0.0; n * vocab];
+        matmul(
+            &h[r0 * dim..(r0 + n) * dim],
+            w,
+            &mut logits,
+            Gemm::linear(n, vocab, dim),
+        );
+        if bf16 {
+            round_all(&mut logits);
+        }
+        out.par_extend(logits.par_chunks(vocab).map(entropy_of));
+    }
+    out
+}
+
+/// The entropy of the softmax of one row of logits.
+pub fn entropy_of(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let log_z = z.ln();
+    let entropy: f64 = row
+        .iter()
+        .map(|&x| {
+            let lp = f64::from(x - max) - log_z;
+            -lp.exp() * lp
+        })
+        .sum();
+    entropy as f32
 }

@@ -14,6 +14,7 @@
 //! | `attention` on flash shapes ([`AttnShape::is_flash`]) | `q`, `k`, `v` and the output; the backward also `out`, `dout`, `dq`, `dk`, `dv` |
 //! | `swiglu` and its backward | inputs and outputs |
 //! | `token_nll` | `h`, `w`, each chunk's logits and their gradient |
+//! | `token_entropy` | `h`, `w` and each chunk's logits |
 //!
 //! Everything else (residual adds, the embedding gather, dropout, the f32
 //! attention of decoding and padded batches, AdamW, sampling) is the f32
@@ -346,6 +347,10 @@ impl Backend for CpuBf16 {
         )
     }
 
+    fn token_entropy(&self, h: &CpuBuf, w: &CpuBuf, dim: usize) -> Vec<f32> {
+        loss::token_entropy(&h.rounded(), &w.rounded(), dim, true)
+    }
+
     fn gather_rows(&self, x: &CpuBuf, idx: &[u32], width: usize) -> CpuBuf {
         CpuBuf::F32(layers::gather_rows(x.f32("gather_rows"), idx, width))
     }
@@ -652,6 +657,24 @@ mod tests {
             false,
         );
         assert_ne!(unrounded, nll_e);
+    }
+
+    #[test]
+    fn token_entropy_rounds_logits_over_several_chunks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let (rows, dim, vocab) = (300, 16, 40);
+        let (h, w) = (
+            rand_vec(&mut rng, rows * dim),
+            rand_vec(&mut rng, vocab * dim),
+        );
+        let got = CpuBf16.token_entropy(&f(&h), &CpuBf16.upload_weight(&w), dim);
+        let emulated = loss::token_entropy(&r(&h), &r(&w), dim, true);
+        check(
+            "token_entropy",
+            &got,
+            &emulated,
+            &Cpu.token_entropy(&h, &w, dim),
+        );
     }
 
     #[test]

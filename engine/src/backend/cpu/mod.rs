@@ -14,6 +14,8 @@ mod tests;
 
 use super::{AdamWStep, AttnShape, Backend, Device, Dtype, Gemm, RowCopy, Sampling};
 
+pub use loss::CHUNK as LOGITS_CHUNK_ROWS;
+pub use matmul::warm_up;
 pub use mixed::{CpuBf16, CpuBuf};
 
 pub use layers::dropout_uniform;
@@ -188,6 +190,10 @@ impl Backend for Cpu {
         grads: Option<(&mut Vec<f32>, Option<&mut Vec<f32>>)>,
     ) -> Vec<f32> {
         loss::token_nll(h, w, dim, targets, weights, grads, false)
+    }
+
+    fn token_entropy(&self, h: &Vec<f32>, w: &Vec<f32>, dim: usize) -> Vec<f32> {
+        loss::token_entropy(h, w, dim, false)
     }
 
     fn gather_rows(&self, x: &Vec<f32>, idx: &[u32], width: usize) -> Vec<f32> {

@@ -472,3 +472,32 @@ fn adamw_matches_the_scalar_formula() {
         assert!((p[i] as f64 - p_ref[i]).abs() < 1e-5, "param {i}");
     }
 }
+
+/// The entropy of each row of the softmax, against its definition, over
+/// more rows than one chunk of logits.
+#[test]
+fn token_entropy_matches_the_softmax_definition_per_row() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let (rows, dim, vocab) = (300, 8, 37);
+    let h: Vec<f32> = rand_vec(&mut rng, rows * dim)
+        .iter()
+        .map(|x| 3.0 * x)
+        .collect();
+    let w = rand_vec(&mut rng, vocab * dim);
+    let got = Cpu.token_entropy(&h, &w, dim);
+    assert_eq!(got.len(), rows);
+    for (r, &e) in got.iter().enumerate() {
+        let logits: Vec<f64> = (0..vocab)
+            .map(|v| dotf64(&h[r * dim..(r + 1) * dim], &w[v * dim..(v + 1) * dim]))
+            .collect();
+        let z: f64 = logits.iter().map(|x| x.exp()).sum();
+        let want: f64 = logits
+            .iter()
+            .map(|x| {
+                let p = x.exp() / z;
+                -p * p.ln()
+            })
+            .sum();
+        assert!((f64::from(e) - want).abs() < 1e-4, "row {r}: {e} vs {want}");
+    }
+}

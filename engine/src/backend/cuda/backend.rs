@@ -33,7 +33,8 @@ use crate::backend::{AdamWStep, AttnShape, Backend, Cpu, Device, Dtype, Gemm, Ro
 
 /// Rows of bf16 logits the fused cross-entropy holds at once: at most 2^27
 /// values (256 MiB), e.g. 1046 rows of Llama 3's 128256-token vocabulary.
-const CE_CHUNK_VALUES: usize = 1 << 27;
+/// The memory planner counts the same chunk.
+pub const CE_CHUNK_VALUES: usize = 1 << 27;
 
 /// The CUDA backend over one opened GPU.
 #[derive(Debug)]
@@ -676,6 +677,57 @@ impl Backend for CudaBackend {
             }
         }
         ok(self.dev.download(&loss))
+    }
+
+    fn token_entropy(&self, h: &CudaBuf, w: &CudaBuf, dim: usize) -> Vec<f32> {
+        let rows = h.len / dim;
+        let vocab = w.len / dim;
+        if rows == 0 {
+            return Vec::new();
+        }
+        let (h16, w16) = (self.to_bf16(h), self.to_bf16(w));
+        let (h16, w16) = (h16.view(), w16.view());
+        // Weight 0 on every row: the forward computes only the lse.
+        let tgt = ok(self.dev.zeros::<i32>(rows));
+        let wts = ok(self.dev.zeros::<f32>(rows));
+        let mut lse = ok(self.dev.scratch::<f32>(rows));
+        let mut loss = ok(self.dev.scratch::<f32>(rows));
+        let mut entropy = ok(self.dev.scratch::<f32>(rows));
+        let chunk = (CE_CHUNK_VALUES / vocab).clamp(1, rows);
+        let mut logits = ok(self.dev.scratch::<bf16>(chunk * vocab));
+        for r0 in (0..rows).step_by(chunk) {
+            let r1 = (r0 + chunk).min(rows);
+            let n = r1 - r0;
+            let hc = h16.slice(r0 * dim..r1 * dim);
+            let mut lg = logits.slice_mut(..n * vocab);
+            ok(self.dev.gemm::<bf16>(
+                (n, vocab, dim),
+                &hc,
+                Transpose::No,
+                &w16,
+                Transpose::Yes,
+                &mut lg,
+                1.0,
+                0.0,
+            ));
+            ok(self.dev.cross_entropy_fwd(
+                n,
+                vocab,
+                &lg,
+                &tgt.slice(r0..r1),
+                &wts.slice(r0..r1),
+                &mut lse.slice_mut(r0..r1),
+                &mut loss.slice_mut(r0..r1),
+            ));
+            ok(self.dev.softmax_entropy(
+                n,
+                vocab,
+                &lg,
+                &lse.slice(r0..r1),
+                &mut entropy.slice_mut(r0..r1),
+            ));
+        }
+        ok(self.dev.download(&entropy))
     }
 
     fn gather_rows(&self, x: &CudaBuf, idx: &[u32], width: usize) -> CudaBuf {

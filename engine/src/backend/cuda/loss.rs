@@ -83,4 +83,33 @@ impl CudaDevice {
             CE_THREADS,
         )
     }
+
+    /// entropy[r] = lse[r] - sum_v softmax(logits[r])[v] * logits[r, v], from
+    /// the forward's lse.
+    pub fn softmax_entropy(
+        &self,
+        rows: usize,
+        vocab: usize,
+        logits: &impl DevicePtr<bf16>,
+        lse: &impl DevicePtr<f32>,
+        entropy: &mut impl DevicePtrMut<f32>,
+    ) -> Result<(), CudaError> {
+        let kernel = "softmax_entropy";
+        len_is(kernel, "logits", logits.len(), rows * vocab)?;
+        len_is(kernel, "lse", lse.len(), rows)?;
+        len_is(kernel, "entropy", entropy.len(), rows)?;
+        let v = int(kernel, "vocab", vocab)?;
+        let s = &self.stream;
+        let (x, _x) = logits.device_ptr(s);
+        let (l, _l) = lse.device_ptr(s);
+        let (e, _e) = entropy.device_ptr_mut(s);
+        let mut args = s.launch_builder(self.function(kernel)?);
+        args.arg(&x).arg(&l).arg(&e).arg(&v);
+        self.launch(
+            kernel,
+            args,
+            (grid(kernel, rows, u32::MAX)?, 1, 1),
+            CE_THREADS,
+        )
+    }
 }

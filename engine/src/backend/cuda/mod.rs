@@ -24,7 +24,7 @@ mod tensor;
 mod tests;
 
 pub use attention::{AttentionShape, DecodeShape};
-pub use backend::{CudaBackend, CudaBuf};
+pub use backend::{CE_CHUNK_VALUES, CudaBackend, CudaBuf};
 pub use device::CudaDevice;
 pub use error::CudaError;
 pub use gemm::GemmOut;

@@ -117,7 +117,7 @@ fn measure<B: Backend>(be: &B, args: &Args, cfg: &LlamaConfig) -> CmdResult {
         "step_ms_median": median * 1e3,
         "peak_bytes": on_host.then_some(runner.memory.peak),
         "measured_bytes": on_host.then_some(runner.memory),
-        "planned_bytes": estimate(&setup.workload(cfg)),
+        "planned_bytes": estimate(&setup.workload(cfg, be.weight_dtype())),
         "peak_rss_bytes": peak_rss_bytes(),
     });
     println!("{json}");

@@ -2,22 +2,21 @@
 //! part, before anything runs, so `plan` can say whether a stage fits a
 //! memory preset and `validate` can warn when it does not.
 //!
-//! The model of memory follows what the code keeps alive (bytes per element
-//! in brackets; `act` is the activation/weight format, 2 for bf16 on CUDA, 4
-//! for f32 on the CPU):
+//! The model of memory follows what the backends store (bytes per element
+//! in brackets; `w` is the weight dtype, 2 for bf16, 4 for f32):
 //!
-//! - **weights** `[act]`: every frozen base tensor once (PPO's actor,
-//!   reference, critic and reward share one base: ARCHITECTURE.md).
-//! - **adapters** `[act]`: LoRA A and B of every targeted projection, and
-//!   the one-row heads (reward score, PPO value head).
+//! - **weights** `[w]`: every frozen base tensor once (PPO's actor,
+//!   reference, critic and reward share one base: ARCHITECTURE.md); a fully
+//!   trained model is its own f32 master `[4]`.
+//! - **adapters** `[4]`: LoRA A and B of every targeted projection, and the
+//!   one-row heads (reward score, PPO value head), always f32.
 //! - **gradients** `[4]`: one f32 gradient per trainable parameter, so that
 //!   micro-batches accumulate without bf16 rounding.
-//! - **optimizer** `[4 x 3]` on bf16 (f32 master copy, AdamW's m and v), `[4
-//!   x 2]` on f32 where the weight is its own master; nothing when the
-//!   preset offloads it to host memory (`offload_optimizer`). PPO's EMA of the
-//!   actor lives in host memory (the stage keeps it as host vectors), so it
-//!   costs the device nothing.
-//! - **activations** `[act]`, per token row: without checkpointing each block
+//! - **optimizer** `[4 x 2]`: AdamW's m and v (the trained values are their
+//!   own f32 masters); nothing when the preset offloads it to host memory
+//!   (`offload_optimizer`). PPO's EMA of the actor lives in host memory (the
+//!   stage keeps it as host vectors), so it costs the device nothing.
+//! - **activations** `[4]`, per token row: without checkpointing each block
 //!   keeps what `Saved` in `llama.rs` keeps (x, h1, q, k, v, attn, x2, h2,
 //!   gate, up, act, the LoRA intermediates, and in f32 the two RMSNorm
 //!   inverses and the attention logsumexp per head); with checkpointing only
@@ -26,29 +25,39 @@
 //!   hidden state, and the backward's working set of one block (the MLP
 //!   branch is the widest: three `[rows, intermediate]` and three `[rows,
 //!   hidden]` gradients).
-//! - **logits** `[act]`: one chunk of the fused cross-entropy, `[chunk rows,
-//!   vocab]`, turned into its gradient in place; never `B x T x V`. PPO
-//!   also takes the entropy of each roll-out micro-batch from its full
-//!   logits, `[micro-batch x T, vocab]` in f32, which is the larger.
-//! - **kv_cache** `[act]` and **generation**: PPO's roll-out, kept allocated
+//!   Under bf16 the ops also hold narrowed copies of their inputs while
+//!   they run: on CUDA bf16 scratch, on the CPU ([`crate::backend::CpuBf16`])
+//!   rounded f32 copies and the widest frozen projection widened to f32;
+//!   the MLP's backward, the widest op, is added.
+//! - **logits**: one chunk of the fused cross-entropy, `[chunk rows,
+//!   vocab]` (bf16 `[2]` on CUDA, f32 `[4]` on the CPU), turned into its
+//!   gradient in place; never `B x T x V`. CUDA's chunk is up to 2^27 values,
+//!   the CPU's 128 rows; the CPU in bf16 also widens the whole LM head to
+//!   f32 while it runs. PPO's entropy metric goes through the same chunks.
+//! - **kv_cache** `[4]` and **generation**: PPO's roll-out, kept allocated
 //!   through the update (allocated once, reused every step, so the allocator
 //!   never fragments); generation is the prefill's working set and f32
 //!   logits of the last token of each sequence for sampling.
 //! - **workspace**: the CUDA context and cuBLAS(Lt) workspace; nothing on the
-//!   CPU.
+//!   CPU (the GEMM library's per-thread packing slabs are allocated when the
+//!   backend opens, before any model: [`crate::backend::cpu::warm_up`]).
 //!
 //! The peak is the sum: the planner errs on the side of "does not fit".
 
 use serde::{Deserialize, Serialize};
 
 use super::{MIB, gib_text};
+use crate::backend::Dtype;
 use crate::model::config::LlamaConfig;
 use crate::model::llama::PROJECTIONS;
 
-/// Rows of token logits the fused cross-entropy handles at once. The CUDA
-/// backend computes logits chunk by chunk with this many rows, so their
-/// memory does not grow with the batch.
-pub const LOGITS_CHUNK_ROWS: usize = 1024;
+/// Logit values the CUDA backend's fused cross-entropy holds at once, so
+/// their memory does not grow with the batch.
+pub use crate::backend::cuda::CE_CHUNK_VALUES as CUDA_LOGITS_CHUNK_VALUES;
+
+/// Rows of token logits the CPU backend's fused cross-entropy handles at
+/// once.
+pub use crate::backend::cpu::LOGITS_CHUNK_ROWS as CPU_LOGITS_CHUNK_ROWS;
 
 /// What the driver takes for a CUDA context on current GPUs, measured as the
 /// difference in used memory before and after `cuCtxCreate` on an H100.
@@ -125,9 +134,10 @@ pub struct Workload<'a> {
     pub checkpointing: bool,
     /// AdamW's state (and master copies) in host memory: none on the device.
     pub optimizer_offload: bool,
-    /// 2 for bf16 (CUDA), 4 for f32 (CPU).
-    pub dtype_bytes: usize,
-    /// Count the CUDA context and cuBLAS workspace.
+    /// How frozen base weights are stored (the stage's `dtype`).
+    pub weights: Dtype,
+    /// Planned for the CUDA backend (its context, cuBLAS workspace and
+    /// logits chunk); otherwise for the CPU backend.
     pub cuda: bool,
 }
 
@@ -251,63 +261,97 @@ fn lora_row_elems(trains: &Trains) -> u64 {
     }
 }
 
-/// Bytes one token row of one block keeps for the backward (`Saved`).
-fn saved_row_bytes(c: &LlamaConfig, trains: &Trains, act: u64) -> u64 {
+/// Bytes one token row of one block keeps for the backward (`Saved`), all
+/// f32.
+fn saved_row_bytes(c: &LlamaConfig, trains: &Trains) -> u64 {
     let (d, i) = (c.hidden_size as u64, c.intermediate_size as u64);
     let qd = (c.num_heads * c.head_dim) as u64;
     let kvd = (c.num_kv_heads * c.head_dim) as u64;
     // x, h1, x2, h2 | q, attn | k, v | gate, up, act | LoRA x A
-    let act_elems = 4 * d + 2 * qd + 2 * kvd + 3 * i + lora_row_elems(trains);
-    // inv1, inv2, logsumexp per head, in f32
-    let f32_elems = 2 + c.num_heads as u64;
-    act_elems * act + f32_elems * 4
+    let elems = 4 * d + 2 * qd + 2 * kvd + 3 * i + lora_row_elems(trains);
+    // inv1, inv2, logsumexp per head
+    let per_row = 2 + c.num_heads as u64;
+    (elems + per_row) * 4
+}
+
+/// Bytes bf16 compute holds beyond f32 storage while the widest op of a
+/// block's backward runs (the MLP's, over `[rows, intermediate]`). CUDA
+/// narrows into bf16 scratch: SwiGLU's backward holds five such copies, a
+/// projection the narrowed input and, for an f32 weight, the weight. The
+/// CPU in bf16 rounds into f32 copies: three for SwiGLU's backward, or the
+/// input and the widened bf16 weight for a projection. The f32 CPU
+/// reference copies nothing.
+fn narrowing_scratch(c: &LlamaConfig, rows: u64, weights: Dtype, cuda: bool) -> u64 {
+    let (d, i) = (c.hidden_size as u64, c.intermediate_size as u64);
+    match (cuda, weights) {
+        (false, Dtype::F32) => 0,
+        (false, Dtype::Bf16) => (3 * rows * i * 4).max(rows * i * 4 + i * d * 4),
+        (true, Dtype::Bf16) => 5 * rows * i * 2,
+        (true, Dtype::F32) => (5 * rows * i * 2).max(rows * i * 2 + i * d * 2),
+    }
 }
 
 /// Activation memory of one training forward/backward over `rows` tokens.
-fn training_activations(
-    c: &LlamaConfig,
-    trains: &Trains,
-    rows: u64,
-    checkpointing: bool,
-    act: u64,
-) -> u64 {
+fn training_activations(w: &Workload<'_>, trains: &Trains, rows: u64) -> u64 {
+    let c = w.config;
     let (d, i, layers) = (
         c.hidden_size as u64,
         c.intermediate_size as u64,
         c.num_layers as u64,
     );
-    let block = rows * saved_row_bytes(c, trains, act);
-    let kept = if checkpointing {
-        layers * rows * d * act + block
+    let block = rows * saved_row_bytes(c, trains);
+    let kept = if w.checkpointing {
+        layers * rows * d * 4 + block
     } else {
         layers * block
     };
-    // final_x and the final norm's output, its f32 inverse, f32 d(hidden)
-    let head = rows * (2 * d * act + 4 + d * 4);
-    let backward = rows * (3 * i + 3 * d) * act;
-    kept + head + backward
+    // final_x, the final norm's output and the gradient of the hidden
+    // state, and the norm's inverse
+    let head = rows * (3 * d * 4 + 4);
+    let backward = rows * (3 * i + 3 * d) * 4;
+    kept + head + backward + narrowing_scratch(c, rows, w.weights, w.cuda)
 }
 
-/// The fused cross-entropy's chunk of logits over `rows` rows.
-fn logits_chunk(c: &LlamaConfig, rows: u64, act: u64) -> u64 {
-    let chunk = rows.min(LOGITS_CHUNK_ROWS as u64);
-    chunk * c.vocab_size as u64 * act + chunk * 2 * 4
+/// The fused cross-entropy's working set over `rows` rows: one chunk of
+/// logits with its rows of hidden state, the per-row results, and what the
+/// backend narrows or widens for it (the head, when it is not already in
+/// the format the kernel reads).
+fn logits_chunk(w: &Workload<'_>, rows: u64) -> u64 {
+    let c = w.config;
+    let (d, vocab) = (c.hidden_size as u64, c.vocab_size as u64);
+    let head_f32 = w.weights == Dtype::F32 || w.trains == Trains::Full;
+    if w.cuda {
+        let chunk = rows.min((CUDA_LOGITS_CHUNK_VALUES as u64 / vocab).max(1));
+        let head_copy = if head_f32 { vocab * d * 2 } else { 0 };
+        chunk * vocab * 2 + rows * d * 2 + head_copy + rows * 2 * 4
+    } else {
+        let chunk = rows.min(CPU_LOGITS_CHUNK_ROWS as u64);
+        let rounded = match w.weights {
+            Dtype::F32 => 0,
+            Dtype::Bf16 => rows * d * 4 + vocab * d * 4,
+        };
+        chunk * vocab * 4 + 2 * chunk * d * 4 + rounded + rows * 2 * 4
+    }
 }
 
-/// Gradient and device optimizer bytes of `n` trained parameters.
-fn grads_and_optimizer(n: u64, act: u64, offload: bool) -> (u64, u64) {
-    let optimizer_per = match (offload, act < 4) {
-        (true, _) => 0,
-        (false, true) => 12,
-        (false, false) => 8,
-    };
-    (n * 4, n * optimizer_per)
+/// Gradient and device optimizer bytes of `n` trained parameters: an f32
+/// gradient, and AdamW's m and v unless they live in host memory.
+fn grads_and_optimizer(n: u64, offload: bool) -> (u64, u64) {
+    (n * 4, if offload { 0 } else { n * 8 })
+}
+
+/// Bytes of `n` base parameters: frozen in the weight dtype, or their own
+/// f32 masters when they train.
+fn base_bytes(n: u64, trains: &Trains, weights: Dtype) -> u64 {
+    match trains {
+        Trains::Full => n * 4,
+        _ => n * weights.bytes() as u64,
+    }
 }
 
 /// The peak device memory of a stage.
 pub fn estimate(w: &Workload<'_>) -> Breakdown {
     let c = w.config;
-    let act = w.dtype_bytes as u64;
     let counts = param_counts(c);
     let workspace = if w.cuda {
         CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES
@@ -320,15 +364,15 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
     match &w.task {
         Task::Sft => {
             let (extra, trained) = trained_params(c, &w.trains, counts.causal_lm);
-            let (gradients, optimizer) = grads_and_optimizer(trained, act, w.optimizer_offload);
+            let (gradients, optimizer) = grads_and_optimizer(trained, w.optimizer_offload);
             let rows = micro * seq;
             Breakdown {
-                weights: counts.causal_lm * act,
-                adapters: extra * act,
+                weights: base_bytes(counts.causal_lm, &w.trains, w.weights),
+                adapters: extra * 4,
                 gradients,
                 optimizer,
-                activations: training_activations(c, &w.trains, rows, w.checkpointing, act),
-                logits: logits_chunk(c, rows, act),
+                activations: training_activations(w, &w.trains, rows),
+                logits: logits_chunk(w, rows),
                 workspace,
                 ..Breakdown::default()
             }
@@ -336,14 +380,14 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
         Task::Reward => {
             let base = counts.causal_lm - counts.lm_head;
             let (extra, trained) = trained_params(c, &w.trains, base);
-            let (gradients, optimizer) = grads_and_optimizer(trained + d, act, w.optimizer_offload);
+            let (gradients, optimizer) = grads_and_optimizer(trained + d, w.optimizer_offload);
             let rows = 2 * micro * seq;
             Breakdown {
-                weights: base * act,
-                adapters: (extra + d) * act,
+                weights: base_bytes(base, &w.trains, w.weights),
+                adapters: (extra + d) * 4,
                 gradients,
                 optimizer,
-                activations: training_activations(c, &w.trains, rows, w.checkpointing, act),
+                activations: training_activations(w, &w.trains, rows),
                 // one score per row, f32
                 logits: rows * 4,
                 workspace,
@@ -363,15 +407,16 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             // starts from it) and trains nothing here.
             let reward_extra = critic_extra;
             // A fully trained actor cannot share the base with its frozen
-            // reference, nor a fully trained critic with the reward model.
-            let copies =
-                1 + u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
+            // reference, nor a fully trained critic with the reward model:
+            // each is an f32 copy beside the frozen base.
+            let trained_copies =
+                u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
             let heads = 2 * d;
             let trained = actor_trained + critic_trained + d;
-            let (gradients, optimizer) = grads_and_optimizer(trained, act, w.optimizer_offload);
+            let (gradients, optimizer) = grads_and_optimizer(trained, w.optimizer_offload);
             let rows = micro * seq;
-            let activations = training_activations(c, &w.trains, rows, w.checkpointing, act)
-                .max(training_activations(c, critic, rows, w.checkpointing, act));
+            let activations =
+                training_activations(w, &w.trains, rows).max(training_activations(w, critic, rows));
             let gen_tokens = (rollout.prompt_len + rollout.new_tokens) as u64;
             let gen_batch = rollout.generation_batch as u64;
             let kv = gen_batch
@@ -379,21 +424,22 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 * c.num_layers as u64
                 * 2
                 * (c.num_kv_heads * c.head_dim) as u64
-                * act;
+                * 4;
             // Prefill: one block's working set over the prompts, the hidden
             // state in and out, and f32 logits of each sequence's last token.
             let prefill_rows = gen_batch * rollout.prompt_len as u64;
-            let generation = prefill_rows
-                * (saved_row_bytes(c, &Trains::Nothing, act) + 2 * d * act)
+            let generation = prefill_rows * (saved_row_bytes(c, &Trains::Nothing) + 2 * d * 4)
                 + gen_batch * c.vocab_size as u64 * 4;
             Breakdown {
-                weights: copies * base * act,
-                adapters: (actor_extra + reference_extra + critic_extra + reward_extra + heads)
-                    * act,
+                weights: base * w.weights.bytes() as u64 + trained_copies * base * 4,
+                // The reference and reward adapters are frozen: stored as
+                // the weight dtype; the trained ones and the heads in f32.
+                adapters: (actor_extra + critic_extra + heads) * 4
+                    + (reference_extra + reward_extra) * w.weights.bytes() as u64,
                 gradients,
                 optimizer,
                 activations,
-                logits: logits_chunk(c, rows, act).max(rows * c.vocab_size as u64 * 4),
+                logits: logits_chunk(w, rows),
                 kv_cache: kv,
                 generation,
                 workspace,
@@ -406,6 +452,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::backend::Dtype;
     use crate::backend::cpu::Cpu;
     use crate::model::config::RopeScaling;
     use crate::model::llama::Llama;
@@ -458,7 +505,7 @@ mod tests {
             seq_len: 512,
             checkpointing: ckpt,
             optimizer_offload: false,
-            dtype_bytes: 2,
+            weights: Dtype::Bf16,
             cuda: true,
         }
     }
@@ -478,21 +525,24 @@ mod tests {
     }
 
     /// LoRA SFT on the 24 GB preset (micro-batch 1, 512 tokens,
-    /// checkpointing), by hand:
+    /// checkpointing), bf16 weights on CUDA, by hand:
     /// - weights 8,030,261,248 x 2 = 16,060,522,496
-    /// - adapters 335,544,320 x 2 = 671,088,640; gradients x 4 =
-    ///   1,342,177,280; optimizer x 12 = 4,026,531,840
-    /// - a block's saved row: bf16 (4*4096 + 2*4096 + 2*1024 + 3*14336 +
-    ///   7*128) = 70,528 elements = 141,056 B, f32 (2 + 32) x 4 = 136 B:
-    ///   141,192 B; kept: 32 x 512 x 4096 x 2 = 134,217,728 inputs + 512 x
-    ///   141,192 = 72,290,304 one recomputed block; final norm 512 x
-    ///   (16,384 + 4 + 16,384) = 16,779,264; backward 512 x 55,296 x 2 =
-    ///   56,623,104:
-    ///   activations 279,910,400
-    /// - logits 512 x 128,256 x 2 + 512 x 8 = 131,338,240
+    /// - adapters (f32) 335,544,320 x 4 = 1,342,177,280; gradients the
+    ///   same; optimizer (m, v) x 8 = 2,684,354,560
+    /// - a block's saved row, f32: (4*4096 + 2*4096 + 2*1024 + 3*14336 +
+    ///   7*128) = 70,528 elements + (2 + 32) = 70,562 x 4 = 282,248 B;
+    ///   kept: 32 x 512 x 4096 x 4 = 268,435,456 inputs + 512 x 282,248 =
+    ///   144,510,976 one recomputed block; final norm 512 x (3 x 16,384 + 4)
+    ///   = 25,167,872; backward 512 x 55,296 x 4 = 113,246,208; bf16 scratch
+    ///   of SwiGLU's backward 5 x 512 x 14,336 x 2 = 73,400,320:
+    ///   activations 624,760,832
+    /// - logits one chunk of all 512 rows (up to 2^27 / 128,256 = 1,046)
+    ///   512 x 128,256 x 2 = 131,334,144, the hidden rows narrowed 512 x
+    ///   4096 x 2 = 4,194,304, 512 x 8 per-row results: 135,532,544 (the
+    ///   bf16 head is read in place)
     /// - workspace 544 MiB = 570,425,344
     ///
-    /// Total 23,081,994,240 B = 21.50 GiB: fits a 24 GB card (23.9 GiB).
+    /// Total 22,759,950,336 B = 21.2 GiB: fits a 24 GB card (23.9 GiB).
     #[test]
     fn llama8b_lora_sft_on_24gb_by_hand() {
         let c = llama8b();
@@ -501,43 +551,46 @@ mod tests {
             b,
             Breakdown {
                 weights: 16_060_522_496,
-                adapters: 671_088_640,
+                adapters: 1_342_177_280,
                 gradients: 1_342_177_280,
-                optimizer: 4_026_531_840,
-                activations: 279_910_400,
-                logits: 131_338_240,
+                optimizer: 2_684_354_560,
+                activations: 624_760_832,
+                logits: 135_532_544,
                 kv_cache: 0,
                 generation: 0,
                 workspace: 570_425_344,
             }
         );
-        assert_eq!(b.total(), 23_081_994_240);
+        assert_eq!(b.total(), 22_759_950_336);
         assert!(fits(b.total(), 23.9));
     }
 
     /// Micro-batch 8 without checkpointing (the 80 GB preset): every block
-    /// keeps 4096 x 141,192 B, x 32 = 18,506,170,368; final norm 4096 x
-    /// 32,772 = 134,234,112; backward 4096 x 110,592 = 452,984,832;
-    /// logits one 1024-row chunk 1024 x 128,256 x 2 + 8192 = 262,676,480.
-    /// Total 42,026,958,848 B = 39.1 GiB.
+    /// keeps 4096 x 282,248 B, x 32 = 36,994,809,856; final norm 4096 x
+    /// 49,156 = 201,342,976; backward 4096 x 221,184 = 905,969,664; bf16
+    /// scratch 5 x 4096 x 14,336 x 2 = 587,202,560; logits one 1,046-row
+    /// chunk 1,046 x 128,256 x 2 + 4096 x 4096 x 2 + 4096 x 8 =
+    /// 301,898,752. Total 60,990,880,768 B = 56.8 GiB.
     #[test]
     fn llama8b_lora_sft_on_80gb_by_hand() {
         let c = llama8b();
         let b = estimate(&sft(&c, Trains::lora_all(128), 8, false));
-        assert_eq!(b.activations, 19_093_536_768);
-        assert_eq!(b.logits, 262_676_480);
-        assert_eq!(b.total(), 42_026_958_848);
+        assert_eq!(b.activations, 38_689_325_056);
+        assert_eq!(b.logits, 301_898_752);
+        assert_eq!(b.total(), 60_990_880_768);
         assert!(fits(b.total(), 79.6));
     }
 
-    /// Full fine-tuning of 8B needs 2 + 4 + 12 = 18 bytes a parameter before
-    /// any activation: 144.5 GB; no single card of the preset table holds it.
+    /// Full fine-tuning of 8B needs 4 + 4 + 8 = 16 bytes a parameter (f32
+    /// master, gradient, m and v) before any activation: 128.5 GB; no
+    /// single card of the preset table holds it.
     #[test]
     fn llama8b_full_sft_does_not_fit_80gb() {
         let c = llama8b();
         let b = estimate(&sft(&c, Trains::Full, 2, true));
+        assert_eq!(b.weights, 8_030_261_248 * 4);
         assert_eq!(b.gradients, 8_030_261_248 * 4);
-        assert_eq!(b.optimizer, 8_030_261_248 * 12);
+        assert_eq!(b.optimizer, 8_030_261_248 * 8);
         assert_eq!(b.adapters, 0);
         assert!(!fits(b.total(), 79.6));
     }
@@ -551,9 +604,10 @@ mod tests {
     ///   (2 + 8) x 4 = 1,960; kept 2 x 32 x 1,960 = 125,440; final norm 32 x
     ///   (256 + 4 + 128) = 12,416; backward 32 x 288 x 4 = 36,864:
     ///   activations 174,720
-    /// - logits 32 x 96 x 4 + 32 x 8 = 12,544; no workspace on the CPU.
+    /// - logits 32 x 96 x 4 + the chunk's hidden rows and their gradient 2
+    ///   x 32 x 32 x 4 + 32 x 8 = 20,736; no workspace on the CPU.
     ///
-    /// Total 648,576 B.
+    /// Total 656,768 B.
     #[test]
     fn tiny_full_sft_on_cpu_by_hand() {
         let c = tiny();
@@ -565,15 +619,15 @@ mod tests {
             seq_len: 16,
             checkpointing: false,
             optimizer_offload: false,
-            dtype_bytes: 4,
+            weights: Dtype::F32,
             cuda: false,
         });
         assert_eq!(b.weights, 115_328);
         assert_eq!(b.gradients, 115_328);
         assert_eq!(b.optimizer, 230_656);
         assert_eq!(b.activations, 174_720);
-        assert_eq!(b.logits, 12_544);
-        assert_eq!(b.total(), 648_576);
+        assert_eq!(b.logits, 20_736);
+        assert_eq!(b.total(), 656_768);
     }
 
     /// The counts agree with the model code: the tensors `Llama` creates,
@@ -612,10 +666,10 @@ mod tests {
     }
 
     /// Reward: pairs double the rows, the LM head is gone, a 4096-wide
-    /// score head trains. PPO: one base, four adapters (actor, reference,
-    /// critic, reward), KV cache of 1 x (256 + 256) tokens x 32 layers x 2
-    /// x 1024 x 2 B = 67,108,864. Offloading the optimizer takes its 8 GB
-    /// (2 x 335,548,416 x 12 B) off the device, and only that.
+    /// score head trains. PPO: one base, four adapters (actor and critic in
+    /// f32, the frozen reference and reward in bf16), KV cache of 1 x (256 + 256) tokens x 32 layers x 2
+    /// x 1024 x 4 B = 134,217,728. Offloading the optimizer takes its 5.4 GB
+    /// (2 x 335,548,416 x 8 B) off the device, and only that.
     #[test]
     fn reward_and_ppo_share_the_base() {
         let c = llama8b();
@@ -625,7 +679,7 @@ mod tests {
             ..sft(&c, lora.clone(), 1, true)
         });
         assert_eq!(reward.weights, (8_030_261_248 - 525_336_576) * 2);
-        assert_eq!(reward.adapters, (335_544_320 + 4096) * 2);
+        assert_eq!(reward.adapters, (335_544_320 + 4096) * 4);
         assert_eq!(reward.gradients, (335_544_320 + 4096) * 4);
         assert_eq!(reward.logits, 2 * 512 * 4);
         let single = estimate(&sft(&c, lora.clone(), 2, true));
@@ -645,10 +699,13 @@ mod tests {
             ..sft(&c, lora.clone(), 1, true)
         });
         assert_eq!(ppo.weights, 8_030_261_248 * 2);
-        assert_eq!(ppo.adapters, (4 * 335_544_320 + 2 * 4096) * 2);
+        assert_eq!(
+            ppo.adapters,
+            (2 * 335_544_320 + 2 * 4096) * 4 + 2 * 335_544_320 * 2
+        );
         assert_eq!(ppo.gradients, (2 * 335_544_320 + 4096) * 4);
-        assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 12);
-        assert_eq!(ppo.kv_cache, 67_108_864);
+        assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 8);
+        assert_eq!(ppo.kv_cache, 134_217_728);
         assert!(fits(ppo.total(), 39.5));
         assert!(!fits(ppo.total(), 23.9));
         let offloaded = estimate(&Workload {
@@ -672,7 +729,7 @@ mod tests {
     }
 
     /// Checkpointing saves memory, a bigger micro-batch costs it, and the
-    /// logits chunk stops growing at [`LOGITS_CHUNK_ROWS`].
+    /// logits chunk stops growing at [`CUDA_LOGITS_CHUNK_VALUES`].
     #[test]
     fn estimates_move_the_right_way() {
         let c = llama8b();
@@ -682,7 +739,10 @@ mod tests {
         assert!(on.activations < off.activations);
         let two = estimate(&sft(&c, lora.clone(), 2, true));
         assert!(two.activations < on.activations);
-        assert_eq!(two.logits, on.logits);
         assert_eq!(two.weights, on.weights);
+        // Past 1,046 rows only the narrowed hidden rows (2 B each) and the
+        // per-row results (8 B) grow, not the chunk of logits.
+        let eight = estimate(&sft(&c, lora.clone(), 8, true));
+        assert_eq!(eight.logits - on.logits, 2048 * (4096 * 2 + 8));
     }
 }

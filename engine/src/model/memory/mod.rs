@@ -15,12 +15,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::LlamaConfig;
+use crate::backend::Dtype;
 
 pub use configs::{lookup_config, model_config};
 pub use driver::gpu_total_memory;
 pub use estimate::{
-    Breakdown, CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, LOGITS_CHUNK_ROWS, ParamCounts, Rollout,
-    Task, Trains, Workload, estimate, lora_params, param_counts,
+    Breakdown, CPU_LOGITS_CHUNK_ROWS, CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES,
+    CUDA_LOGITS_CHUNK_VALUES, ParamCounts, Rollout, Task, Trains, Workload, estimate, lora_params,
+    param_counts,
 };
 pub use host::{HostOutOfMemory, host_lower_bound, host_memory_bytes, refuse_beyond_host};
 pub use oom::{
@@ -109,8 +111,8 @@ pub fn gib_text(bytes: u64) -> String {
 /// The one call a training stage kind makes from
 /// `StageKind::memory`: its model (`hf:...` or a folder, relative to
 /// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
-/// preset's micro-batch, checkpointing and optimizer offload. Planned for CUDA in bf16, what
-/// presets are for. The model's shape comes from [`model_config`]; when it
+/// preset's micro-batch, checkpointing and optimizer offload, with frozen
+/// weights stored as `weights`. Planned for CUDA, what presets are for. The model's shape comes from [`model_config`]; when it
 /// cannot be had the answer is [`StageMemory::Unknown`] with the reason,
 /// and a stage beyond any device is [`StageMemory::BeyondAnyDevice`].
 #[allow(clippy::too_many_arguments)]
@@ -123,6 +125,7 @@ pub fn plan_stage(
     micro_batch: u32,
     checkpointing: bool,
     optimizer_offload: bool,
+    weights: Dtype,
 ) -> StageMemory {
     let config = match model {
         PlannedModel::Source(source) => model_config(source, base_dir),
@@ -143,9 +146,9 @@ pub fn plan_stage(
     };
     // Checked in floating point first: a shape this large would overflow
     // the estimate's integer arithmetic.
-    let weights = bf16_weight_bytes(&config);
-    if weights > BEYOND_ANY_DEVICE_BYTES as f64 {
-        return beyond(weights);
+    let lower_bound = bf16_weight_bytes(&config);
+    if lower_bound > BEYOND_ANY_DEVICE_BYTES as f64 {
+        return beyond(lower_bound);
     }
     let breakdown = estimate(&Workload {
         config: &config,
@@ -155,7 +158,7 @@ pub fn plan_stage(
         seq_len,
         checkpointing,
         optimizer_offload,
-        dtype_bytes: 2,
+        weights,
         cuda: true,
     });
     if breakdown.total() > BEYOND_ANY_DEVICE_BYTES {

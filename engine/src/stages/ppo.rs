@@ -1039,6 +1039,11 @@ fn train_step<B: Backend>(
         let norm = clip_grad_norm(be, &mut params, p.max_grad_norm);
         guard.check_grad_norm(step + 1, norm).map_err(to_err)?;
         actor_opt.update(be, params, p.actor_lr as f32);
+        // Only one role's gradients exist at a time: the actor's go before
+        // the critic's are made (the planner counts the larger of the two).
+        for q in roles.actor.params_mut() {
+            q.set_trainable(be, false);
+        }
 
         for q in roles.critic.params_mut() {
             q.set_trainable(be, true);
@@ -1056,6 +1061,9 @@ fn train_step<B: Backend>(
         let cnorm = clip_grad_norm(be, &mut params, p.max_grad_norm);
         guard.check_grad_norm(step + 1, cnorm).map_err(to_err)?;
         critic_opt.update(be, params, p.critic_lr as f32);
+        for q in roles.critic.params_mut().chain([&mut roles.value_head]) {
+            q.set_trainable(be, false);
+        }
         policy_loss = s.loss;
         value_loss = vl;
         clip_frac = s.clip_fraction;

@@ -3,6 +3,7 @@
 //! (`model::memory::plan_stage`) and which can fail the way the CUDA backend
 //! fails when a GPU runs out of memory. The memory tests drive it.
 
+use poker_pipe::backend::Dtype;
 use poker_pipe::graph::{
     BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind,
     StageResult,
@@ -71,6 +72,7 @@ impl StageKind for LmTrain {
             exec.micro_batch,
             exec.activation_checkpointing,
             exec.offload_optimizer,
+            Dtype::F32,
         )
     }
 

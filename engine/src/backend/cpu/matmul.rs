@@ -17,11 +17,19 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 pub fn warm_up() {
     static DONE: std::sync::Once = std::sync::Once::new();
     DONE.call_once(|| {
+        // Each form of product the model uses: a transposed left operand
+        // (weight gradients) is what packs into the slab.
         let one = || {
             let n = 256;
             let (a, b) = (vec![1.0f32; n * n], vec![1.0f32; n * n]);
             let mut c = vec![0.0f32; n * n];
-            matmul(&a, &b, &mut c, Gemm::linear(n, n, n));
+            for g in [
+                Gemm::linear(n, n, n),
+                Gemm::plain(n, n, n),
+                Gemm::weight_grad(n, n, n),
+            ] {
+                matmul(&a, &b, &mut c, g);
+            }
         };
         one();
         rayon::broadcast(|_| one());

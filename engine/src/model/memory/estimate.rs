@@ -11,7 +11,8 @@
 //! - **adapters** `[4]`: LoRA A and B of every targeted projection, and the
 //!   one-row heads (reward score, PPO value head), always f32.
 //! - **gradients** `[4]`: one f32 gradient per trainable parameter, so that
-//!   micro-batches accumulate without bf16 rounding.
+//!   micro-batches accumulate without bf16 rounding (PPO: the actor's or
+//!   the critic's, never both at once).
 //! - **optimizer** `[4 x 2]`: AdamW's m and v (the trained values are their
 //!   own f32 masters); nothing when the preset offloads it to host memory
 //!   (`offload_optimizer`). PPO's EMA of the actor lives in host memory (the
@@ -412,8 +413,11 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             let trained_copies =
                 u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
             let heads = 2 * d;
-            let trained = actor_trained + critic_trained + d;
-            let (gradients, optimizer) = grads_and_optimizer(trained, w.optimizer_offload);
+            // The actor's gradients are freed before the critic's are made.
+            let (actor_grads, actor_opt) = grads_and_optimizer(actor_trained, w.optimizer_offload);
+            let (critic_grads, critic_opt) =
+                grads_and_optimizer(critic_trained + d, w.optimizer_offload);
+            let (gradients, optimizer) = (actor_grads.max(critic_grads), actor_opt + critic_opt);
             let rows = micro * seq;
             let activations =
                 training_activations(w, &w.trains, rows).max(training_activations(w, critic, rows));
@@ -703,7 +707,7 @@ mod tests {
             ppo.adapters,
             (2 * 335_544_320 + 2 * 4096) * 4 + 2 * 335_544_320 * 2
         );
-        assert_eq!(ppo.gradients, (2 * 335_544_320 + 4096) * 4);
+        assert_eq!(ppo.gradients, (335_544_320 + 4096) * 4);
         assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 8);
         assert_eq!(ppo.kv_cache, 134_217_728);
         assert!(fits(ppo.total(), 39.5));

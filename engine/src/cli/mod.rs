@@ -59,6 +59,7 @@ pub enum Command {
 /// Parse the process arguments, run the command, report, and exit.
 pub fn main() -> ExitCode {
     restore_sigpipe();
+    quiet_typed_unwinds();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -72,6 +73,23 @@ pub fn main() -> ExitCode {
         }
     };
     finish(dispatch(cli.command))
+}
+
+/// The CUDA backend unwinds with its typed error when the GPU runs out of
+/// memory, and the stage executor reports it as `run::out_of_memory`; the
+/// default hook would first print a bare "Box<dyn Any>" panic. Every other
+/// panic is printed as before.
+fn quiet_typed_unwinds() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .payload()
+            .downcast_ref::<crate::backend::CudaError>()
+            .is_none()
+        {
+            default(info);
+        }
+    }));
 }
 
 fn dispatch(command: Command) -> CmdResult {

@@ -274,6 +274,12 @@ impl Executor<'_> {
         let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| stage.kind.run(&stage.params, &mut ctx)))
             .unwrap_or_else(|panic| {
+                // A backend that runs out of device memory unwinds with its
+                // typed error, so it is reported as out of memory.
+                let panic = match panic.downcast::<crate::backend::CudaError>() {
+                    Ok(e) => return Err(StageError::runtime(miette::Report::new(*e))),
+                    Err(other) => other,
+                };
                 let message = panic
                     .downcast_ref::<String>()
                     .cloned()

@@ -1,16 +1,17 @@
 //! The poker-pipe command line with one more test kind, `lm-train`: a
 //! pretend training stage whose memory comes from the real planner
 //! (`model::memory::plan_stage`) and which can fail the way the CUDA backend
-//! fails when a GPU runs out of memory. The memory tests drive it.
+//! fails when a GPU runs out of memory: it unwinds with the driver's typed
+//! error as the panic's payload. The memory tests drive it.
 
-use poker_pipe::backend::Dtype;
+use cudarc::driver::DriverError;
+use cudarc::driver::sys::CUresult;
+use poker_pipe::backend::{CudaError, Dtype};
 use poker_pipe::graph::{
     BatchDecl, ExecSettings, InputDecl, Outcome, OutputDecl, StageContext, StageError, StageKind,
     StageResult,
 };
-use poker_pipe::model::memory::{
-    DeviceOutOfMemory, PlannedModel, StageMemory, Task, Trains, plan_stage,
-};
+use poker_pipe::model::memory::{PlannedModel, StageMemory, Task, Trains, plan_stage};
 use poker_pipe_tests::kinds::{MODEL, TEXT};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -78,10 +79,10 @@ impl StageKind for LmTrain {
 
     fn run(&self, params: &LmTrainParams, ctx: &mut StageContext) -> StageResult {
         if params.out_of_memory {
-            return Err(StageError::runtime(DeviceOutOfMemory {
+            std::panic::panic_any(CudaError::Driver {
                 op: "allocating the activations of block 3".into(),
-                requested: 3 << 30,
-            }));
+                status: DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+            });
         }
         std::fs::write(ctx.out_dir().join("model.txt"), "trained")
             .map_err(|e| StageError::runtime(miette::miette!("cannot write: {e}")))?;

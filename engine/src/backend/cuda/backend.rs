@@ -19,10 +19,13 @@
 //! uniforms that must pick the same token on every backend.
 //!
 //! The trait's ops are infallible: shape errors are programming errors, and a
-//! device failure in the middle of a step (out of memory, a lost GPU) has no
-//! recovery path, so both panic with the CUDA diagnostic. Everything a user
-//! can get wrong (no driver, no GPU, a kernel that does not compile) is
-//! reported by [`CudaBackend::open`] as an error value first.
+//! device failure in the middle of a step (a lost GPU) has no recovery path,
+//! so both panic with the CUDA diagnostic. Running out of memory unwinds
+//! with the typed [`CudaError`] as the panic's payload, which the stage
+//! executor turns back into an error (`run::out_of_memory`, exit code 3,
+//! with the planner's figure and the next preset). Everything a user can get
+//! wrong (no driver, no GPU, a kernel that does not compile) is reported by
+//! [`CudaBackend::open`] as an error value first.
 
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr};
 use half::bf16;
@@ -113,6 +116,7 @@ impl Bf16Operand<'_> {
 fn ok<T>(result: Result<T, CudaError>) -> T {
     match result {
         Ok(value) => value,
+        Err(e) if e.is_out_of_memory() => std::panic::panic_any(e),
         Err(e) => panic!("CUDA backend: {e}"),
     }
 }

@@ -86,13 +86,12 @@ pub enum CudaError {
         log: String,
     },
 
-    #[error("CUDA driver call failed while {op}: {source}")]
-    #[diagnostic(code(cuda::driver), help("{}", driver_hint(source)))]
-    Driver {
-        op: String,
-        #[source]
-        source: DriverError,
-    },
+    /// The status is shown by its name: formatting `DriverError` itself
+    /// asks the driver library for a description, which panics where the
+    /// library is absent.
+    #[error("CUDA driver call failed while {op}: {:?}", status.0)]
+    #[diagnostic(code(cuda::driver), help("{}", driver_hint(status)))]
+    Driver { op: String, status: DriverError },
 
     #[error("cuBLAS call failed while {op}: {source}")]
     #[diagnostic(
@@ -145,7 +144,16 @@ fn driver_hint(error: &DriverError) -> &'static str {
 impl CudaError {
     pub(crate) fn driver(op: impl Into<String>) -> impl FnOnce(DriverError) -> CudaError {
         let op = op.into();
-        move |source| CudaError::Driver { op, source }
+        move |status| CudaError::Driver { op, status }
+    }
+
+    /// Whether the driver answered `CUDA_ERROR_OUT_OF_MEMORY`.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(
+            self,
+            CudaError::Driver { status, .. }
+                if status.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY
+        )
     }
 
     pub(crate) fn blas(op: impl Into<String>) -> impl FnOnce(CublasError) -> CudaError {

@@ -39,7 +39,7 @@ pub fn probe(ordinal: usize) -> Result<Versions, CudaError> {
     if status != drv::CUresult::CUDA_SUCCESS {
         return Err(CudaError::Driver {
             op: "reading the driver version".into(),
-            source: cudarc::driver::DriverError(status),
+            status: cudarc::driver::DriverError(status),
         });
     }
     if driver < MIN_DRIVER {

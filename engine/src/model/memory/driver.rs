@@ -7,16 +7,16 @@ pub fn gpu_total_memory(ordinal: usize) -> Result<u64, crate::backend::cuda::Cud
     use crate::backend::cuda::{CudaError, probe};
     probe(ordinal)?;
     let device = cudarc::driver::result::device::get(i32::try_from(ordinal).unwrap_or(i32::MAX))
-        .map_err(|source| CudaError::Driver {
+        .map_err(|status| CudaError::Driver {
             op: "opening the device to read its memory".into(),
-            source,
+            status,
         })?;
     // SAFETY: the driver is loaded and initialised by `probe`, and `device`
     // is a valid handle it returned.
-    let bytes = unsafe { cudarc::driver::result::device::total_mem(device) }.map_err(|source| {
+    let bytes = unsafe { cudarc::driver::result::device::total_mem(device) }.map_err(|status| {
         CudaError::Driver {
             op: "reading the device's total memory".into(),
-            source,
+            status,
         }
     })?;
     Ok(bytes as u64)

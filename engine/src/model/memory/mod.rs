@@ -26,8 +26,7 @@ pub use estimate::{
 };
 pub use host::{HostOutOfMemory, host_lower_bound, host_memory_bytes, refuse_beyond_host};
 pub use oom::{
-    DeviceOutOfMemory, OomContext, OutOfMemory, explain_out_of_memory, is_out_of_memory,
-    next_smaller_preset,
+    OomContext, OutOfMemory, explain_out_of_memory, is_out_of_memory, next_smaller_preset,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;

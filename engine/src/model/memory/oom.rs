@@ -9,16 +9,6 @@ use thiserror::Error;
 
 use super::{HostOutOfMemory, gib_text};
 
-/// The error the CUDA backend raises when an allocation fails: which
-/// allocation, and how much it asked for.
-#[derive(Debug, Error, Diagnostic)]
-#[error("the GPU ran out of memory while {op} ({} requested)", gib_text(*requested))]
-#[diagnostic(code(cuda::out_of_memory))]
-pub struct DeviceOutOfMemory {
-    pub op: String,
-    pub requested: u64,
-}
-
 /// What a user sees when a stage runs out of device memory, or is refused
 /// on the CPU before it could: the stage, its preset, the planner's
 /// estimate, and the next smaller preset to try.
@@ -70,20 +60,17 @@ pub fn next_smaller_preset<'a>(presets: &[(&'a str, f64)], current_gib: f64) -> 
         .map(|(name, _)| *name)
 }
 
-/// Whether a stage's failure is the device running out of memory: our typed
-/// errors (the GPU's, or the host's refusal), or a CUDA driver call that
-/// answered `CUDA_ERROR_OUT_OF_MEMORY`.
+/// Whether a stage's failure is the device running out of memory: the
+/// host's refusal, or a CUDA driver call that answered
+/// `CUDA_ERROR_OUT_OF_MEMORY` (the CUDA backend unwinds with it, and the
+/// executor hands it back as the stage's error).
 pub fn is_out_of_memory(report: &miette::Report) -> bool {
-    if report.downcast_ref::<DeviceOutOfMemory>().is_some()
-        || report.downcast_ref::<HostOutOfMemory>().is_some()
-    {
+    if report.downcast_ref::<HostOutOfMemory>().is_some() {
         return true;
     }
-    matches!(
-        report.downcast_ref::<crate::backend::cuda::CudaError>(),
-        Some(crate::backend::cuda::CudaError::Driver { source, .. })
-            if source.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY
-    )
+    report
+        .downcast_ref::<crate::backend::cuda::CudaError>()
+        .is_some_and(|e| e.is_out_of_memory())
 }
 
 /// Turn an out-of-memory failure into [`OutOfMemory`]; any other failure
@@ -169,9 +156,11 @@ mod tests {
             estimate: Some(30 * (1 << 30)),
             presets: vec![("rtx4090-24g", 23.9), ("a40-48g", 44.9), ("a100-40g", 39.5)],
         };
-        let oom = miette::Report::new(DeviceOutOfMemory {
+        let oom = miette::Report::new(crate::backend::CudaError::Driver {
             op: "allocating activations".into(),
-            requested: 1 << 30,
+            status: cudarc::driver::DriverError(
+                cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+            ),
         });
         let explained = explain_out_of_memory(oom, &at);
         let typed = explained.downcast_ref::<OutOfMemory>().unwrap();

@@ -30,8 +30,8 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr};
 use half::bf16;
 
-use super::tensor::{F32AttnShape, RowBlocks};
-use super::{AdamW, AttentionShape, CudaDevice, CudaError, GradRef, Transpose};
+use super::tensor::RowBlocks;
+use super::{AttentionShape, CudaDevice, CudaError, GradRef, Transpose};
 use crate::backend::{AdamWStep, AttnShape, Backend, Cpu, Device, Dtype, Gemm, RowCopy, Sampling};
 
 /// Rows of bf16 logits the fused cross-entropy holds at once: at most 2^27
@@ -197,19 +197,6 @@ impl CudaBackend {
             kv_heads: shape.kv_heads,
             head_dim: shape.head_dim,
         })
-    }
-
-    fn f32_shape(shape: AttnShape) -> F32AttnShape {
-        F32AttnShape {
-            batch: shape.batch,
-            q_len: shape.q_len,
-            kv_len: shape.kv_len,
-            kv_cap: shape.kv_cap,
-            q_offset: shape.q_offset,
-            heads: shape.heads,
-            kv_heads: shape.kv_heads,
-            head_dim: shape.head_dim,
-        }
     }
 
     fn kv_starts(&self, shape: AttnShape, kv_start: &[u32]) -> CudaSlice<i32> {
@@ -512,7 +499,7 @@ impl Backend for CudaBackend {
         let starts = self.kv_starts(shape, kv_start);
         let mut out = self.alloc(q.len);
         ok(self.dev.attention_f32(
-            Self::f32_shape(shape),
+            shape,
             &q.view(),
             &k.view(),
             &v.view(),
@@ -559,7 +546,7 @@ impl Backend for CudaBackend {
         let starts = self.kv_starts(shape, kv_start);
         let (mut dq, mut dk, mut dv) = (self.alloc(q.len), self.alloc(k.len), self.alloc(v.len));
         ok(self.dev.attention_f32_bwd(
-            Self::f32_shape(shape),
+            shape,
             &q.view(),
             &k.view(),
             &v.view(),
@@ -767,20 +754,12 @@ impl Backend for CudaBackend {
         if param.len == 0 {
             return;
         }
-        let hyper = AdamW {
-            lr: h.lr,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            weight_decay: h.weight_decay,
-            step: h.step,
-        };
         // The kernel also writes a bf16 copy of the parameters for models
         // that read bf16 weights; the trait's parameters are the f32 master.
         let mut param16 = ok(self.dev.scratch::<bf16>(param.len));
         let unit = ok(self.dev.upload(&[1.0f32]));
         ok(self.dev.adamw_step(
-            hyper,
+            h,
             &mut param.view_mut(),
             &mut m.view_mut(),
             &mut v.view_mut(),

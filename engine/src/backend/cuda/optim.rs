@@ -6,24 +6,14 @@ use half::bf16;
 
 use super::check::{grid, int, len_is, long, need};
 use super::{CudaDevice, CudaError};
+use crate::backend::AdamWStep;
 
 const GN_THREADS: u32 = 256;
 /// Partial sums per gradient tensor at most; enough blocks to fill the GPU.
 const GN_MAX_BLOCKS: usize = 1024;
 const ADAMW_THREADS: u32 = 256;
 
-/// AdamW hyper-parameters for one step. `step` counts from 1.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamW {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    pub step: u32,
-}
-
-impl AdamW {
+impl AdamWStep {
     /// (1 - beta1^t, 1 - beta2^t), computed in f64 so late steps stay exact.
     pub fn bias_corrections(&self) -> (f32, f32) {
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
@@ -103,7 +93,7 @@ impl CudaDevice {
     #[allow(clippy::too_many_arguments)]
     pub fn adamw_step<G: AdamGrad>(
         &self,
-        hyper: AdamW,
+        hyper: AdamWStep,
         master: &mut impl DevicePtrMut<f32>,
         m: &mut impl DevicePtrMut<f32>,
         v: &mut impl DevicePtrMut<f32>,

@@ -8,6 +8,7 @@ use half::bf16;
 
 use super::check::{grid, int, len_is, long, need};
 use super::{CudaDevice, CudaError};
+use crate::backend::AttnShape;
 
 const TS_THREADS: u32 = 256;
 /// As in tensor.cu: lanes hold up to 8 elements each, 4 warps per block.
@@ -26,20 +27,8 @@ pub struct RowBlocks {
     pub dst_row: usize,
 }
 
-/// Shapes of one f32 attention call, as [`crate::backend::AttnShape`].
-#[derive(Clone, Copy, Debug)]
-pub struct F32AttnShape {
-    pub batch: usize,
-    pub q_len: usize,
-    pub kv_len: usize,
-    pub kv_cap: usize,
-    pub q_offset: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-}
-
-impl F32AttnShape {
+/// The f32 attention kernel's view of a call's shape.
+impl AttnShape {
     fn q_elems(&self) -> usize {
         self.batch * self.q_len * self.heads * self.head_dim
     }
@@ -288,7 +277,7 @@ impl CudaDevice {
     #[allow(clippy::too_many_arguments)]
     pub fn attention_f32(
         &self,
-        shape: F32AttnShape,
+        shape: AttnShape,
         q: &impl DevicePtr<f32>,
         k: &impl DevicePtr<f32>,
         v: &impl DevicePtr<f32>,
@@ -325,7 +314,7 @@ impl CudaDevice {
     #[allow(clippy::too_many_arguments)]
     pub fn attention_f32_bwd(
         &self,
-        shape: F32AttnShape,
+        shape: AttnShape,
         q: &impl DevicePtr<f32>,
         k: &impl DevicePtr<f32>,
         v: &impl DevicePtr<f32>,

@@ -8,8 +8,8 @@
 use half::bf16;
 
 use super::gpu;
+use crate::backend::AdamWStep;
 use crate::backend::Device;
-use crate::backend::cuda::AdamW;
 use crate::error::{CmdResult, Exit};
 
 /// Bytes one element moves: see the module docs.
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> CmdResult {
     let mut step = 0;
     let secs = gpu::time_per_call(&dev, 3, args.iters, || {
         step += 1;
-        let hyper = AdamW {
+        let hyper = AdamWStep {
             lr: 1e-4,
             beta1: 0.9,
             beta2: 0.999,

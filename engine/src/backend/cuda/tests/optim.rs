@@ -2,7 +2,8 @@
 
 use super::reference;
 use super::*;
-use crate::backend::cuda::{AdamW, GradRef, Transpose};
+use crate::backend::AdamWStep;
+use crate::backend::cuda::{GradRef, Transpose};
 
 #[test]
 fn adamw_steps_match_reference() {
@@ -10,7 +11,7 @@ fn adamw_steps_match_reference() {
     let mut rng = rng("adamw");
     // 4099: the vector body plus a scalar tail.
     let n = 4099;
-    let mut hyper = AdamW {
+    let mut hyper = AdamWStep {
         lr: 1e-2,
         beta1: 0.9,
         beta2: 0.95,

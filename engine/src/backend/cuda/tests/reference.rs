@@ -4,7 +4,7 @@
 //! to f64 slices; only the per-chunk cross-entropy, which has no trait op of
 //! its own (the trait fuses it with the LM head), is written out in f64.
 
-use super::super::{AdamW, AttentionShape};
+use super::super::AttentionShape;
 use crate::backend::{AdamWStep, AttnShape, Backend, Cpu, Gemm};
 
 fn narrow(x: &[f64]) -> Vec<f32> {
@@ -174,19 +174,11 @@ pub fn adamw(
     v: &[f64],
     g: &[f64],
     scale: f64,
-    h: AdamW,
+    h: AdamWStep,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut p, mut m, mut v) = (narrow(p), narrow(m), narrow(v));
     let g: Vec<f32> = g.iter().map(|&x| (x * scale) as f32).collect();
-    let step = AdamWStep {
-        lr: h.lr,
-        beta1: h.beta1,
-        beta2: h.beta2,
-        eps: h.eps,
-        weight_decay: h.weight_decay,
-        step: h.step,
-    };
-    Cpu.adamw(&mut p, &g, &mut m, &mut v, step);
+    Cpu.adamw(&mut p, &g, &mut m, &mut v, h);
     (wide(p), wide(m), wide(v))
 }
 

@@ -1,7 +1,8 @@
 //! Mixed precision through the real CLI: the tiny model's SFT with
 //! `dtype: bf16` (bf16 weights, rounding where the CUDA kernels round) ends
 //! within 3% of the same SFT in f32, and the pipeline's `model.dtype`
-//! reaches a training stage's hash exactly as the stage's own `dtype`.
+//! reaches a training stage's hash exactly as the stage's own `dtype`; each
+//! stage records the memory its work held at once in `memory.json`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -110,6 +111,22 @@ fn tiny_sft_in_bf16_ends_within_3_percent_of_f32() {
         100.0 * rel
     );
     assert!(rel < 0.03, "f32 {a} vs bf16 {b}: {:.2}% apart", 100.0 * rel);
+
+    // Each stage says how much memory its work held at once.
+    for (stage, dtype) in [("sft32", "f32"), ("sft16", "bf16")] {
+        let path = sandbox
+            .path()
+            .join("runs/bf16")
+            .join(stage)
+            .join("memory.json");
+        let memory: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(memory["device"], "cpu", "{memory}");
+        assert_eq!(memory["dtype"], dtype, "{memory}");
+        let peak = memory["peak_host_bytes"].as_u64().unwrap();
+        assert!(peak > 100_000, "{memory}");
+        assert_eq!(memory["peak_device_bytes"], peak, "{memory}");
+    }
 }
 
 #[test]

@@ -86,6 +86,27 @@ pub fn reset_peak() {
     PEAK.store(current(), Ordering::Relaxed);
 }
 
+/// The heap's high-water mark over a span of work (one stage's run), above
+/// what was allocated when the span began. Spans do not nest: opening one
+/// restarts the process's mark.
+#[derive(Debug)]
+pub struct PeakWindow {
+    base: u64,
+}
+
+impl PeakWindow {
+    pub fn open() -> Self {
+        reset_peak();
+        PeakWindow { base: current() }
+    }
+
+    /// The most bytes held at once since [`PeakWindow::open`], above the
+    /// base.
+    pub fn bytes(&self) -> u64 {
+        peak().saturating_sub(self.base)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -3,8 +3,9 @@
 //! work is written once over [`Backend`]; [`run_on_device`] opens the
 //! device through [`with_backend`] and runs it there.
 
-use crate::backend::{Backend, Dtype, OnBackend, with_backend};
-use crate::graph::{StageContext, StageError, StageKind, StageResult};
+use crate::backend::meter::PeakWindow;
+use crate::backend::{Backend, Device, Dtype, OnBackend, with_backend};
+use crate::graph::{Outcome, StageContext, StageError, StageKind, StageResult};
 
 /// A stage kind whose work runs on any backend.
 pub trait RunOnBackend: StageKind {
@@ -31,8 +32,38 @@ impl<K: RunOnBackend> OnBackend for Work<'_, K> {
     type Output = StageResult;
 
     fn run<B: Backend>(self, be: &B) -> StageResult {
-        self.kind.run_on(be, self.params, self.ctx)
+        let window = PeakWindow::open();
+        let outcome = self.kind.run_on(be, self.params, self.ctx)?;
+        if outcome == Outcome::Done {
+            write_memory(be, self.kind.dtype(self.params), &window, self.ctx)?;
+        }
+        Ok(outcome)
     }
+}
+
+/// `memory.json` beside a finished stage's outputs: the most host memory
+/// the stage's work held at once (counted from when the backend opened, so
+/// the model, its training state and the data; on the CPU that is every
+/// buffer the backend holds). It varies from run to run (a resumed stage
+/// counts only its last part), so it stays out of `summary.json` and
+/// `metrics.jsonl`, which a resume reproduces byte for byte. On a GPU the
+/// device's own bytes are not counted yet, and the file says so.
+fn write_memory<B: Backend>(
+    be: &B,
+    dtype: Dtype,
+    window: &PeakWindow,
+    ctx: &StageContext,
+) -> Result<(), StageError> {
+    let on_host = be.device() == Device::Cpu;
+    let json = serde_json::json!({
+        "device": be.device().to_string(),
+        "dtype": dtype,
+        "peak_host_bytes": window.bytes(),
+        "peak_device_bytes": on_host.then(|| window.bytes()),
+    });
+    let path = ctx.out_dir().join("memory.json");
+    std::fs::write(&path, format!("{json:#}\n"))
+        .map_err(|e| StageError::runtime(miette::miette!("cannot write {}: {e}", path.display())))
 }
 
 /// Runs a stage on the backend of its context's device. A device that

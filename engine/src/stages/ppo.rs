@@ -37,6 +37,7 @@ use crate::train::checkpoint::{self, Checkpoint, Resume, TensorData, TrainState}
 use crate::train::clip::clip_grad_norm;
 use crate::train::data_order::{Cursor, DataOrder};
 use crate::train::dataset;
+use crate::train::ema::Ema;
 use crate::train::guard::LossGuard;
 use crate::train::metrics::MetricsLog;
 use crate::train::ppo;
@@ -293,6 +294,7 @@ impl StageKind for Ppo {
                 critic: upstream("critic").unwrap_or(fresh),
                 reference,
                 rollout,
+                ema: p.ema > 0.0,
             },
             actor,
             rollout.prompt_len + rollout.new_tokens,
@@ -570,7 +572,7 @@ fn save<B: Backend>(
     work: &Path,
     roles: &Roles<B>,
     opts: [&AdamW<B>; 2],
-    ema: &[Vec<f32>],
+    ema: &Ema<B>,
     step: u64,
     cursor: Cursor,
     schedule: Schedule,
@@ -587,7 +589,7 @@ fn save<B: Backend>(
                 "history": history,
             }),
         },
-        tensors: state_tensors(be, roles, opts, ema),
+        tensors: state_tensors(be, roles, opts, &ema.values(be)),
     };
     checkpoint::save(work, &ckpt).map_err(|e| StageError::runtime(miette::Report::new(e)))
 }
@@ -642,18 +644,23 @@ fn restore<B: Backend>(
     resume: &mut Resume,
     roles: &mut Roles<B>,
     opts: [&mut AdamW<B>; 2],
-    ema: &mut [Vec<f32>],
+    ema: &mut Ema<B>,
     opt_steps: [u32; 2],
 ) -> Result<(), StageError> {
     let [actor_opt, critic_opt] = opts;
     let err = |e: checkpoint::CheckpointError| StageError::runtime(miette::Report::new(e));
-    for (p, e) in roles.actor.params().zip(ema.iter_mut()) {
-        if !e.is_empty() {
-            *e = resume
-                .take(&format!("ema/{}", p.name), &p.shape)
-                .map_err(err)?
-                .data;
-        }
+    if ema.is_on() {
+        let values = roles
+            .actor
+            .params()
+            .map(|p| {
+                resume
+                    .take(&format!("ema/{}", p.name), &p.shape)
+                    .map(|t| t.data)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        ema.restore(be, values);
     }
     let Roles {
         actor,
@@ -768,17 +775,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         weight_decay: 0.0,
         ..AdamWConfig::default()
     });
-    let mut ema: Vec<Vec<f32>> = roles
-        .actor
-        .params()
-        .map(|q| {
-            if p.ema > 0.0 {
-                be.download(&q.value)
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
+    let mut ema = Ema::start(be, roles.actor.params(), p.ema, ctx.exec.offload_optimizer);
 
     let work = ctx.work_dir().to_path_buf();
     let metrics_dir = work.join("metrics");
@@ -861,11 +858,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             step,
             &guard,
         )?;
-        if p.ema > 0.0 {
-            for (q, e) in roles.actor.params().zip(ema.iter_mut()) {
-                ppo::ema_update(e, &be.download(&q.value), p.ema as f32);
-            }
-        }
+        ema.update(be, roles.actor.params(), p.ema as f32);
         step += 1;
         history.reward_means.push(numbers[0].1 as f32);
         history.kls.push(numbers[1].1 as f32);
@@ -908,9 +901,9 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         &tokenizer,
         &out.join("actor"),
     )?;
-    if p.ema > 0.0 {
+    if ema.is_on() {
         let mut ema_set = actor.deep_copy(be, false);
-        for (q, e) in ema_set.params_mut().zip(&ema) {
+        for (q, e) in ema_set.params_mut().zip(&ema.values(be)) {
             q.value = be.upload(e);
         }
         write_model(

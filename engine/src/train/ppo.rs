@@ -1,8 +1,8 @@
 //! The arithmetic of PPO for language models, on host vectors of one
 //! response each: per-token rewards with a KL penalty against the reference
 //! policy, generalised advantage estimation, the clipped surrogate and the
-//! clipped value loss (as gradients the model's backward passes consume),
-//! and the exponential moving average of the actor's weights.
+//! clipped value loss (as gradients the model's backward passes consume).
+//! The moving average of the actor's weights is in `train::ema`.
 //!
 //! Kept apart from the stage so each formula is tested on its own against a
 //! direct transcription of its definition.
@@ -142,13 +142,6 @@ pub fn value_loss(values: &[f32], old: &[f32], returns: &[f32], eps: f32) -> (f3
     (loss / n, grad)
 }
 
-/// `ema = beta * ema + (1 - beta) * value`, element-wise.
-pub fn ema_update(ema: &mut [f32], value: &[f32], beta: f32) {
-    for (e, &v) in ema.iter_mut().zip(value) {
-        *e = beta * *e + (1.0 - beta) * v;
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -265,17 +258,5 @@ mod tests {
         let mean: f32 = v.iter().sum::<f32>() / 50.0;
         let var: f32 = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / 50.0;
         assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4);
-    }
-
-    #[test]
-    fn ema_moves_toward_the_value_by_one_minus_beta() {
-        let mut rng = ChaCha8Rng::seed_from_u64(16);
-        let value = random(&mut rng, 8, 1.0);
-        let start = random(&mut rng, 8, 1.0);
-        let mut ema = start.clone();
-        ema_update(&mut ema, &value, 0.9);
-        for i in 0..8 {
-            assert!((ema[i] - (0.9 * start[i] + 0.1 * value[i])).abs() < 1e-6);
-        }
     }
 }

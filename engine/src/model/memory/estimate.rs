@@ -15,8 +15,9 @@
 //!   the critic's, never both at once).
 //! - **optimizer** `[4 x 2]`: AdamW's m and v (the trained values are their
 //!   own f32 masters); nothing when the preset offloads it to host memory
-//!   (`offload_optimizer`). PPO's EMA of the actor lives in host memory (the
-//!   stage keeps it as host vectors), so it costs the device nothing.
+//!   (`offload_optimizer`). PPO's EMA of the actor is an f32 copy of its
+//!   adapter, counted with the adapters; with the optimizer offloaded it
+//!   lives in host memory too (`train::ema`).
 //! - **activations** `[4]`, per token row: without checkpointing each block
 //!   keeps what `Saved` in `llama.rs` keeps (x, h1, q, k, v, attn, x2, h2,
 //!   gate, up, act, the LoRA intermediates, and in f32 the two RMSNorm
@@ -118,6 +119,8 @@ pub enum Task {
         critic: Trains,
         reference: Trains,
         rollout: Rollout,
+        /// PPO keeps a moving average of the actor (`ema` above 0).
+        ema: bool,
     },
 }
 
@@ -399,6 +402,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             critic,
             reference,
             rollout,
+            ema,
         } => {
             let base = counts.causal_lm;
             let (actor_extra, actor_trained) = trained_params(c, &w.trains, base);
@@ -413,6 +417,11 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             let trained_copies =
                 u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
             let heads = 2 * d;
+            let ema_extra = if *ema && !w.optimizer_offload {
+                actor_extra
+            } else {
+                0
+            };
             // The actor's gradients are freed before the critic's are made.
             let (actor_grads, actor_opt) = grads_and_optimizer(actor_trained, w.optimizer_offload);
             let (critic_grads, critic_opt) =
@@ -438,7 +447,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 weights: base * w.weights.bytes() as u64 + trained_copies * base * 4,
                 // The reference and reward adapters are frozen: stored as
                 // the weight dtype; the trained ones and the heads in f32.
-                adapters: (actor_extra + critic_extra + heads) * 4
+                adapters: (actor_extra + critic_extra + heads + ema_extra) * 4
                     + (reference_extra + reward_extra) * w.weights.bytes() as u64,
                 gradients,
                 optimizer,
@@ -673,7 +682,8 @@ mod tests {
     /// score head trains. PPO: one base, four adapters (actor and critic in
     /// f32, the frozen reference and reward in bf16), KV cache of 1 x (256 + 256) tokens x 32 layers x 2
     /// x 1024 x 4 B = 134,217,728. Offloading the optimizer takes its 5.4 GB
-    /// (2 x 335,548,416 x 8 B) off the device, and only that.
+    /// (2 x 335,548,416 x 8 B) off the device, and the actor's moving
+    /// average with it.
     #[test]
     fn reward_and_ppo_share_the_base() {
         let c = llama8b();
@@ -699,13 +709,15 @@ mod tests {
                 critic: lora.clone(),
                 reference: lora.clone(),
                 rollout,
+                ema: true,
             },
             ..sft(&c, lora.clone(), 1, true)
         });
         assert_eq!(ppo.weights, 8_030_261_248 * 2);
+        // Actor, critic, heads and the actor's moving average in f32.
         assert_eq!(
             ppo.adapters,
-            (2 * 335_544_320 + 2 * 4096) * 4 + 2 * 335_544_320 * 2
+            (3 * 335_544_320 + 2 * 4096) * 4 + 2 * 335_544_320 * 2
         );
         assert_eq!(ppo.gradients, (335_544_320 + 4096) * 4);
         assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 8);
@@ -717,7 +729,11 @@ mod tests {
             ..ppo_workload(&c, &lora, rollout)
         });
         assert_eq!(offloaded.optimizer, 0);
-        assert_eq!(ppo.total() - offloaded.total(), ppo.optimizer);
+        // The moving average goes to the host with the optimizer.
+        assert_eq!(
+            ppo.total() - offloaded.total(),
+            ppo.optimizer + 335_544_320 * 4
+        );
         assert!(fits(offloaded.total(), 23.9));
     }
 
@@ -727,6 +743,7 @@ mod tests {
                 critic: lora.clone(),
                 reference: lora.clone(),
                 rollout,
+                ema: true,
             },
             ..sft(c, lora.clone(), 1, true)
         }

@@ -167,6 +167,39 @@ impl CudaBackend {
         }
     }
 
+    /// The LM head's logits `h w^T` in bf16, one chunk of at most
+    /// [`CE_CHUNK_VALUES`] values at a time: `each` gets the chunk's rows
+    /// `r0..r1`, their hidden states and their logits.
+    fn logit_chunks(
+        &self,
+        h16: &CudaView<'_, bf16>,
+        w16: &CudaView<'_, bf16>,
+        dim: usize,
+        vocab: usize,
+        mut each: impl FnMut(usize, usize, CudaView<'_, bf16>, CudaViewMut<'_, bf16>),
+    ) {
+        let rows = h16.len() / dim;
+        let chunk = (CE_CHUNK_VALUES / vocab).clamp(1, rows);
+        let mut logits = ok(self.dev.scratch::<bf16>(chunk * vocab));
+        for r0 in (0..rows).step_by(chunk) {
+            let r1 = (r0 + chunk).min(rows);
+            let n = r1 - r0;
+            let hc = h16.slice(r0 * dim..r1 * dim);
+            let mut lg = logits.slice_mut(..n * vocab);
+            ok(self.dev.gemm::<bf16>(
+                (n, vocab, dim),
+                &hc,
+                Transpose::No,
+                w16,
+                Transpose::Yes,
+                &mut lg,
+                1.0,
+                0.0,
+            ));
+            each(r0, r1, hc, lg);
+        }
+    }
+
     /// A bf16 copy of the f32 buffer `x`, rounded to nearest even.
     fn narrowed(&self, x: &CudaBuf) -> CudaSlice<bf16> {
         let mut out = ok(self.dev.scratch::<bf16>(x.len));
@@ -611,23 +644,8 @@ impl Backend for CudaBackend {
         let wts = ok(self.dev.upload(weights));
         let mut lse = ok(self.dev.scratch::<f32>(rows));
         let mut loss = ok(self.dev.scratch::<f32>(rows));
-        let chunk = (CE_CHUNK_VALUES / vocab).clamp(1, rows);
-        let mut logits = ok(self.dev.scratch::<bf16>(chunk * vocab));
-        for r0 in (0..rows).step_by(chunk) {
-            let r1 = (r0 + chunk).min(rows);
+        self.logit_chunks(&h16, &w16, dim, vocab, |r0, r1, hc, mut lg| {
             let n = r1 - r0;
-            let hc = h16.slice(r0 * dim..r1 * dim);
-            let mut lg = logits.slice_mut(..n * vocab);
-            ok(self.dev.gemm::<bf16>(
-                (n, vocab, dim),
-                &hc,
-                Transpose::No,
-                &w16,
-                Transpose::Yes,
-                &mut lg,
-                1.0,
-                0.0,
-            ));
             let (tc, wc) = (tgt.slice(r0..r1), wts.slice(r0..r1));
             ok(self.dev.cross_entropy_fwd(
                 n,
@@ -639,7 +657,7 @@ impl Backend for CudaBackend {
                 &mut loss.slice_mut(r0..r1),
             ));
             let Some((dh, dw)) = grads.as_mut() else {
-                continue;
+                return;
             };
             ok(self
                 .dev
@@ -666,7 +684,7 @@ impl Backend for CudaBackend {
                     1.0,
                 ));
             }
-        }
+        });
         ok(self.dev.download(&loss))
     }
 
@@ -684,23 +702,8 @@ impl Backend for CudaBackend {
         let mut lse = ok(self.dev.scratch::<f32>(rows));
         let mut loss = ok(self.dev.scratch::<f32>(rows));
         let mut entropy = ok(self.dev.scratch::<f32>(rows));
-        let chunk = (CE_CHUNK_VALUES / vocab).clamp(1, rows);
-        let mut logits = ok(self.dev.scratch::<bf16>(chunk * vocab));
-        for r0 in (0..rows).step_by(chunk) {
-            let r1 = (r0 + chunk).min(rows);
+        self.logit_chunks(&h16, &w16, dim, vocab, |r0, r1, _, lg| {
             let n = r1 - r0;
-            let hc = h16.slice(r0 * dim..r1 * dim);
-            let mut lg = logits.slice_mut(..n * vocab);
-            ok(self.dev.gemm::<bf16>(
-                (n, vocab, dim),
-                &hc,
-                Transpose::No,
-                &w16,
-                Transpose::Yes,
-                &mut lg,
-                1.0,
-                0.0,
-            ));
             ok(self.dev.cross_entropy_fwd(
                 n,
                 vocab,
@@ -717,7 +720,7 @@ impl Backend for CudaBackend {
                 &lse.slice(r0..r1),
                 &mut entropy.slice_mut(r0..r1),
             ));
-        }
+        });
         ok(self.dev.download(&entropy))
     }
 

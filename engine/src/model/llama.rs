@@ -155,7 +155,7 @@ impl<B: Backend> Llama<B> {
     /// `score.weight` in the weights becomes the reward head.
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
         let cfg = LlamaConfig::load(&dir.join("config.json"))?;
-        let mut tensors = weights::load_dir(dir)?;
+        let mut tensors = weights::open_dir(dir)?;
         Self::from_tensors(be, cfg, &mut tensors, dir)
     }
 
@@ -729,6 +729,24 @@ impl TensorSource for TensorMap {
 
     fn rows(&self, name: &str) -> Option<usize> {
         self.get(name).and_then(|t| t.shape.first().copied())
+    }
+}
+
+impl TensorSource for weights::DirTensors {
+    fn take(&mut self, name: &str, shape: &[usize], dir: &Path) -> Result<HostTensor> {
+        match self {
+            weights::DirTensors::Map(map) => map.take(name, shape, dir),
+            weights::DirTensors::Files(files) => {
+                weights::has_shape(files.read(name, dir)?, name, shape)
+            }
+        }
+    }
+
+    fn rows(&self, name: &str) -> Option<usize> {
+        match self {
+            weights::DirTensors::Map(map) => map.rows(name),
+            weights::DirTensors::Files(files) => files.shape(name)?.first().copied(),
+        }
     }
 }
 

@@ -35,28 +35,121 @@ struct ShardIndex {
 /// Reads the weights of a model directory (a folder made from a GGUF file
 /// reads them from the file it links to).
 pub fn load_dir(dir: &Path) -> Result<TensorMap> {
+    match open_dir(dir)? {
+        DirTensors::Map(map) => Ok(map),
+        DirTensors::Files(files) => {
+            let mut all = TensorMap::new();
+            for (i, (path, map)) in files.files.iter().enumerate() {
+                for name in files.names.iter().filter(|e| *e.1 == i).map(|e| e.0) {
+                    all.insert(name.clone(), read_tensor(path, map, name)?);
+                }
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// The tensors of a model directory, to be taken one at a time.
+#[derive(Debug)]
+pub enum DirTensors {
+    /// safetensors files, mapped: a tensor is widened to f32 only when it is
+    /// taken, so loading never holds the whole model in f32 on the host.
+    Files(SafetensorsFiles),
+    /// Already in memory (a GGUF file is dequantized as a whole).
+    Map(TensorMap),
+}
+
+/// Mapped safetensors files and which file holds each tensor.
+#[derive(Debug)]
+pub struct SafetensorsFiles {
+    files: Vec<(PathBuf, memmap2::Mmap)>,
+    names: BTreeMap<String, usize>,
+}
+
+/// Opens a model directory's weights without reading them: one
+/// `model.safetensors`, the shards of `model.safetensors.index.json`, or
+/// the GGUF file a converted folder links to.
+pub fn open_dir(dir: &Path) -> Result<DirTensors> {
     let single = dir.join("model.safetensors");
-    if single.exists() {
-        return load_file(&single);
+    let shards = if single.exists() {
+        vec![single]
+    } else {
+        let gguf = dir.join(super::gguf::GGUF_LINK);
+        if gguf.exists() {
+            return super::gguf::load_tensors(&gguf).map(DirTensors::Map);
+        }
+        let index_path = dir.join("model.safetensors.index.json");
+        let text =
+            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                path: index_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut shards: Vec<&String> = index.weight_map.values().collect();
+        shards.sort();
+        shards.dedup();
+        shards.into_iter().map(|s| dir.join(s)).collect()
+    };
+    let mut files = Vec::with_capacity(shards.len());
+    let mut names = BTreeMap::new();
+    for path in shards {
+        let file = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
+        // SAFETY: the map is read-only; a file truncated underneath us is the
+        // same hazard every safetensors reader accepts.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        for name in st.names() {
+            names.insert(name.to_string(), files.len());
+        }
+        files.push((path, map));
     }
-    let gguf = dir.join(super::gguf::GGUF_LINK);
-    if gguf.exists() {
-        return super::gguf::load_tensors(&gguf);
+    Ok(DirTensors::Files(SafetensorsFiles { files, names }))
+}
+
+impl SafetensorsFiles {
+    /// The shape of `name`, if a file holds it.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let (_, map) = &self.files[*self.names.get(name)?];
+        let st = SafeTensors::deserialize(map).ok()?;
+        st.tensor(name).ok().map(|view| view.shape().to_vec())
     }
-    let index_path = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-    let index: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-        path: index_path.clone(),
-        reason: e.to_string(),
-    })?;
-    let mut shards: Vec<&String> = index.weight_map.values().collect();
-    shards.sort();
-    shards.dedup();
-    let mut all = TensorMap::new();
-    for shard in shards {
-        all.extend(load_file(&dir.join(shard))?);
+
+    /// Reads `name`, widened to f32 and checked finite.
+    pub fn read(&self, name: &str, dir: &Path) -> Result<HostTensor> {
+        let missing = || ModelError::MissingTensor {
+            name: name.to_string(),
+            dir: PathBuf::from(dir),
+        };
+        let (path, map) = &self.files[*self.names.get(name).ok_or_else(missing)?];
+        read_tensor(path, map, name)
     }
-    Ok(all)
+}
+
+/// One tensor of a mapped safetensors file, widened to f32; non-finite
+/// values are refused, naming the tensor.
+fn read_tensor(path: &Path, map: &[u8], name: &str) -> Result<HostTensor> {
+    let bad = |reason: String| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
+    let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+    let data =
+        to_f32(&view).map_err(|d| bad(format!("tensor `{name}` has unsupported dtype {d:?}")))?;
+    let non_finite = data.iter().filter(|x| !x.is_finite()).count();
+    if non_finite > 0 {
+        return Err(ModelError::NonFinite {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            count: non_finite,
+            len: data.len(),
+        });
+    }
+    Ok(HostTensor::new(view.shape().to_vec(), data))
 }
 
 /// Reads every tensor of one safetensors file.
@@ -66,25 +159,13 @@ pub fn load_file(path: &Path) -> Result<TensorMap> {
     // truncated underneath us is the same hazard every safetensors reader
     // accepts.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-    let bad = |reason: String| ModelError::Safetensors {
+    let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
         path: path.to_path_buf(),
-        reason,
-    };
-    let st = SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
+        reason: e.to_string(),
+    })?;
     let mut out = TensorMap::new();
-    for (name, view) in st.tensors() {
-        let data = to_f32(&view)
-            .map_err(|d| bad(format!("tensor `{name}` has unsupported dtype {d:?}")))?;
-        let non_finite = data.iter().filter(|x| !x.is_finite()).count();
-        if non_finite > 0 {
-            return Err(ModelError::NonFinite {
-                path: path.to_path_buf(),
-                name,
-                count: non_finite,
-                len: data.len(),
-            });
-        }
-        out.insert(name, HostTensor::new(view.shape().to_vec(), data));
+    for name in st.names() {
+        out.insert(name.to_string(), read_tensor(path, &map, name)?);
     }
     Ok(out)
 }
@@ -154,6 +235,11 @@ pub fn take(map: &mut TensorMap, name: &str, shape: &[usize], dir: &Path) -> Res
         name: name.to_string(),
         dir: PathBuf::from(dir),
     })?;
+    has_shape(t, name, shape)
+}
+
+/// `t` if it has the shape the model expects of `name`.
+pub fn has_shape(t: HostTensor, name: &str, shape: &[usize]) -> Result<HostTensor> {
     if t.shape != shape {
         return Err(ModelError::Shape {
             name: name.to_string(),
@@ -208,5 +294,14 @@ mod tests {
         let err = take(&mut all, "x", &[3, 2], dir.path()).unwrap_err();
         assert!(err.to_string().contains("[2, 3]"));
         assert!(take(&mut all, "z", &[1], dir.path()).is_err());
+
+        // Opened without reading, each tensor is read when asked for.
+        let DirTensors::Files(files) = open_dir(dir.path()).unwrap() else {
+            panic!("safetensors are mapped, not read")
+        };
+        assert_eq!(files.shape("x"), Some(vec![2, 3]));
+        assert_eq!(files.read("x", dir.path()).unwrap(), a["x"]);
+        assert_eq!(files.read("y", dir.path()).unwrap(), b["y"]);
+        assert!(files.shape("z").is_none() && files.read("z", dir.path()).is_err());
     }
 }

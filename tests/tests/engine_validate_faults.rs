@@ -203,8 +203,11 @@ fn validate_seconds(sandbox: &Sandbox, n: usize) -> f64 {
 #[test]
 fn validate_time_grows_linearly_with_the_stages() {
     let sandbox = Sandbox::new(BIN).unwrap();
-    let small = validate_seconds(&sandbox, 10_000);
-    let large = validate_seconds(&sandbox, 60_000);
+    // The faster of two runs each: on a shared machine a single run of the
+    // small case can be slowed enough by other tests to move the ratio.
+    let fastest = |n| validate_seconds(&sandbox, n).min(validate_seconds(&sandbox, n));
+    let small = fastest(10_000);
+    let large = fastest(60_000);
     // Linear is 6x; the quadratic duplicate-key scan and per-stage schema
     // generation this guards against made it about 20x.
     assert!(

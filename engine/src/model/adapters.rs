@@ -88,8 +88,7 @@ impl<B: Backend> AdapterSet<B> {
     /// bf16 product reads them rounded either way), without gradients.
     pub fn frozen(mut self, be: &B) -> Self {
         for p in self.params_mut() {
-            let value = std::mem::replace(&mut p.value, be.zeros(0));
-            p.value = be.to_dtype(value, be.weight_dtype());
+            p.store_as(be, be.weight_dtype());
             p.grad = None;
         }
         self

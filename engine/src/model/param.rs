@@ -51,10 +51,16 @@ impl<B: Backend> Param<B> {
     /// was trained is not rounded when it stops training.
     pub fn set_trainable(&mut self, be: &B, on: bool) {
         if on {
-            let value = std::mem::replace(&mut self.value, be.zeros(0));
-            self.value = be.to_dtype(value, Dtype::F32);
+            self.store_as(be, Dtype::F32);
         }
         self.grad = on.then(|| be.zeros(self.numel()));
+    }
+
+    /// Keeps the values stored as `dtype` (rounded to nearest even when
+    /// narrowing).
+    pub fn store_as(&mut self, be: &B, dtype: Dtype) {
+        let value = std::mem::replace(&mut self.value, be.zeros(0));
+        self.value = be.to_dtype(value, dtype);
     }
 
     pub fn to_host(&self, be: &B) -> HostTensor {

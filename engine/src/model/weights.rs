@@ -37,15 +37,7 @@ struct ShardIndex {
 pub fn load_dir(dir: &Path) -> Result<TensorMap> {
     match open_dir(dir)? {
         DirTensors::Map(map) => Ok(map),
-        DirTensors::Files(files) => {
-            let mut all = TensorMap::new();
-            for (i, (path, map)) in files.files.iter().enumerate() {
-                for name in files.names.iter().filter(|e| *e.1 == i).map(|e| e.0) {
-                    all.insert(name.clone(), read_tensor(path, map, name)?);
-                }
-            }
-            Ok(all)
-        }
+        DirTensors::Files(files) => files.read_all(),
     }
 }
 
@@ -91,26 +83,42 @@ pub fn open_dir(dir: &Path) -> Result<DirTensors> {
         shards.dedup();
         shards.into_iter().map(|s| dir.join(s)).collect()
     };
-    let mut files = Vec::with_capacity(shards.len());
-    let mut names = BTreeMap::new();
-    for path in shards {
-        let file = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
-        // SAFETY: the map is read-only; a file truncated underneath us is the
-        // same hazard every safetensors reader accepts.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-        let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        for name in st.names() {
-            names.insert(name.to_string(), files.len());
-        }
-        files.push((path, map));
-    }
-    Ok(DirTensors::Files(SafetensorsFiles { files, names }))
+    SafetensorsFiles::open(shards).map(DirTensors::Files)
 }
 
 impl SafetensorsFiles {
+    /// Maps `paths` and indexes their tensors by name, reading no values.
+    pub fn open(paths: Vec<PathBuf>) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut names = BTreeMap::new();
+        for path in paths {
+            let file = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
+            // SAFETY: the map is read-only; a file truncated underneath us is
+            // the same hazard every safetensors reader accepts.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
+            let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            for name in st.names() {
+                names.insert(name.to_string(), files.len());
+            }
+            files.push((path, map));
+        }
+        Ok(SafetensorsFiles { files, names })
+    }
+
+    /// Every tensor, widened to f32 and checked finite.
+    pub fn read_all(&self) -> Result<TensorMap> {
+        self.names
+            .iter()
+            .map(|(name, &i)| {
+                let (path, map) = &self.files[i];
+                Ok((name.clone(), read_tensor(path, map, name)?))
+            })
+            .collect()
+    }
+
     /// The shape of `name`, if a file holds it.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         let (_, map) = &self.files[*self.names.get(name)?];
@@ -154,20 +162,7 @@ fn read_tensor(path: &Path, map: &[u8], name: &str) -> Result<HostTensor> {
 
 /// Reads every tensor of one safetensors file.
 pub fn load_file(path: &Path) -> Result<TensorMap> {
-    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    // SAFETY: the map is read-only and dropped before returning; a file
-    // truncated underneath us is the same hazard every safetensors reader
-    // accepts.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-    let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut out = TensorMap::new();
-    for name in st.names() {
-        out.insert(name.to_string(), read_tensor(path, &map, name)?);
-    }
-    Ok(out)
+    SafetensorsFiles::open(vec![path.to_path_buf()])?.read_all()
 }
 
 fn to_f32(view: &TensorView<'_>) -> std::result::Result<Vec<f32>, Dtype> {

@@ -234,26 +234,28 @@ fn check_stage<'a>(
         .filter(|e| e.key != "kind")
         .cloned()
         .collect();
-    if let (Some(field), Some(model)) = (kind.model_field(), model)
-        && !body_entries.iter().any(|e| e.key == field)
-    {
-        body_entries.push(Entry {
-            key: field.to_string(),
-            key_span: model.span.clone(),
-            value: model.clone(),
-        });
-    }
+    // The pipeline's `model` (and its `dtype`) stand in for fields the
+    // stage leaves out, located where the pipeline wrote them.
     let model_dtype = model
         .and_then(|m| m.entries())
         .and_then(|entries| entries.iter().find(|e| e.key == "dtype"));
-    if let (Some(field), Some(dtype)) = (kind.dtype_field(), model_dtype)
-        && !body_entries.iter().any(|e| e.key == field)
-    {
-        body_entries.push(Entry {
-            key: field.to_string(),
-            key_span: dtype.key_span.clone(),
-            value: dtype.value.clone(),
-        });
+    let defaults = [
+        (kind.model_field(), model.map(|m| (&m.span, m))),
+        (
+            kind.dtype_field(),
+            model_dtype.map(|d| (&d.key_span, &d.value)),
+        ),
+    ];
+    for (field, default) in defaults {
+        if let (Some(field), Some((span, value))) = (field, default)
+            && !body_entries.iter().any(|e| e.key == field)
+        {
+            body_entries.push(Entry {
+                key: field.to_string(),
+                key_span: span.clone(),
+                value: value.clone(),
+            });
+        }
     }
     let body = Node {
         span: entry.value.span.clone(),

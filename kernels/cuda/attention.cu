@@ -5,7 +5,11 @@
 //   k, v, dk, dv   [B, T, Hkv, D]     Hq is a multiple of Hkv (GQA)
 //   lse, delta     [B, Hq, T] f32     logsumexp of the scaled scores (natural
 //                                     log) and rowsum(dO * O) for backward
-// Query row i attends to keys 0..=i. Scores are scaled by `scale` (1/sqrt(D)).
+// Sequence b is left-padded by kv_start[b] positions (int, [B]): query row i
+// attends to keys kv_start[b]..=i, and a padding row (i < kv_start[b]) to
+// none, so its output, its gradients and the gradients of padding keys are 0
+// and its lse is -inf, as in the f32 kernel (tensor.cu). Scores are scaled by
+// `scale` (1/sqrt(D)).
 //
 // Tiles of 32 queries x 32 keys, 4 warps of 8 rows each, f32 accumulation,
 // exp2 with log2(e) folded into the scale. Backward is split into a dK/dV
@@ -17,6 +21,9 @@
 #define ATT_BN 32
 #define ATT_ROWS 8
 #define ATT_THREADS 128
+
+// The first key tile a query tile can see: the one holding kv_start.
+__device__ __forceinline__ int first_key_tile(int start) { return start - start % ATT_BN; }
 
 // Copy `rows` rows of D bf16 from a strided global tensor into a shared tile
 // with row pitch P (elements), two elements per 32-bit access; rows at or past
@@ -37,7 +44,8 @@ __device__ __forceinline__ void load_tile(bf16_t (*dst)[P], const bf16_t* src, s
 template <int D>
 __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                           const bf16_t* __restrict__ v, bf16_t* __restrict__ o,
-                          float* __restrict__ lse, int T, int Hq, int Hkv, float scale) {
+                          float* __restrict__ lse, const int* __restrict__ kv_start, int T,
+                          int Hq, int Hkv, float scale) {
     constexpr int C = D / 32;
     __shared__ __align__(16) bf16_t sQ[ATT_BM][D];
     __shared__ __align__(16) bf16_t sK[ATT_BN][D + 2];
@@ -69,8 +77,9 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
         for (int c = 0; c < C; ++c) acc[r][c] = 0.0f;
     }
 
+    const int lo = kv_start[b];
     const int n_end = min(T, m0 + ATT_BM);
-    for (int n0 = 0; n0 < n_end; n0 += ATT_BN) {
+    for (int n0 = first_key_tile(lo); n0 < n_end; n0 += ATT_BN) {
         __syncthreads();
         load_tile<D, D + 2>(sK, kb, ks, n0, T);
         load_tile<D, D>(sV, vb, ks, n0, T);
@@ -94,10 +103,13 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
 #pragma unroll
         for (int r = 0; r < ATT_ROWS; ++r) {
             const int row = m0 + warp * ATT_ROWS + r;
-            float x = (key <= row && key < T) ? s[r] * c2 : -PP_INF;
+            float x = (key >= lo && key <= row && key < T) ? s[r] * c2 : -PP_INF;
             float mn = fmaxf(m_i[r], warp_max(x));
-            float p = exp2f(x - mn);
-            float alpha = exp2f(m_i[r] - mn);
+            // A row that has seen no key yet keeps m = -inf; shifting by 0
+            // keeps its p at 0 instead of exp2(-inf - -inf) = NaN.
+            float shift = mn == -PP_INF ? 0.0f : mn;
+            float p = exp2f(x - shift);
+            float alpha = exp2f(m_i[r] - shift);
             l_i[r] = l_i[r] * alpha + warp_sum(p);
             m_i[r] = mn;
             s[r] = p;
@@ -123,12 +135,13 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
     for (int r = 0; r < ATT_ROWS; ++r) {
         const int row = m0 + warp * ATT_ROWS + r;
         if (row < T) {
-            float inv = 1.0f / l_i[r];
+            float inv = l_i[r] > 0.0f ? 1.0f / l_i[r] : 0.0f;
             bf16_t* orow = o + (size_t)b * T * qs + (size_t)row * qs + (size_t)h * D;
 #pragma unroll
             for (int c = 0; c < C; ++c) orow[lane + 32 * c] = f32_to_bf16(acc[r][c] * inv);
             if (lane == 0) {
-                lse[((size_t)b * Hq + h) * T + row] = (m_i[r] + log2f(l_i[r])) * PP_LN2;
+                lse[((size_t)b * Hq + h) * T + row] =
+                    l_i[r] > 0.0f ? (m_i[r] + log2f(l_i[r])) * PP_LN2 : -PP_INF;
             }
         }
     }
@@ -136,14 +149,14 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 flash_attn_fwd_d64(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* lse,
-                   int T, int Hq, int Hkv, float scale) {
-    flash_fwd<64>(q, k, v, o, lse, T, Hq, Hkv, scale);
+                   const int* kv_start, int T, int Hq, int Hkv, float scale) {
+    flash_fwd<64>(q, k, v, o, lse, kv_start, T, Hq, Hkv, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 flash_attn_fwd_d128(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* lse,
-                    int T, int Hq, int Hkv, float scale) {
-    flash_fwd<128>(q, k, v, o, lse, T, Hq, Hkv, scale);
+                    const int* kv_start, int T, int Hq, int Hkv, float scale) {
+    flash_fwd<128>(q, k, v, o, lse, kv_start, T, Hq, Hkv, scale);
 }
 
 // delta[b, h, t] = sum_d dO[b, t, h, d] * O[b, t, h, d]: one warp per row.
@@ -172,8 +185,9 @@ template <int D>
 __device__ void flash_bwd_dkdv(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                const bf16_t* __restrict__ v, const bf16_t* __restrict__ d_o,
                                const float* __restrict__ lse, const float* __restrict__ delta,
-                               bf16_t* __restrict__ dk, bf16_t* __restrict__ dv, int T, int Hq,
-                               int Hkv, float scale) {
+                               bf16_t* __restrict__ dk, bf16_t* __restrict__ dv,
+                               const int* __restrict__ kv_start, int T, int Hq, int Hkv,
+                               float scale) {
     constexpr int C = D / 32;
     __shared__ __align__(16) bf16_t sK[ATT_BN][D];
     __shared__ __align__(16) bf16_t sV[ATT_BN][D];
@@ -207,7 +221,10 @@ __device__ void flash_bwd_dkdv(const bf16_t* __restrict__ q, const bf16_t* __res
             gv[r][c] = 0.0f;
         }
 
-    for (int h = hk * group; h < (hk + 1) * group; ++h) {
+    // A tile of padding keys only is seen by no query: its gradients stay 0.
+    const int lo = kv_start[b];
+    const int h_end = n0 + ATT_BN > lo ? (hk + 1) * group : hk * group;
+    for (int h = hk * group; h < h_end; ++h) {
         const bf16_t* qb = q + (size_t)b * T * qs + (size_t)h * D;
         const bf16_t* gb = d_o + (size_t)b * T * qs + (size_t)h * D;
         const float* lb = lse + ((size_t)b * Hq + h) * T;
@@ -248,7 +265,7 @@ __device__ void flash_bwd_dkdv(const bf16_t* __restrict__ q, const bf16_t* __res
 #pragma unroll
             for (int r = 0; r < ATT_ROWS; ++r) {
                 const int key = n0 + warp * ATT_ROWS + r;
-                bool valid = key <= query && query < T && key < T;
+                bool valid = key >= lo && key <= query && query < T && key < T;
                 float p = valid ? exp2f(s[r] * c2 - sL[lane]) : 0.0f;
                 s[r] = p;
                 dp[r] = p * (dp[r] - sD[lane]);
@@ -295,7 +312,8 @@ template <int D>
 __device__ void flash_bwd_dq(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                              const bf16_t* __restrict__ v, const bf16_t* __restrict__ d_o,
                              const float* __restrict__ lse, const float* __restrict__ delta,
-                             bf16_t* __restrict__ dq, int T, int Hq, int Hkv, float scale) {
+                             bf16_t* __restrict__ dq, const int* __restrict__ kv_start, int T,
+                             int Hq, int Hkv, float scale) {
     constexpr int C = D / 32;
     __shared__ __align__(16) bf16_t sQ[ATT_BM][D];
     __shared__ __align__(16) bf16_t sO[ATT_BM][D];
@@ -331,8 +349,9 @@ __device__ void flash_bwd_dq(const bf16_t* __restrict__ q, const bf16_t* __restr
         for (int c = 0; c < C; ++c) acc[r][c] = 0.0f;
     }
 
+    const int lo = kv_start[b];
     const int n_end = min(T, m0 + ATT_BM);
-    for (int n0 = 0; n0 < n_end; n0 += ATT_BN) {
+    for (int n0 = first_key_tile(lo); n0 < n_end; n0 += ATT_BN) {
         __syncthreads();
         load_tile<D, D + 2>(sK, kb, ks, n0, T);
         load_tile<D, D + 2>(sV, vb, ks, n0, T);
@@ -363,7 +382,7 @@ __device__ void flash_bwd_dq(const bf16_t* __restrict__ q, const bf16_t* __restr
 #pragma unroll
         for (int r = 0; r < ATT_ROWS; ++r) {
             const int row = m0 + warp * ATT_ROWS + r;
-            bool valid = key <= row && row < T && key < T;
+            bool valid = key >= lo && key <= row && row < T && key < T;
             float p = valid ? exp2f(s[r] * c2 - l2[r]) : 0.0f;
             dp[r] = p * (dp[r] - dl[r]);
         }
@@ -395,28 +414,28 @@ __device__ void flash_bwd_dq(const bf16_t* __restrict__ q, const bf16_t* __restr
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 flash_attn_bwd_dkdv_d64(const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* d_o,
-                        const float* lse, const float* delta, bf16_t* dk, bf16_t* dv, int T,
-                        int Hq, int Hkv, float scale) {
-    flash_bwd_dkdv<64>(q, k, v, d_o, lse, delta, dk, dv, T, Hq, Hkv, scale);
+                        const float* lse, const float* delta, bf16_t* dk, bf16_t* dv,
+                        const int* kv_start, int T, int Hq, int Hkv, float scale) {
+    flash_bwd_dkdv<64>(q, k, v, d_o, lse, delta, dk, dv, kv_start, T, Hq, Hkv, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 flash_attn_bwd_dkdv_d128(const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* d_o,
-                         const float* lse, const float* delta, bf16_t* dk, bf16_t* dv, int T,
-                         int Hq, int Hkv, float scale) {
-    flash_bwd_dkdv<128>(q, k, v, d_o, lse, delta, dk, dv, T, Hq, Hkv, scale);
+                         const float* lse, const float* delta, bf16_t* dk, bf16_t* dv,
+                         const int* kv_start, int T, int Hq, int Hkv, float scale) {
+    flash_bwd_dkdv<128>(q, k, v, d_o, lse, delta, dk, dv, kv_start, T, Hq, Hkv, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 flash_attn_bwd_dq_d64(const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* d_o,
-                      const float* lse, const float* delta, bf16_t* dq, int T, int Hq, int Hkv,
-                      float scale) {
-    flash_bwd_dq<64>(q, k, v, d_o, lse, delta, dq, T, Hq, Hkv, scale);
+                      const float* lse, const float* delta, bf16_t* dq, const int* kv_start,
+                      int T, int Hq, int Hkv, float scale) {
+    flash_bwd_dq<64>(q, k, v, d_o, lse, delta, dq, kv_start, T, Hq, Hkv, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 flash_attn_bwd_dq_d128(const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* d_o,
-                       const float* lse, const float* delta, bf16_t* dq, int T, int Hq, int Hkv,
-                       float scale) {
-    flash_bwd_dq<128>(q, k, v, d_o, lse, delta, dq, T, Hq, Hkv, scale);
+                       const float* lse, const float* delta, bf16_t* dq, const int* kv_start,
+                       int T, int Hq, int Hkv, float scale) {
+    flash_bwd_dq<128>(q, k, v, d_o, lse, delta, dq, kv_start, T, Hq, Hkv, scale);
 }

@@ -167,7 +167,9 @@ static void check_embedding_and_norm() {
     check("grad norm and clip", relerr(widef(res), Vd{norm, std::min(1.0, 1.0 / (norm + 1e-6))}), 1e-4);
 }
 
-static void check_attention(int D) {
+// starts: each sequence's left padding (kv_start); 40 of 45 makes a whole
+// query tile and a whole key tile of padding.
+static void check_attention(int D, std::vector<int> starts) {
     int B = 2, T = 45, Hq = 4, Hkv = 2;
         size_t ql = (size_t)B * T * Hq * D, kl = (size_t)B * T * Hkv * D, ll = (size_t)B * Hq * T;
         auto q = rbf(ql), k = rbf(kl), v = rbf(kl), g = rbf(ql);
@@ -175,33 +177,42 @@ static void check_attention(int D) {
         std::vector<float> lse(ll, NAN), delta(ll, NAN);
         float scale = 1.0f / sqrtf(D);
         dim3 grid{(unsigned)((T + 31) / 32), (unsigned)Hq, (unsigned)B};
-        launch(grid, 128, [&] { if (D == 64) flash_attn_fwd_d64(q.data(), k.data(), v.data(), o.data(), lse.data(), T, Hq, Hkv, scale); else flash_attn_fwd_d128(q.data(), k.data(), v.data(), o.data(), lse.data(), T, Hq, Hkv, scale); });
+        launch(grid, 128, [&] { if (D == 64) flash_attn_fwd_d64(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), T, Hq, Hkv, scale); else flash_attn_fwd_d128(q.data(), k.data(), v.data(), o.data(), lse.data(), starts.data(), T, Hq, Hkv, scale); });
         // reference
         auto Q = wide(q), K = wide(k), V = wide(v), G = wide(g);
-        std::vector<double> O(ql, 0), L(ll), dQ(ql, 0), dK(kl, 0), dV(kl, 0);
+        std::vector<double> O(ql, 0), L(ll, -INFINITY), dQ(ql, 0), dK(kl, 0), dV(kl, 0);
         int grp = Hq / Hkv;
         auto qi = [&](int b, int t, int h) { return ((size_t)(b * T + t) * Hq + h) * D; };
         auto ki = [&](int b, int t, int h) { return ((size_t)(b * T + t) * Hkv + h) * D; };
-        for (int b = 0; b < B; ++b) for (int h = 0; h < Hq; ++h) for (int i = 0; i < T; ++i) {
-            int hk = h / grp; std::vector<double> s(i + 1), dp(i + 1); double mx = -INFINITY;
-            for (int j = 0; j <= i; ++j) { double a = 0; for (int x = 0; x < D; ++x) a += Q[qi(b, i, h) + x] * K[ki(b, j, hk) + x]; s[j] = a * scale; mx = std::max(mx, s[j]); }
-            double sum = 0; for (int j = 0; j <= i; ++j) sum += exp(s[j] - mx);
+        // Row i of sequence b sees keys lo..=i; a padding row (i < lo) none.
+        for (int b = 0; b < B; ++b) for (int h = 0; h < Hq; ++h) for (int i = starts[b]; i < T; ++i) {
+            int hk = h / grp, lo = starts[b]; std::vector<double> s(i + 1), dp(i + 1); double mx = -INFINITY;
+            for (int j = lo; j <= i; ++j) { double a = 0; for (int x = 0; x < D; ++x) a += Q[qi(b, i, h) + x] * K[ki(b, j, hk) + x]; s[j] = a * scale; mx = std::max(mx, s[j]); }
+            double sum = 0; for (int j = lo; j <= i; ++j) sum += exp(s[j] - mx);
             L[((size_t)b * Hq + h) * T + i] = mx + log(sum);
             double dot = 0;
-            for (int j = 0; j <= i; ++j) { double p = exp(s[j] - mx) / sum; s[j] = p; double a = 0; for (int x = 0; x < D; ++x) { O[qi(b, i, h) + x] += p * V[ki(b, j, hk) + x]; a += G[qi(b, i, h) + x] * V[ki(b, j, hk) + x]; } dp[j] = a; dot += p * a; }
-            for (int j = 0; j <= i; ++j) { double ds = s[j] * (dp[j] - dot) * scale; for (int x = 0; x < D; ++x) { dV[ki(b, j, hk) + x] += s[j] * G[qi(b, i, h) + x]; dQ[qi(b, i, h) + x] += ds * K[ki(b, j, hk) + x]; dK[ki(b, j, hk) + x] += ds * Q[qi(b, i, h) + x]; } }
+            for (int j = lo; j <= i; ++j) { double p = exp(s[j] - mx) / sum; s[j] = p; double a = 0; for (int x = 0; x < D; ++x) { O[qi(b, i, h) + x] += p * V[ki(b, j, hk) + x]; a += G[qi(b, i, h) + x] * V[ki(b, j, hk) + x]; } dp[j] = a; dot += p * a; }
+            for (int j = lo; j <= i; ++j) { double ds = s[j] * (dp[j] - dot) * scale; for (int x = 0; x < D; ++x) { dV[ki(b, j, hk) + x] += s[j] * G[qi(b, i, h) + x]; dQ[qi(b, i, h) + x] += ds * K[ki(b, j, hk) + x]; dK[ki(b, j, hk) + x] += ds * Q[qi(b, i, h) + x]; } }
         }
-        std::vector<double> lsed(lse.begin(), lse.end());
-        printf("head dim %d\n", D);
+        // Padding rows' lse must be -inf exactly; the rest is compared.
+        std::vector<double> lsed, L_seen;
+        int lse_wrong = 0;
+        for (size_t r = 0; r < ll; ++r) {
+            if (std::isinf(L[r])) lse_wrong += !(std::isinf(lse[r]) && lse[r] < 0);
+            else { lsed.push_back(lse[r]); L_seen.push_back(L[r]); }
+        }
+        printf("head dim %d, kv_start {%d, %d}\n", D, starts[0], starts[1]);
         check("flash fwd o", relerr(wide(o), O), 1e-2);
-        check("flash fwd lse", relerr(lsed, L), 1e-4);
+        check("flash fwd lse", relerr(lsed, L_seen), 1e-4);
+        check("flash fwd padding lse -inf", lse_wrong, 0.5);
         unsigned rows = B * T * Hq;
         launch({(rows + 3) / 4, 1, 1}, 128, [&] { flash_attn_bwd_delta(o.data(), g.data(), delta.data(), B, T, Hq, D); });
-        launch({grid.x, (unsigned)Hkv, (unsigned)B}, 128, [&] { if (D == 64) flash_attn_bwd_dkdv_d64(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dk.data(), dv.data(), T, Hq, Hkv, scale); else flash_attn_bwd_dkdv_d128(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dk.data(), dv.data(), T, Hq, Hkv, scale); });
-        launch(grid, 128, [&] { if (D == 64) flash_attn_bwd_dq_d64(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dq.data(), T, Hq, Hkv, scale); else flash_attn_bwd_dq_d128(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dq.data(), T, Hq, Hkv, scale); });
+        launch({grid.x, (unsigned)Hkv, (unsigned)B}, 128, [&] { if (D == 64) flash_attn_bwd_dkdv_d64(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dk.data(), dv.data(), starts.data(), T, Hq, Hkv, scale); else flash_attn_bwd_dkdv_d128(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dk.data(), dv.data(), starts.data(), T, Hq, Hkv, scale); });
+        launch(grid, 128, [&] { if (D == 64) flash_attn_bwd_dq_d64(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dq.data(), starts.data(), T, Hq, Hkv, scale); else flash_attn_bwd_dq_d128(q.data(), k.data(), v.data(), g.data(), lse.data(), delta.data(), dq.data(), starts.data(), T, Hq, Hkv, scale); });
         check("flash bwd dq", relerr(wide(dq), dQ), 1e-2);
         check("flash bwd dk", relerr(wide(dk), dK), 1e-2);
         check("flash bwd dv", relerr(wide(dv), dV), 1e-2);
+        if (starts[0] != 0 || starts[1] != 0) return;
 
         // decode: query = last row of each sequence of length lens[b]
         int S = T; std::vector<int> lens = {1, T};
@@ -263,8 +274,10 @@ int main() {
     unsigned seed = getenv("POKER_PIPE_TEST_SEED") ? (unsigned)atoll(getenv("POKER_PIPE_TEST_SEED")) : (unsigned)time(nullptr);
     printf("POKER_PIPE_TEST_SEED=%u\n", seed);
     rng.seed(seed);
-    check_attention(64);
-    check_attention(128);
+    for (int D : {64, 128}) {
+        check_attention(D, {0, 0});
+        check_attention(D, {3, 40});
+    }
     check_sampling();
     check_cross_entropy();
     check_rmsnorm();

@@ -169,15 +169,14 @@ impl AttnShape {
     }
 
     /// Whether the CUDA flash kernels take this call: square causal
-    /// batches without padding, head dims 64 or 128. They read bf16 inputs
-    /// and write bf16 outputs; every other call (left padding, decoding
-    /// against a KV cache, other head dims) runs the f32 kernel, which
-    /// rounds nothing.
-    pub fn is_flash(&self, kv_start: &[u32]) -> bool {
+    /// batches (left-padded or not: the kernels mask each sequence's
+    /// padding), head dims 64 or 128. They read bf16 inputs and write bf16
+    /// outputs; every other call (decoding against a KV cache, other head
+    /// dims) runs the f32 kernel, which rounds nothing.
+    pub fn is_flash(&self) -> bool {
         self.q_offset == 0
             && self.q_len == self.kv_len
             && self.kv_len == self.kv_cap
-            && kv_start.iter().all(|&s| s == 0)
             && matches!(self.head_dim, 64 | 128)
     }
 }

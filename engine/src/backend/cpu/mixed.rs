@@ -17,7 +17,7 @@
 //! | `token_entropy` | `h`, `w` and each chunk's logits |
 //!
 //! Everything else (residual adds, the embedding gather, dropout, the f32
-//! attention of decoding and padded batches, AdamW, sampling) is the f32
+//! attention of decoding, AdamW, sampling) is the f32
 //! reference's own code on f32 buffers. The arithmetic between rounding
 //! points is the reference's, not the GPU's (summation order and fused
 //! multiply-adds differ), so the two agree to bf16 precision, not bitwise.
@@ -259,7 +259,7 @@ impl Backend for CpuBf16 {
         kv_start: &[u32],
     ) -> (CpuBuf, CpuBuf) {
         let op = "attention";
-        if !shape.is_flash(kv_start) {
+        if !shape.is_flash() {
             let (out, lse) = attention::forward(q.f32(op), k.f32(op), v.f32(op), shape, kv_start);
             return (CpuBuf::F32(out), CpuBuf::F32(lse));
         }
@@ -281,7 +281,7 @@ impl Backend for CpuBf16 {
     ) -> (CpuBuf, CpuBuf, CpuBuf) {
         let op = "attention_backward";
         let lse = lse.f32(op);
-        if !shape.is_flash(kv_start) {
+        if !shape.is_flash() {
             let (dq, dk, dv) = attention::backward(
                 q.f32(op),
                 k.f32(op),
@@ -563,40 +563,55 @@ mod tests {
             rand_vec(&mut rng, 2 * 9 * 2 * 64),
             rand_vec(&mut rng, 2 * 9 * 4 * 64),
         );
-        let flat = [0, 0];
-        assert!(shape.is_flash(&flat));
-        let (o, lse) = CpuBf16.attention(&f(&q), &f(&k), &f(&v), shape, &flat);
-        let (o_e, lse_e) = Cpu.attention(&r(&q), &r(&k), &r(&v), shape, &flat);
-        let (o_r, _) = Cpu.attention(&q, &k, &v, shape, &flat);
-        check("attention", &CpuBf16.download(&o), &r(&o_e), &o_r);
-        assert_eq!(CpuBf16.download(&lse), lse_e);
-        let (dq, dk, dv) =
-            CpuBf16.attention_backward(&f(&q), &f(&k), &f(&v), &o, &lse, &f(&dout), shape, &flat);
-        let o16 = CpuBf16.download(&o);
-        let (dq_e, dk_e, dv_e) = Cpu.attention_backward(
-            &r(&q),
-            &r(&k),
-            &r(&v),
-            &o16,
-            &lse_e,
-            &r(&dout),
-            shape,
-            &flat,
-        );
-        let (_, lse_r) = Cpu.attention(&q, &k, &v, shape, &flat);
-        let (dq_r, dk_r, dv_r) =
-            Cpu.attention_backward(&q, &k, &v, &o_r, &lse_r, &dout, shape, &flat);
-        check("attention dq", &CpuBf16.download(&dq), &r(&dq_e), &dq_r);
-        check("attention dk", &CpuBf16.download(&dk), &r(&dk_e), &dk_r);
-        check("attention dv", &CpuBf16.download(&dv), &r(&dv_e), &dv_r);
+        assert!(shape.is_flash());
+        // Unpadded and left-padded batches both go to the flash kernels.
+        for starts in [[0, 0], [0, 3]] {
+            let (o, lse) = CpuBf16.attention(&f(&q), &f(&k), &f(&v), shape, &starts);
+            let (o_e, lse_e) = Cpu.attention(&r(&q), &r(&k), &r(&v), shape, &starts);
+            let (o_r, lse_r) = Cpu.attention(&q, &k, &v, shape, &starts);
+            check("attention", &CpuBf16.download(&o), &r(&o_e), &o_r);
+            assert_eq!(CpuBf16.download(&lse), lse_e);
+            let (dq, dk, dv) = CpuBf16.attention_backward(
+                &f(&q),
+                &f(&k),
+                &f(&v),
+                &o,
+                &lse,
+                &f(&dout),
+                shape,
+                &starts,
+            );
+            let o16 = CpuBf16.download(&o);
+            let (dq_e, dk_e, dv_e) = Cpu.attention_backward(
+                &r(&q),
+                &r(&k),
+                &r(&v),
+                &o16,
+                &lse_e,
+                &r(&dout),
+                shape,
+                &starts,
+            );
+            let (dq_r, dk_r, dv_r) =
+                Cpu.attention_backward(&q, &k, &v, &o_r, &lse_r, &dout, shape, &starts);
+            check("attention dq", &CpuBf16.download(&dq), &r(&dq_e), &dq_r);
+            check("attention dk", &CpuBf16.download(&dk), &r(&dk_e), &dk_r);
+            check("attention dv", &CpuBf16.download(&dv), &r(&dv_e), &dv_r);
+        }
 
-        // Left padding goes to CUDA's f32 kernel: the reference exactly.
-        let padded = [0, 3];
-        assert!(!shape.is_flash(&padded));
-        let (o, _) = CpuBf16.attention(&f(&q), &f(&k), &f(&v), shape, &padded);
+        // Decoding against a cache goes to CUDA's f32 kernel: the reference
+        // exactly.
+        let decode = AttnShape {
+            q_len: 1,
+            q_offset: 8,
+            ..shape
+        };
+        assert!(!decode.is_flash());
+        let q1 = q[..2 * 4 * 64].to_vec();
+        let (o, _) = CpuBf16.attention(&f(&q1), &f(&k), &f(&v), decode, &[0, 3]);
         assert_eq!(
             CpuBf16.download(&o),
-            Cpu.attention(&q, &k, &v, shape, &padded).0
+            Cpu.attention(&q1, &k, &v, decode, &[0, 3]).0
         );
     }
 

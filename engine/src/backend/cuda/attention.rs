@@ -1,7 +1,9 @@
 //! Launch wrappers for flash attention (training, causal, GQA) and decode
 //! attention over a KV cache. Layouts are documented in kernels/cuda/
 //! attention.cu and decode.cu; in short q/o are [B, T, Hq, D], k/v are
-//! [B, T, Hkv, D], lse is [B, Hq, T] f32.
+//! [B, T, Hkv, D], lse is [B, Hq, T] f32, and `kv_start` ([B] i32) is each
+//! sequence's left padding: its first `kv_start[b]` positions are neither
+//! attended nor attend (their output and gradients are 0, their lse -inf).
 
 use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
 use half::bf16;
@@ -98,14 +100,17 @@ fn decode_splits(shape: DecodeShape, sm_count: usize) -> (usize, usize) {
 }
 
 impl CudaDevice {
-    /// Causal flash attention forward: o = softmax(q k^T * scale) v per head,
-    /// and the per-row logsumexp that backward needs.
+    /// Causal flash attention forward: o = softmax(q k^T * scale) v per head
+    /// over the keys past each sequence's padding, and the per-row
+    /// logsumexp that backward needs.
+    #[allow(clippy::too_many_arguments)]
     pub fn flash_attn_fwd(
         &self,
         shape: AttentionShape,
         q: &impl DevicePtr<bf16>,
         k: &impl DevicePtr<bf16>,
         v: &impl DevicePtr<bf16>,
+        kv_start: &impl DevicePtr<i32>,
         o: &mut impl DevicePtrMut<bf16>,
         lse: &mut impl DevicePtrMut<f32>,
     ) -> Result<(), CudaError> {
@@ -120,6 +125,7 @@ impl CudaDevice {
         len_is(kernel, "v", v.len(), shape.kv_len())?;
         len_is(kernel, "o", o.len(), shape.q_len())?;
         len_is(kernel, "lse", lse.len(), shape.lse_len())?;
+        len_is(kernel, "kv_start", kv_start.len(), shape.batch)?;
         let (t, hq, hkv) = (
             int(kernel, "seq", shape.seq)?,
             int(kernel, "q_heads", shape.q_heads)?,
@@ -130,10 +136,11 @@ impl CudaDevice {
         let (q, _q) = q.device_ptr(s);
         let (k, _k) = k.device_ptr(s);
         let (v, _v) = v.device_ptr(s);
+        let (starts, _starts) = kv_start.device_ptr(s);
         let (o, _o) = o.device_ptr_mut(s);
         let (lse, _lse) = lse.device_ptr_mut(s);
         let mut args = s.launch_builder(self.function(kernel)?);
-        args.arg(&q).arg(&k).arg(&v).arg(&o).arg(&lse);
+        args.arg(&q).arg(&k).arg(&v).arg(&o).arg(&lse).arg(&starts);
         args.arg(&t).arg(&hq).arg(&hkv).arg(&scale);
         self.launch(kernel, args, grid, ATT_THREADS)
     }
@@ -150,6 +157,7 @@ impl CudaDevice {
         o: &impl DevicePtr<bf16>,
         d_o: &impl DevicePtr<bf16>,
         lse: &impl DevicePtr<f32>,
+        kv_start: &impl DevicePtr<i32>,
         dq: &mut impl DevicePtrMut<bf16>,
         dk: &mut impl DevicePtrMut<bf16>,
         dv: &mut impl DevicePtrMut<bf16>,
@@ -173,6 +181,7 @@ impl CudaDevice {
         ] {
             len_is(dqk, name, len, want)?;
         }
+        len_is(dqk, "kv_start", kv_start.len(), shape.batch)?;
         let kernel = "flash_attn_bwd_delta";
         let (b, t, hq, hkv, d) = (
             int(kernel, "batch", shape.batch)?,
@@ -190,6 +199,7 @@ impl CudaDevice {
         let (o, _o) = o.device_ptr(s);
         let (d_o, _do) = d_o.device_ptr(s);
         let (lse, _lse) = lse.device_ptr(s);
+        let (starts, _starts) = kv_start.device_ptr(s);
         let (dq, _dq) = dq.device_ptr_mut(s);
         let (dk, _dk) = dk.device_ptr_mut(s);
         let (dv, _dv) = dv.device_ptr_mut(s);
@@ -211,7 +221,7 @@ impl CudaDevice {
             .arg(&d_o)
             .arg(&lse)
             .arg(&delta_ptr);
-        args.arg(&dk).arg(&dv);
+        args.arg(&dk).arg(&dv).arg(&starts);
         args.arg(&t).arg(&hq).arg(&hkv).arg(&scale);
         self.launch(dkdv, args, (tiles, kv_heads, batch), ATT_THREADS)?;
 
@@ -222,7 +232,7 @@ impl CudaDevice {
             .arg(&d_o)
             .arg(&lse)
             .arg(&delta_ptr);
-        args.arg(&dq);
+        args.arg(&dq).arg(&starts);
         args.arg(&t).arg(&hq).arg(&hkv).arg(&scale);
         self.launch(dqk, args, (tiles, heads, batch), ATT_THREADS)
     }

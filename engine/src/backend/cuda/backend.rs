@@ -222,8 +222,8 @@ impl CudaBackend {
 
     /// The flash kernels' shape when they take this call
     /// ([`AttnShape::is_flash`]).
-    fn flash_shape(shape: AttnShape, kv_start: &[u32]) -> Option<AttentionShape> {
-        shape.is_flash(kv_start).then_some(AttentionShape {
+    fn flash_shape(shape: AttnShape) -> Option<AttentionShape> {
+        shape.is_flash().then_some(AttentionShape {
             batch: shape.batch,
             seq: shape.q_len,
             q_heads: shape.heads,
@@ -520,16 +520,22 @@ impl Backend for CudaBackend {
         kv_start: &[u32],
     ) -> (CudaBuf, CudaBuf) {
         let mut lse = self.alloc(shape.batch * shape.heads * shape.q_len);
-        if let Some(flash) = Self::flash_shape(shape, kv_start) {
+        let starts = self.kv_starts(shape, kv_start);
+        if let Some(flash) = Self::flash_shape(shape) {
             let (q16, k16, v16) = (self.to_bf16(q), self.to_bf16(k), self.to_bf16(v));
             let (q16, k16, v16) = (q16.view(), k16.view(), v16.view());
             let mut o = ok(self.dev.scratch::<bf16>(q.len));
-            ok(self
-                .dev
-                .flash_attn_fwd(flash, &q16, &k16, &v16, &mut o, &mut lse.view_mut()));
+            ok(self.dev.flash_attn_fwd(
+                flash,
+                &q16,
+                &k16,
+                &v16,
+                &starts,
+                &mut o,
+                &mut lse.view_mut(),
+            ));
             return (self.to_f32(&o), lse);
         }
-        let starts = self.kv_starts(shape, kv_start);
         let mut out = self.alloc(q.len);
         ok(self.dev.attention_f32(
             shape,
@@ -554,7 +560,8 @@ impl Backend for CudaBackend {
         shape: AttnShape,
         kv_start: &[u32],
     ) -> (CudaBuf, CudaBuf, CudaBuf) {
-        if let Some(flash) = Self::flash_shape(shape, kv_start) {
+        let starts = self.kv_starts(shape, kv_start);
+        if let Some(flash) = Self::flash_shape(shape) {
             let (q16, k16, v16) = (self.to_bf16(q), self.to_bf16(k), self.to_bf16(v));
             let (q16, k16, v16) = (q16.view(), k16.view(), v16.view());
             let (o16, do16) = (self.to_bf16(out), self.to_bf16(dout));
@@ -570,13 +577,13 @@ impl Backend for CudaBackend {
                 &o16,
                 &do16,
                 &lse.view(),
+                &starts,
                 &mut dq,
                 &mut dk,
                 &mut dv,
             ));
             return (self.to_f32(&dq), self.to_f32(&dk), self.to_f32(&dv));
         }
-        let starts = self.kv_starts(shape, kv_start);
         let (mut dq, mut dk, mut dv) = (self.alloc(q.len), self.alloc(k.len), self.alloc(v.len));
         ok(self.dev.attention_f32_bwd(
             shape,

@@ -48,18 +48,21 @@ pub fn run(args: Args) -> CmdResult {
         let k = up(shape.kv_len(), 2).map_err(gpu::runtime)?;
         let v = up(shape.kv_len(), 3).map_err(gpu::runtime)?;
         let d_o = up(shape.q_len(), 4).map_err(gpu::runtime)?;
+        let starts = dev.zeros::<i32>(shape.batch).map_err(gpu::runtime)?;
         let mut o = dev.zeros::<bf16>(shape.q_len()).map_err(gpu::runtime)?;
         let mut lse = dev.zeros::<f32>(shape.lse_len()).map_err(gpu::runtime)?;
         let mut dq = dev.zeros::<bf16>(shape.q_len()).map_err(gpu::runtime)?;
         let mut dk = dev.zeros::<bf16>(shape.kv_len()).map_err(gpu::runtime)?;
         let mut dv = dev.zeros::<bf16>(shape.kv_len()).map_err(gpu::runtime)?;
         let fwd = gpu::time_per_call(&dev, 3, args.iters, || {
-            dev.flash_attn_fwd(shape, &q, &k, &v, &mut o, &mut lse)
+            dev.flash_attn_fwd(shape, &q, &k, &v, &starts, &mut o, &mut lse)
                 .map_err(gpu::runtime)
         })?;
         let bwd = gpu::time_per_call(&dev, 3, args.iters, || {
-            dev.flash_attn_bwd(shape, &q, &k, &v, &o, &d_o, &lse, &mut dq, &mut dk, &mut dv)
-                .map_err(gpu::runtime)
+            dev.flash_attn_bwd(
+                shape, &q, &k, &v, &o, &d_o, &lse, &starts, &mut dq, &mut dk, &mut dv,
+            )
+            .map_err(gpu::runtime)
         })?;
         let flops_fwd = 2.0 * (args.batch * args.heads * seq * seq * args.head_dim) as f64;
         let flops_bwd = 2.5 * flops_fwd;

@@ -30,14 +30,38 @@ const SHAPES: [AttentionShape; 3] = [
     },
 ];
 
+/// Each shape unpadded and left-padded: a few positions of padding, and
+/// (past the first sequence) all but the last 3, so whole query and key
+/// tiles are padding.
+fn paddings(s: AttentionShape) -> [Vec<u32>; 2] {
+    let padded = (0..s.batch)
+        .map(|b| if b == 0 { 5 } else { s.seq as u32 - 3 })
+        .collect();
+    [vec![0; s.batch], padded]
+}
+
+/// lse of the rows that see a key compared; padding rows' must be -inf.
+fn assert_lse(got: &[f64], want: &[f64]) {
+    let (mut seen_got, mut seen_want) = (Vec::new(), Vec::new());
+    for (&g, &w) in got.iter().zip(want) {
+        if w == f64::NEG_INFINITY {
+            assert_eq!(g, f64::NEG_INFINITY, "a padding row's lse");
+        } else {
+            seen_got.push(g);
+            seen_want.push(w);
+        }
+    }
+    assert_close("lse", &seen_got, &seen_want, F32_TOL);
+}
+
 #[test]
 fn flash_attention_forward_matches_reference() {
     let Some(dev) = gpu("flash_attn_fwd") else {
         return;
     };
     let mut rng = rng("flash_attn_fwd");
-    for s in SHAPES {
-        eprintln!("{s:?}");
+    for (s, starts) in SHAPES.into_iter().flat_map(|s| paddings(s).map(|p| (s, p))) {
+        eprintln!("{s:?} kv_start {starts:?}");
         let q = random_bf16(&mut rng, s.q_len(), 1.0);
         let k = random_bf16(&mut rng, s.kv_len(), 1.0);
         let v = random_bf16(&mut rng, s.kv_len(), 1.0);
@@ -46,14 +70,20 @@ fn flash_attention_forward_matches_reference() {
             dev.upload(&k).unwrap(),
             dev.upload(&v).unwrap(),
         );
+        let starts_d = dev.upload(&ints(&starts)).unwrap();
         let mut o = poisoned_bf16(&dev, s.q_len());
         let mut lse = poisoned_f32(&dev, s.lse_len());
-        dev.flash_attn_fwd(s, &dq, &dk, &dv, &mut o, &mut lse)
+        dev.flash_attn_fwd(s, &dq, &dk, &dv, &starts_d, &mut o, &mut lse)
             .unwrap();
-        let (want_o, want_lse) = reference::attention_fwd(s, &widen(&q), &widen(&k), &widen(&v));
+        let (want_o, want_lse) =
+            reference::attention_fwd(s, &widen(&q), &widen(&k), &widen(&v), &starts);
         assert_close("o", &bf16_out(&dev, &o), &want_o, BF16_TOL);
-        assert_close("lse", &f32_out(&dev, &lse), &want_lse, F32_TOL);
+        assert_lse(&f32_out(&dev, &lse), &want_lse);
     }
+}
+
+fn ints(starts: &[u32]) -> Vec<i32> {
+    starts.iter().map(|&s| s as i32).collect()
 }
 
 #[test]
@@ -62,8 +92,8 @@ fn flash_attention_backward_matches_reference() {
         return;
     };
     let mut rng = rng("flash_attn_bwd");
-    for s in SHAPES {
-        eprintln!("{s:?}");
+    for (s, starts) in SHAPES.into_iter().flat_map(|s| paddings(s).map(|p| (s, p))) {
+        eprintln!("{s:?} kv_start {starts:?}");
         let q = random_bf16(&mut rng, s.q_len(), 1.0);
         let k = random_bf16(&mut rng, s.kv_len(), 1.0);
         let v = random_bf16(&mut rng, s.kv_len(), 1.0);
@@ -74,17 +104,20 @@ fn flash_attention_backward_matches_reference() {
             dev.upload(&v).unwrap(),
             dev.upload(&g).unwrap(),
         );
+        let starts_d = dev.upload(&ints(&starts)).unwrap();
         let mut o = poisoned_bf16(&dev, s.q_len());
         let mut lse = poisoned_f32(&dev, s.lse_len());
-        dev.flash_attn_fwd(s, &qd, &kd, &vd, &mut o, &mut lse)
+        dev.flash_attn_fwd(s, &qd, &kd, &vd, &starts_d, &mut o, &mut lse)
             .unwrap();
         let mut dq = poisoned_bf16(&dev, s.q_len());
         let mut dk = poisoned_bf16(&dev, s.kv_len());
         let mut dv = poisoned_bf16(&dev, s.kv_len());
-        dev.flash_attn_bwd(s, &qd, &kd, &vd, &o, &gd, &lse, &mut dq, &mut dk, &mut dv)
-            .unwrap();
+        dev.flash_attn_bwd(
+            s, &qd, &kd, &vd, &o, &gd, &lse, &starts_d, &mut dq, &mut dk, &mut dv,
+        )
+        .unwrap();
         let (wq, wk, wv) =
-            reference::attention_bwd(s, &widen(&q), &widen(&k), &widen(&v), &widen(&g));
+            reference::attention_bwd(s, &widen(&q), &widen(&k), &widen(&v), &widen(&g), &starts);
         assert_close("dq", &bf16_out(&dev, &dq), &wq, BF16_TOL);
         assert_close("dk", &bf16_out(&dev, &dk), &wk, BF16_TOL);
         assert_close("dv", &bf16_out(&dev, &dv), &wv, BF16_TOL);
@@ -153,8 +186,9 @@ fn bad_shapes_are_errors_not_launches() {
     let k = dev.zeros::<bf16>(s.kv_len()).unwrap();
     let mut o = dev.zeros::<bf16>(s.q_len()).unwrap();
     let mut lse = dev.zeros::<f32>(s.lse_len()).unwrap();
+    let starts = dev.zeros::<i32>(s.batch).unwrap();
     let err = dev
-        .flash_attn_fwd(s, &q, &k, &k, &mut o, &mut lse)
+        .flash_attn_fwd(s, &q, &k, &k, &starts, &mut o, &mut lse)
         .unwrap_err();
     assert!(err.to_string().contains("invalid arguments"), "{err}");
 }

@@ -24,14 +24,14 @@ fn positions(pos: &[i32]) -> Vec<u32> {
 }
 
 /// Causal attention, returning (o, lse): `Cpu::attention`.
-pub fn attention_fwd(s: AttentionShape, q: &[f64], k: &[f64], v: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let (o, lse) = Cpu.attention(
-        &narrow(q),
-        &narrow(k),
-        &narrow(v),
-        trait_shape(s),
-        &vec![0; s.batch],
-    );
+pub fn attention_fwd(
+    s: AttentionShape,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    starts: &[u32],
+) -> (Vec<f64>, Vec<f64>) {
+    let (o, lse) = Cpu.attention(&narrow(q), &narrow(k), &narrow(v), trait_shape(s), starts);
     (wide(o), wide(lse))
 }
 
@@ -42,12 +42,12 @@ pub fn attention_bwd(
     k: &[f64],
     v: &[f64],
     d_o: &[f64],
+    starts: &[u32],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (q, k, v) = (narrow(q), narrow(k), narrow(v));
-    let starts = vec![0; s.batch];
-    let (o, lse) = Cpu.attention(&q, &k, &v, trait_shape(s), &starts);
+    let (o, lse) = Cpu.attention(&q, &k, &v, trait_shape(s), starts);
     let (dq, dk, dv) =
-        Cpu.attention_backward(&q, &k, &v, &o, &lse, &narrow(d_o), trait_shape(s), &starts);
+        Cpu.attention_backward(&q, &k, &v, &o, &lse, &narrow(d_o), trait_shape(s), starts);
     (wide(dq), wide(dk), wide(dv))
 }
 

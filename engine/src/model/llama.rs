@@ -510,20 +510,27 @@ impl<B: Backend> Llama<B> {
         let seed = |site| site_seed(step.seed, l, site);
         let layer = &mut self.layers[l];
         let [xa_q, xa_k, xa_v, xa_o, xa_g, xa_u, xa_d] = &s.xa;
-        let d_act = layer
-            .down
-            .backward(be, &s.act, xa_d.as_ref(), &dy, rows, seed(6));
-        let (dg, du) = be.swiglu_backward(&s.gate, &s.up, &d_act);
-        let mut dh2 = layer
-            .gate
-            .backward(be, &s.h2, xa_g.as_ref(), &dg, rows, seed(4));
-        be.axpy(
-            &mut dh2,
-            1.0,
-            &layer
+        // Each gradient is dropped as soon as it has been used, so the
+        // block's working set is its widest phase (the MLP's: three
+        // `[rows, intermediate]` and three `[rows, hidden]`), as the memory
+        // planner counts it, not the sum of all phases.
+        let dh2 = {
+            let d_act = layer
+                .down
+                .backward(be, &s.act, xa_d.as_ref(), &dy, rows, seed(6));
+            let (dg, du) = be.swiglu_backward(&s.gate, &s.up, &d_act);
+            drop(d_act);
+            let mut dh2 = layer
+                .gate
+                .backward(be, &s.h2, xa_g.as_ref(), &dg, rows, seed(4));
+            drop(dg);
+            let dh2_up = layer
                 .up
-                .backward(be, &s.h2, xa_u.as_ref(), &du, rows, seed(5)),
-        );
+                .backward(be, &s.h2, xa_u.as_ref(), &du, rows, seed(5));
+            drop(du);
+            be.axpy(&mut dh2, 1.0, &dh2_up);
+            dh2
+        };
         let mut dx2 = be.rms_norm_backward(
             &dh2,
             &s.x2,
@@ -532,46 +539,49 @@ impl<B: Backend> Llama<B> {
             c.hidden_size,
             layer.post_norm.grad.as_mut(),
         );
+        drop(dh2);
         be.axpy(&mut dx2, 1.0, &dy);
-        let dattn = layer
-            .o
-            .backward(be, &s.attn, xa_o.as_ref(), &dx2, rows, seed(3));
-        let shape = AttnShape::causal(
-            step.batch.batch,
-            step.len,
-            c.num_heads,
-            c.num_kv_heads,
-            c.head_dim,
-        );
-        let (mut dq, mut dk, dv) = be.attention_backward(
-            &s.q,
-            &s.k,
-            &s.v,
-            &s.attn,
-            &s.lse,
-            &dattn,
-            shape,
-            &step.batch.pad,
-        );
+        drop(dy);
+        let (mut dq, mut dk, dv) = {
+            let dattn = layer
+                .o
+                .backward(be, &s.attn, xa_o.as_ref(), &dx2, rows, seed(3));
+            let shape = AttnShape::causal(
+                step.batch.batch,
+                step.len,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim,
+            );
+            be.attention_backward(
+                &s.q,
+                &s.k,
+                &s.v,
+                &s.attn,
+                &s.lse,
+                &dattn,
+                shape,
+                &step.batch.pad,
+            )
+        };
         be.rope(&mut dq, &step.positions, c.num_heads, &inv_freq, true);
         be.rope(&mut dk, &step.positions, c.num_kv_heads, &inv_freq, true);
         let mut dh1 = layer
             .q
             .backward(be, &s.h1, xa_q.as_ref(), &dq, rows, seed(0));
-        be.axpy(
-            &mut dh1,
-            1.0,
-            &layer
-                .k
-                .backward(be, &s.h1, xa_k.as_ref(), &dk, rows, seed(1)),
-        );
-        be.axpy(
-            &mut dh1,
-            1.0,
-            &layer
-                .v
-                .backward(be, &s.h1, xa_v.as_ref(), &dv, rows, seed(2)),
-        );
+        drop(dq);
+        let dh1_k = layer
+            .k
+            .backward(be, &s.h1, xa_k.as_ref(), &dk, rows, seed(1));
+        drop(dk);
+        be.axpy(&mut dh1, 1.0, &dh1_k);
+        drop(dh1_k);
+        let dh1_v = layer
+            .v
+            .backward(be, &s.h1, xa_v.as_ref(), &dv, rows, seed(2));
+        drop(dv);
+        be.axpy(&mut dh1, 1.0, &dh1_v);
+        drop(dh1_v);
         let mut dx = be.rms_norm_backward(
             &dh1,
             &s.x,

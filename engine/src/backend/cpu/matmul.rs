@@ -17,18 +17,21 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 pub fn warm_up() {
     static DONE: std::sync::Once = std::sync::Once::new();
     DONE.call_once(|| {
-        // Each form of product the model uses: a transposed left operand
-        // (weight gradients) is what packs into the slab.
+        // Each form of product the model uses (a transposed left operand,
+        // weight gradients, is what packs into the slab), large enough to
+        // run on the rayon workers and small enough to run on the calling
+        // thread itself (below PARALLEL_MIN_WORK), which has a slab too.
         let one = || {
-            let n = 256;
-            let (a, b) = (vec![1.0f32; n * n], vec![1.0f32; n * n]);
-            let mut c = vec![0.0f32; n * n];
-            for g in [
-                Gemm::linear(n, n, n),
-                Gemm::plain(n, n, n),
-                Gemm::weight_grad(n, n, n),
-            ] {
-                matmul(&a, &b, &mut c, g);
+            for n in [256, 48] {
+                let (a, b) = (vec![1.0f32; n * n], vec![1.0f32; n * n]);
+                let mut c = vec![0.0f32; n * n];
+                for g in [
+                    Gemm::linear(n, n, n),
+                    Gemm::plain(n, n, n),
+                    Gemm::weight_grad(n, n, n),
+                ] {
+                    matmul(&a, &b, &mut c, g);
+                }
             }
         };
         one();

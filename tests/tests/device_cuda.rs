@@ -57,6 +57,7 @@ fn cuda_context(root: &Path) -> StageContext {
             gpu_memory_gib: None,
             base_model: None,
             input_adapters: Default::default(),
+            ran: None,
         },
         inputs: BTreeMap::new(),
         files: BTreeMap::new(),

@@ -5,7 +5,7 @@
 //! goes through [`Counting`], which keeps the bytes currently allocated and
 //! the high-water mark since the last [`reset_peak`]. The memory planner's
 //! figures (model/memory.rs) are checked against these numbers
-//! (tests/tests/memory_measured.rs, `bench train`).
+//! (tests/tests/memory_measured_stages.rs, `bench train`).
 //!
 //! The cost is two relaxed atomic operations per allocation; the training
 //! loop allocates a few large buffers per op, so this does not show in the

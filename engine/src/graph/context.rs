@@ -42,6 +42,26 @@ pub struct ExecSettings {
     /// that continues an adapter plans it at its real rank.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub input_adapters: BTreeMap<String, Trains>,
+    /// What the memory planner is asked about a run that happened, on the
+    /// host: set only when a finished stage's `memory.json` sets the
+    /// planner's figure beside the measured peak.
+    #[serde(skip)]
+    pub ran: Option<RanOnHost>,
+}
+
+/// A finished run on the CPU backend, as the memory planner needs it: the
+/// planner then sizes the CPU backend (no CUDA context, the CPU's logits
+/// chunk) and the prompts the stage actually rolled out instead of its
+/// assumption about prompts it has not read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RanOnHost {
+    /// The longest prompt rolled out, in tokens (PPO).
+    pub prompt_tokens: Option<usize>,
+    /// The longest roll-out trained on, prompt and response, in tokens
+    /// (PPO: responses may stop before `max_new_tokens`).
+    pub sequence_tokens: Option<usize>,
+    /// Whether the run wrote a checkpoint (a short PPO run may not).
+    pub checkpointed: bool,
 }
 
 /// How a stage's `run` ended when it did not fail.
@@ -195,6 +215,9 @@ pub struct StageContext {
     /// When the last per-step line went to stderr off a terminal.
     step_lines: Throttle,
     verbosity: Verbosity,
+    /// What the stage's work saw that its plan could only assume, for the
+    /// planner's figure in `memory.json`.
+    pub ran: RanOnHost,
 }
 
 /// Where a stage writes and what it reads, assembled by the executor.
@@ -236,6 +259,7 @@ impl StageContext {
             started: Instant::now(),
             step_lines: Throttle::default(),
             verbosity: Verbosity::Normal,
+            ran: RanOnHost::default(),
         })
     }
 

@@ -10,7 +10,7 @@ mod plan;
 mod store;
 
 pub use context::{
-    Cancel, ContextParts, ExecSettings, LOG_FILE, Outcome, ProgressLine, ResolvedInput,
+    Cancel, ContextParts, ExecSettings, LOG_FILE, Outcome, ProgressLine, RanOnHost, ResolvedInput,
     StageContext, StageError, StageResult, Verbosity,
 };
 pub use execute::{

@@ -113,6 +113,7 @@ pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> 
                 gpu_memory_gib: Some(preset.gpu_memory_gib),
                 base_model: stage.base_model.clone(),
                 input_adapters: stage.input_adapters.clone(),
+                ran: None,
             }
         }
         None => ExecSettings {
@@ -124,6 +125,7 @@ pub fn exec_settings(stage: &Stage, preset: Option<&(String, MemoryPreset)>) -> 
             gpu_memory_gib: None,
             base_model: stage.base_model.clone(),
             input_adapters: stage.input_adapters.clone(),
+            ran: None,
         },
     }
 }

@@ -5,7 +5,8 @@
 
 use crate::backend::meter::PeakWindow;
 use crate::backend::{Backend, Device, Dtype, OnBackend, with_backend};
-use crate::graph::{Outcome, StageContext, StageError, StageKind, StageResult};
+use crate::graph::{ExecSettings, Outcome, StageContext, StageError, StageKind, StageResult};
+use crate::model::memory::{Breakdown, StageMemory};
 
 /// A stage kind whose work runs on any backend.
 pub trait RunOnBackend: StageKind {
@@ -35,7 +36,20 @@ impl<K: RunOnBackend> OnBackend for Work<'_, K> {
         let window = PeakWindow::open();
         let outcome = self.kind.run_on(be, self.params, self.ctx)?;
         if outcome == Outcome::Done {
-            write_memory(be, self.kind.dtype(self.params), &window, self.ctx)?;
+            let planned = (be.device() == Device::Cpu).then(|| {
+                let exec = ExecSettings {
+                    ran: Some(self.ctx.ran),
+                    ..self.ctx.exec.clone()
+                };
+                self.kind.memory(self.params, &exec)
+            });
+            write_memory(
+                be,
+                self.kind.dtype(self.params),
+                &window,
+                planned.as_ref().and_then(StageMemory::breakdown),
+                self.ctx,
+            )?;
         }
         Ok(outcome)
     }
@@ -44,14 +58,18 @@ impl<K: RunOnBackend> OnBackend for Work<'_, K> {
 /// `memory.json` beside a finished stage's outputs: the most host memory
 /// the stage's work held at once (counted from when the backend opened, so
 /// the model, its training state and the data; on the CPU that is every
-/// buffer the backend holds). It varies from run to run (a resumed stage
-/// counts only its last part), so it stays out of `summary.json` and
-/// `metrics.jsonl`, which a resume reproduces byte for byte. On a GPU the
-/// device's own bytes are not counted yet, and the file says so.
+/// buffer the backend holds) and, on the CPU, the memory planner's figure
+/// for the same run (the CPU backend, the preset's micro-batch, the
+/// prompts it rolled out), so that every run checks the planner. It varies
+/// from run to run (a resumed stage counts only its last part), so it stays
+/// out of `summary.json` and `metrics.jsonl`, which a resume reproduces
+/// byte for byte. On a GPU the device's own bytes are not counted yet, and
+/// the file says so.
 fn write_memory<B: Backend>(
     be: &B,
     dtype: Dtype,
     window: &PeakWindow,
+    planned: Option<&Breakdown>,
     ctx: &StageContext,
 ) -> Result<(), StageError> {
     let on_host = be.device() == Device::Cpu;
@@ -60,6 +78,8 @@ fn write_memory<B: Backend>(
         "dtype": dtype,
         "peak_host_bytes": window.bytes(),
         "peak_device_bytes": on_host.then(|| window.bytes()),
+        "planned_bytes": planned.map(Breakdown::total),
+        "planned": planned,
     });
     let path = ctx.out_dir().join("memory.json");
     std::fs::write(&path, format!("{json:#}\n"))

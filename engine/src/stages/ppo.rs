@@ -27,7 +27,9 @@ use crate::model::adapters::AdapterSet;
 use crate::model::llama::{Llama, TrainPass};
 use crate::model::load::load_dir;
 use crate::model::lora::{self, LoraConfig};
-use crate::model::memory::{Rollout as MemoryRollout, StageMemory, Task, Trains, plan_stage};
+use crate::model::memory::{
+    RewardWeights, Rollout as MemoryRollout, StageMemory, Task, Trains, plan_stage,
+};
 use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::expert::Expert;
@@ -284,7 +286,10 @@ impl StageKind for Ppo {
         };
         let rollout = MemoryRollout {
             generation_batch: exec.micro_batch as usize,
-            prompt_len: PLANNED_PROMPT_TOKENS,
+            prompt_len: exec
+                .ran
+                .and_then(|ran| ran.prompt_tokens)
+                .unwrap_or(PLANNED_PROMPT_TOKENS),
             new_tokens: p.max_new_tokens as usize,
         };
         plan_stage(
@@ -293,14 +298,18 @@ impl StageKind for Ppo {
             Task::Ppo {
                 critic: upstream("critic").unwrap_or(fresh),
                 reference,
+                reward: match upstream("critic") {
+                    Some(_) => RewardWeights::Adapter,
+                    None => RewardWeights::OwnBase,
+                },
                 rollout,
                 ema: p.ema > 0.0,
             },
             actor,
-            rollout.prompt_len + rollout.new_tokens,
-            exec.micro_batch,
-            exec.activation_checkpointing,
-            exec.offload_optimizer,
+            exec.ran
+                .and_then(|ran| ran.sequence_tokens)
+                .unwrap_or(rollout.prompt_len + rollout.new_tokens),
+            exec,
             RunOnBackend::dtype(self, p),
         )
     }
@@ -479,13 +488,25 @@ fn reward_roles<B: Backend>(
         reward.deep_copy(be, true)
     };
     let reward = reward.frozen(be);
-    // A reward model has no lm_head; every tensor it does have must match.
-    let policy_tensors = sft.model.base_tensors(be);
+    // A reward model has no lm_head; every tensor it does have must match,
+    // compared one at a time so that neither model is ever copied whole.
+    let policy: BTreeMap<String, &mut Param<B>> = sft
+        .model
+        .params_mut()
+        .into_iter()
+        .filter(|p| !p.name.contains(".lora_"))
+        .map(|p| (p.name.clone(), p))
+        .collect();
     let shared = rm
         .model
-        .base_tensors(be)
-        .iter()
-        .all(|(name, t)| policy_tensors.get(name) == Some(t));
+        .params_mut()
+        .into_iter()
+        .filter(|p| !p.name.contains(".lora_"))
+        .all(|p| {
+            policy
+                .get(&p.name)
+                .is_some_and(|q| q.shape == p.shape && q.to_host(be) == p.to_host(be))
+        });
     Ok(RewardRoles {
         score,
         reward,
@@ -753,6 +774,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         .map(|r| dataset::encode_prompt(&tokenizer, &r.text))
         .collect::<Result<_, _>>()
         .map_err(|e| StageError::runtime(miette!("{e}")))?;
+    ctx.ran.prompt_tokens = encoded.iter().map(Vec::len).max();
 
     let order = DataOrder::new(prompts.len(), p.batch_size as usize, p.seed)
         .map_err(|e| StageError::user(miette!("{e}")))?;
@@ -847,6 +869,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             seed: p.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step),
         };
         let rollout = roles.rollout(be, &chosen, &opts);
+        ctx.ran.sequence_tokens = ctx.ran.sequence_tokens.max(Some(rollout.batch.seq));
         let scores = mixed_scores(p, &prompts, &batch.indices, &rollout, &tokenizer)?;
         let numbers = train_step(
             be,
@@ -889,6 +912,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         }
     }
 
+    ctx.ran.checkpointed = saved > 0;
     let out = ctx.out_dir().to_path_buf();
     let base_dir = crate::model::load::base_dir(&sft_dir).map_err(model_err)?;
     let Roles { policy, actor, .. } = &mut roles;

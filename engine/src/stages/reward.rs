@@ -239,9 +239,7 @@ impl StageKind for Reward {
             Task::Reward,
             params.trains(exec.input_adapters.get("init")),
             params.max_seq_len,
-            exec.micro_batch,
-            exec.activation_checkpointing,
-            exec.offload_optimizer,
+            exec,
             RunOnBackend::dtype(self, params),
         )
     }

@@ -403,9 +403,7 @@ impl StageKind for Sft {
             Task::Sft,
             trains,
             params.max_seq_len,
-            exec.micro_batch,
-            exec.activation_checkpointing,
-            exec.offload_optimizer,
+            exec,
             RunOnBackend::dtype(self, params),
         )
     }
@@ -594,6 +592,8 @@ pub fn run_loop<B: Backend>(
     for l in lines {
         ctx.log(l);
     }
+    // The loop checkpoints its last step, finished or interrupted.
+    ctx.ran.checkpointed = end.is_ok();
     end.map_err(fail)
 }
 

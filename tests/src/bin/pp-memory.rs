@@ -70,9 +70,7 @@ impl StageKind for LmTrain {
             Task::Sft,
             trains,
             params.max_seq_len,
-            exec.micro_batch,
-            exec.activation_checkpointing,
-            exec.offload_optimizer,
+            exec,
             Dtype::F32,
         )
     }

@@ -208,6 +208,7 @@ pub fn context(
             gpu_memory_gib: None,
             base_model: None,
             input_adapters: Default::default(),
+            ran: None,
         },
         inputs,
         files: BTreeMap::new(),

@@ -36,10 +36,20 @@
 //!   gradient in place; never `B x T x V`. CUDA's chunk is up to 2^27 values,
 //!   the CPU's 128 rows; the CPU in bf16 also widens the whole LM head to
 //!   f32 while it runs. PPO's entropy metric goes through the same chunks.
-//! - **kv_cache** `[4]` and **generation**: PPO's roll-out, kept allocated
-//!   through the update (allocated once, reused every step, so the allocator
-//!   never fragments); generation is the prefill's working set and f32
-//!   logits of the last token of each sequence for sampling.
+//! - **kv_cache** `[4]` and **generation**: PPO's roll-out; generation is
+//!   the prefill's working set and f32 logits of the last token of each
+//!   sequence for sampling. The cache lives only while a micro-batch
+//!   generates, and the update's tape only while it trains, so PPO's peak
+//!   is the larger of the two phases: the breakdown shows that phase's
+//!   parts (`kv_cache` and `generation`, or `activations` and `logits`)
+//!   and zeros for the other's.
+//! - **checkpoint** (CPU only): a checkpoint copies every trained tensor
+//!   and its AdamW moments (and PPO's moving average) out of the backend,
+//!   `[4 x 3]`, between steps, and writes them through safetensors' 1 MiB
+//!   buffer. On CUDA those copies are host memory, not
+//!   the device's; on the CPU they share the one heap, so the peak is the
+//!   larger of a step (activations, logits, roll-out) and a checkpoint, and
+//!   the breakdown shows the larger one's parts.
 //! - **workspace**: the CUDA context and cuBLAS(Lt) workspace; nothing on the
 //!   CPU (the GEMM library's per-thread packing slabs are allocated when the
 //!   backend opens, before any model: [`crate::backend::cpu::warm_up`]).
@@ -64,6 +74,9 @@ pub use crate::backend::cpu::LOGITS_CHUNK_ROWS as CPU_LOGITS_CHUNK_ROWS;
 /// What the driver takes for a CUDA context on current GPUs, measured as the
 /// difference in used memory before and after `cuCtxCreate` on an H100.
 pub const CUDA_CONTEXT_BYTES: u64 = 512 * MIB;
+
+/// The buffer safetensors writes a checkpoint file through.
+const CHECKPOINT_WRITE_BUFFER: u64 = MIB;
 
 /// cuBLASLt's recommended workspace on Hopper (32 MiB).
 pub const CUBLAS_WORKSPACE_BYTES: u64 = 32 * MIB;
@@ -118,10 +131,25 @@ pub enum Task {
     Ppo {
         critic: Trains,
         reference: Trains,
+        /// What the reward model's weights are.
+        reward: RewardWeights,
         rollout: Rollout,
         /// PPO keeps a moving average of the actor (`ema` above 0).
         ema: bool,
     },
+}
+
+/// The reward model PPO scores with (and its critic starts from).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardWeights {
+    /// A LoRA adapter, of the critic's shape, on the policy's base.
+    Adapter,
+    /// Full weights: a second frozen base (without an LM head) beside the
+    /// policy's, shared by the reward model and the critic's fresh LoRA.
+    /// (Full weights that turn out equal to the policy's are dropped once
+    /// compared, but both are loaded for the comparison.)
+    OwnBase,
 }
 
 /// Everything the estimate depends on.
@@ -156,12 +184,14 @@ pub struct Breakdown {
     pub logits: u64,
     pub kv_cache: u64,
     pub generation: u64,
+    #[serde(default)]
+    pub checkpoint: u64,
     pub workspace: u64,
 }
 
 impl Breakdown {
     /// The parts in display order, with their names.
-    pub fn parts(&self) -> [(&'static str, u64); 9] {
+    pub fn parts(&self) -> [(&'static str, u64); 10] {
         [
             ("weights", self.weights),
             ("adapters", self.adapters),
@@ -171,6 +201,7 @@ impl Breakdown {
             ("logits", self.logits),
             ("kv_cache", self.kv_cache),
             ("generation", self.generation),
+            ("checkpoint", self.checkpoint),
             ("workspace", self.workspace),
         ]
     }
@@ -353,8 +384,34 @@ fn base_bytes(n: u64, trains: &Trains, weights: Dtype) -> u64 {
     }
 }
 
+/// The peak of a stage's steps alone: [`estimate`] for a run that wrote no
+/// checkpoint.
+pub fn estimate_steps(w: &Workload<'_>) -> Breakdown {
+    estimate_step(w).0
+}
+
 /// The peak device memory of a stage.
 pub fn estimate(w: &Workload<'_>) -> Breakdown {
+    let (mut b, copies) = estimate_step(w);
+    let checkpoint = copies + CHECKPOINT_WRITE_BUFFER;
+    let step = b.activations + b.logits + b.kv_cache + b.generation;
+    if !w.cuda && checkpoint > step {
+        b = Breakdown {
+            activations: 0,
+            logits: 0,
+            kv_cache: 0,
+            generation: 0,
+            checkpoint,
+            ..b
+        };
+    }
+    b
+}
+
+/// The peak of a stage's steps, and the bytes a checkpoint copies out of
+/// the backend: every trained parameter with its two AdamW moments in f32,
+/// and PPO's moving average of the actor.
+fn estimate_step(w: &Workload<'_>) -> (Breakdown, u64) {
     let c = w.config;
     let counts = param_counts(c);
     let workspace = if w.cuda {
@@ -370,7 +427,7 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             let (extra, trained) = trained_params(c, &w.trains, counts.causal_lm);
             let (gradients, optimizer) = grads_and_optimizer(trained, w.optimizer_offload);
             let rows = micro * seq;
-            Breakdown {
+            let b = Breakdown {
                 weights: base_bytes(counts.causal_lm, &w.trains, w.weights),
                 adapters: extra * 4,
                 gradients,
@@ -379,14 +436,15 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 logits: logits_chunk(w, rows),
                 workspace,
                 ..Breakdown::default()
-            }
+            };
+            (b, trained * 12)
         }
         Task::Reward => {
             let base = counts.causal_lm - counts.lm_head;
             let (extra, trained) = trained_params(c, &w.trains, base);
             let (gradients, optimizer) = grads_and_optimizer(trained + d, w.optimizer_offload);
             let rows = 2 * micro * seq;
-            Breakdown {
+            let b = Breakdown {
                 weights: base_bytes(base, &w.trains, w.weights),
                 adapters: (extra + d) * 4,
                 gradients,
@@ -396,11 +454,13 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 logits: rows * 4,
                 workspace,
                 ..Breakdown::default()
-            }
+            };
+            (b, (trained + d) * 12)
         }
         Task::Ppo {
             critic,
             reference,
+            reward,
             rollout,
             ema,
         } => {
@@ -409,13 +469,21 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             let (critic_extra, critic_trained) = trained_params(c, critic, base);
             let (reference_extra, _) = trained_params(c, reference, base);
             // The reward model's adapter has the critic's shape (the critic
-            // starts from it) and trains nothing here.
-            let reward_extra = critic_extra;
+            // starts from it) and trains nothing here; full reward weights
+            // have none.
+            let reward_extra = match reward {
+                RewardWeights::Adapter => critic_extra,
+                RewardWeights::OwnBase => 0,
+            };
             // A fully trained actor cannot share the base with its frozen
             // reference, nor a fully trained critic with the reward model:
             // each is an f32 copy beside the frozen base.
             let trained_copies =
                 u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
+            let second_base = match reward {
+                RewardWeights::OwnBase => base - counts.lm_head,
+                RewardWeights::Adapter => 0,
+            };
             let heads = 2 * d;
             let ema_extra = if *ema && !w.optimizer_offload {
                 actor_extra
@@ -443,8 +511,18 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
             let prefill_rows = gen_batch * rollout.prompt_len as u64;
             let generation = prefill_rows * (saved_row_bytes(c, &Trains::Nothing) + 2 * d * 4)
                 + gen_batch * c.vocab_size as u64 * 4;
-            Breakdown {
-                weights: base * w.weights.bytes() as u64 + trained_copies * base * 4,
+            let logits = logits_chunk(w, rows);
+            let ((activations, logits), (kv, generation)) =
+                if kv + generation > activations + logits {
+                    ((0, 0), (kv, generation))
+                } else {
+                    ((activations, logits), (0, 0))
+                };
+            let checkpoint =
+                (actor_trained + critic_trained + d) * 12 + u64::from(*ema) * actor_trained * 4;
+            let b = Breakdown {
+                weights: (base + second_base) * w.weights.bytes() as u64
+                    + trained_copies * base * 4,
                 // The reference and reward adapters are frozen: stored as
                 // the weight dtype; the trained ones and the heads in f32.
                 adapters: (actor_extra + critic_extra + heads + ema_extra) * 4
@@ -452,11 +530,13 @@ pub fn estimate(w: &Workload<'_>) -> Breakdown {
                 gradients,
                 optimizer,
                 activations,
-                logits: logits_chunk(w, rows),
+                logits,
                 kv_cache: kv,
                 generation,
                 workspace,
-            }
+                checkpoint: 0,
+            };
+            (b, checkpoint)
         }
     }
 }
@@ -571,6 +651,7 @@ mod tests {
                 logits: 135_532_544,
                 kv_cache: 0,
                 generation: 0,
+                checkpoint: 0,
                 workspace: 570_425_344,
             }
         );
@@ -620,11 +701,14 @@ mod tests {
     /// - logits 32 x 96 x 4 + the chunk's hidden rows and their gradient 2
     ///   x 32 x 32 x 4 + 32 x 8 = 20,736; no workspace on the CPU.
     ///
-    /// Total 656,768 B.
+    /// Total 656,768 B for the steps. A checkpoint copies the 28,832
+    /// trained values and both moments, 28,832 x 12 = 345,984, through a
+    /// 1 MiB buffer: 1,394,560 B, more than a step's 195,456, so the
+    /// stage's peak is 115,328 x 2 + 230,656 + 1,394,560 = 1,855,872 B.
     #[test]
     fn tiny_full_sft_on_cpu_by_hand() {
         let c = tiny();
-        let b = estimate(&Workload {
+        let w = Workload {
             config: &c,
             task: Task::Sft,
             trains: Trains::Full,
@@ -634,13 +718,21 @@ mod tests {
             optimizer_offload: false,
             weights: Dtype::F32,
             cuda: false,
-        });
+        };
+        let b = estimate_steps(&w);
         assert_eq!(b.weights, 115_328);
         assert_eq!(b.gradients, 115_328);
         assert_eq!(b.optimizer, 230_656);
         assert_eq!(b.activations, 174_720);
         assert_eq!(b.logits, 20_736);
         assert_eq!(b.total(), 656_768);
+        let stage = estimate(&w);
+        assert_eq!((stage.activations, stage.logits), (0, 0));
+        assert_eq!(stage.checkpoint, 1_394_560);
+        assert_eq!(stage.total(), 1_855_872);
+        // On CUDA the checkpoint's copies are host memory.
+        let cuda = estimate(&Workload { cuda: true, ..w });
+        assert_eq!(cuda.checkpoint, 0);
     }
 
     /// The counts agree with the model code: the tensors `Llama` creates,
@@ -680,8 +772,10 @@ mod tests {
 
     /// Reward: pairs double the rows, the LM head is gone, a 4096-wide
     /// score head trains. PPO: one base, four adapters (actor and critic in
-    /// f32, the frozen reference and reward in bf16), KV cache of 1 x (256 + 256) tokens x 32 layers x 2
-    /// x 1024 x 4 B = 134,217,728. Offloading the optimizer takes its 5.4 GB
+    /// f32, the frozen reference and reward in bf16); the update (512
+    /// rows' activations) outweighs the roll-out (a KV cache of 1 x (256 +
+    /// 256) tokens x 32 layers x 2 x 1024 x 4 B = 134,217,728), so only
+    /// the update's parts are counted. Offloading the optimizer takes its 5.4 GB
     /// (2 x 335,548,416 x 8 B) off the device, and the actor's moving
     /// average with it.
     #[test]
@@ -708,6 +802,7 @@ mod tests {
             task: Task::Ppo {
                 critic: lora.clone(),
                 reference: lora.clone(),
+                reward: RewardWeights::Adapter,
                 rollout,
                 ema: true,
             },
@@ -721,7 +816,11 @@ mod tests {
         );
         assert_eq!(ppo.gradients, (335_544_320 + 4096) * 4);
         assert_eq!(ppo.optimizer, (2 * 335_544_320 + 4096) * 8);
-        assert_eq!(ppo.kv_cache, 134_217_728);
+        assert_eq!((ppo.kv_cache, ppo.generation), (0, 0));
+        assert_eq!(
+            ppo.activations,
+            estimate(&sft(&c, lora.clone(), 1, true)).activations
+        );
         assert!(fits(ppo.total(), 39.5));
         assert!(!fits(ppo.total(), 23.9));
         let offloaded = estimate(&Workload {
@@ -742,6 +841,7 @@ mod tests {
             task: Task::Ppo {
                 critic: lora.clone(),
                 reference: lora.clone(),
+                reward: RewardWeights::Adapter,
                 rollout,
                 ema: true,
             },

@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use super::config::LlamaConfig;
 use crate::backend::Dtype;
+use crate::graph::ExecSettings;
 
 pub use configs::{lookup_config, model_config};
 pub use driver::gpu_total_memory;
 pub use estimate::{
     Breakdown, CPU_LOGITS_CHUNK_ROWS, CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES,
-    CUDA_LOGITS_CHUNK_VALUES, ParamCounts, Rollout, Task, Trains, Workload, estimate, lora_params,
-    param_counts,
+    CUDA_LOGITS_CHUNK_VALUES, ParamCounts, RewardWeights, Rollout, Task, Trains, Workload,
+    estimate, estimate_steps, lora_params, param_counts,
 };
 pub use host::{HostOutOfMemory, host_lower_bound, host_memory_bytes, refuse_beyond_host};
 pub use oom::{
@@ -107,23 +108,22 @@ pub fn gib_text(bytes: u64) -> String {
     }
 }
 
-/// The one call a training stage kind makes from
-/// `StageKind::memory`: its model (`hf:...` or a folder, relative to
-/// `base_dir`, or a random model's config), what it does and trains, its sequence length and the
-/// preset's micro-batch, checkpointing and optimizer offload, with frozen
-/// weights stored as `weights`. Planned for CUDA, what presets are for. The model's shape comes from [`model_config`]; when it
-/// cannot be had the answer is [`StageMemory::Unknown`] with the reason,
-/// and a stage beyond any device is [`StageMemory::BeyondAnyDevice`].
-#[allow(clippy::too_many_arguments)]
+/// The one call a training stage kind makes from `StageKind::memory`: its
+/// model (`hf:...` or a folder, relative to `base_dir`, or a random model's
+/// config), what it does and trains, its sequence length, with frozen
+/// weights stored as `weights`, under `exec`'s micro-batch, checkpointing
+/// and optimizer offload. Planned for CUDA, what presets are for, unless
+/// `exec` describes a finished run on the host (`exec.ran`). The model's
+/// shape comes from [`model_config`]; when it cannot be had the answer is
+/// [`StageMemory::Unknown`] with the reason, and a stage beyond any device
+/// is [`StageMemory::BeyondAnyDevice`].
 pub fn plan_stage(
     model: &PlannedModel,
     base_dir: &Path,
     task: Task,
     trains: Trains,
     seq_len: usize,
-    micro_batch: u32,
-    checkpointing: bool,
-    optimizer_offload: bool,
+    exec: &ExecSettings,
     weights: Dtype,
 ) -> StageMemory {
     let config = match model {
@@ -149,17 +149,21 @@ pub fn plan_stage(
     if lower_bound > BEYOND_ANY_DEVICE_BYTES as f64 {
         return beyond(lower_bound);
     }
-    let breakdown = estimate(&Workload {
+    let workload = Workload {
         config: &config,
         task,
         trains,
-        micro_batch: micro_batch as usize,
+        micro_batch: exec.micro_batch as usize,
         seq_len,
-        checkpointing,
-        optimizer_offload,
+        checkpointing: exec.activation_checkpointing,
+        optimizer_offload: exec.offload_optimizer,
         weights,
-        cuda: true,
-    });
+        cuda: exec.ran.is_none(),
+    };
+    let breakdown = match exec.ran {
+        Some(ran) if !ran.checkpointed => estimate_steps(&workload),
+        _ => estimate(&workload),
+    };
     if breakdown.total() > BEYOND_ANY_DEVICE_BYTES {
         return beyond(breakdown.total() as f64);
     }

@@ -146,6 +146,20 @@ struct Step<'a> {
     seed: Option<u64>,
 }
 
+impl Step<'_> {
+    /// The square causal attention of this call's tokens (training and
+    /// prefill, without a KV cache).
+    fn causal_shape(&self, c: &LlamaConfig) -> AttnShape {
+        AttnShape::causal(
+            self.batch.batch,
+            self.len,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+        )
+    }
+}
+
 fn site_seed(seed: Option<u64>, layer: usize, site: usize) -> DropoutSeed {
     seed.map(|s| s ^ ((layer as u64) << 32 | site as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
@@ -400,13 +414,7 @@ impl<B: Backend> Llama<B> {
         );
         let (attn, lse) = match cache {
             None => {
-                let shape = AttnShape::causal(
-                    step.batch.batch,
-                    step.len,
-                    c.num_heads,
-                    c.num_kv_heads,
-                    c.head_dim,
-                );
+                let shape = step.causal_shape(c);
                 be.attention(&q, &k, &v, shape, &step.batch.pad)
             }
             Some((kc, vc, cap)) => {
@@ -546,13 +554,7 @@ impl<B: Backend> Llama<B> {
             let dattn = layer
                 .o
                 .backward(be, &s.attn, xa_o.as_ref(), &dx2, rows, seed(3));
-            let shape = AttnShape::causal(
-                step.batch.batch,
-                step.len,
-                c.num_heads,
-                c.num_kv_heads,
-                c.head_dim,
-            );
+            let shape = step.causal_shape(&c);
             be.attention_backward(
                 &s.q,
                 &s.k,

@@ -307,11 +307,16 @@ impl<B: Backend> Llama<B> {
         out
     }
 
-    /// Base weights as HF tensors (LoRA excluded), for saving.
-    pub fn base_tensors(&mut self, be: &B) -> TensorMap {
+    /// The base weights (LoRA excluded).
+    pub fn base_params_mut(&mut self) -> impl Iterator<Item = &mut Param<B>> {
         self.params_mut()
             .into_iter()
             .filter(|p| !p.name.contains(".lora_"))
+    }
+
+    /// Base weights as HF tensors (LoRA excluded), for saving.
+    pub fn base_tensors(&mut self, be: &B) -> TensorMap {
+        self.base_params_mut()
             .map(|p| (p.name.clone(), p.to_host(be)))
             .collect()
     }

@@ -492,21 +492,14 @@ fn reward_roles<B: Backend>(
     // compared one at a time so that neither model is ever copied whole.
     let policy: BTreeMap<String, &mut Param<B>> = sft
         .model
-        .params_mut()
-        .into_iter()
-        .filter(|p| !p.name.contains(".lora_"))
+        .base_params_mut()
         .map(|p| (p.name.clone(), p))
         .collect();
-    let shared = rm
-        .model
-        .params_mut()
-        .into_iter()
-        .filter(|p| !p.name.contains(".lora_"))
-        .all(|p| {
-            policy
-                .get(&p.name)
-                .is_some_and(|q| q.shape == p.shape && q.to_host(be) == p.to_host(be))
-        });
+    let shared = rm.model.base_params_mut().all(|p| {
+        policy
+            .get(&p.name)
+            .is_some_and(|q| q.shape == p.shape && q.to_host(be) == p.to_host(be))
+    });
     Ok(RewardRoles {
         score,
         reward,

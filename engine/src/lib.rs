@@ -3,7 +3,8 @@
 //!
 //! Dependencies point one way: `cli` -> `spec`, `graph`, `stages`;
 //! `stages` -> `graph`, `spec`, `train`, `model`, `poker`; `train` -> `model`;
-//! `model` -> `backend` -> kernels. `poker` and `backend` stand alone.
+//! `model` -> `backend` -> kernels. `poker` and `backend` stand alone;
+//! `report` reads what `graph` stored.
 
 pub mod backend;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod poker;
+pub mod report;
 pub mod spec;
 pub mod stages;
 pub mod train;

@@ -16,6 +16,7 @@ mod eval;
 mod export;
 mod fetch;
 mod plan;
+mod report;
 mod run;
 mod schema;
 mod validate;
@@ -38,6 +39,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Run a pipeline, reusing cached stages.
     Run(run::Args),
+    /// Write runs/<pipeline>/report.html from the cache (run does it too).
+    Report(report::Args),
     /// Inspect, clean and verify the stage cache.
     #[command(subcommand)]
     Cache(cache::Command),
@@ -103,6 +106,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Schema(args) => schema::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Cache(cmd) => cache::run(cmd),
         Command::Equity(args) => equity::run(args),
         Command::Arena(args) => arena::run(args),

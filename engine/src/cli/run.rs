@@ -106,6 +106,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     let report = executor.execute(&plan, &selected);
     print_table(&report);
+    write_report(&plan, &store, &executor.runs_dir, &report);
     if let Some(err) = report.error {
         return Err(Failure {
             exit: err.exit,
@@ -154,6 +155,16 @@ fn explain_failure(
             presets,
         },
     )
+}
+
+/// The run's page (`runs/<pipeline>/report.html`), whatever the outcome: a
+/// report that cannot be written is a warning, never the run's failure.
+fn write_report(plan: &Plan, store: &Store, runs_dir: &std::path::Path, run: &RunReport) {
+    let page = crate::report::collect(plan, store, runs_dir, &run.stages);
+    match crate::report::write(&page, runs_dir) {
+        Ok(path) => println!("report: {}", path.display()),
+        Err(err) => eprintln!("warning: could not write the report: {err}"),
+    }
 }
 
 fn print_table(report: &RunReport) {

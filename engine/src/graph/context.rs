@@ -212,8 +212,6 @@ pub struct StageContext {
     cancel: Cancel,
     progress: ProgressBar,
     started: Instant,
-    /// When the last per-step line went to stderr off a terminal.
-    step_lines: Throttle,
     verbosity: Verbosity,
     /// What the stage's work saw that its plan could only assume, for the
     /// planner's figure in `memory.json`.
@@ -257,7 +255,6 @@ impl StageContext {
             cancel: parts.cancel,
             progress,
             started: Instant::now(),
-            step_lines: Throttle::default(),
             verbosity: Verbosity::Normal,
             ran: RanOnHost::default(),
         })
@@ -339,30 +336,11 @@ impl StageContext {
         line
     }
 
-    /// A step's figures (`done` of `total` steps): always into
-    /// `training.log`; on a terminal, the progress bar shows them; elsewhere
-    /// (CI, `| tee`) the line is echoed at most every 10 s or 5% of the
-    /// steps, and at the last step, never once per step.
-    pub fn step_log(&mut self, done: u64, total: u64, line: impl AsRef<str>) {
-        let line = line.as_ref();
-        self.append_log(line);
-        match self.verbosity {
-            Verbosity::Quiet => {}
-            Verbosity::Verbose => {
-                self.progress(done, total);
-                self.progress
-                    .suspend(|| eprintln!("  {}: {line}", self.stage));
-            }
-            Verbosity::Normal if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
-                self.progress(done, total);
-                self.progress.set_message(line.to_string());
-            }
-            Verbosity::Normal => {
-                if self.step_lines.due(done, total, Instant::now()) {
-                    eprintln!("  {}: {line}", self.stage);
-                }
-            }
-        }
+    /// A line in `training.log` only: a training step's figures, which the
+    /// terminal gets from the stage's progress sink
+    /// ([`crate::train::progress::TrainProgress`]).
+    pub fn log_to_file(&mut self, line: impl AsRef<str>) {
+        self.append_log(line.as_ref());
     }
 
     /// Show progress `done` of `total` steps (a bar on terminals only, and
@@ -394,33 +372,6 @@ impl StageContext {
     }
 }
 
-/// When a plain progress line is due: the first, then once 10 s have
-/// passed or 5% of the work was done since the last one, and the last.
-#[derive(Debug, Default)]
-struct Throttle {
-    last: Option<(Instant, u64)>,
-}
-
-impl Throttle {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-    const SHARE: f64 = 0.05;
-
-    fn due(&mut self, done: u64, total: u64, now: Instant) -> bool {
-        let due = match self.last {
-            None => true,
-            Some((at, then)) => {
-                now.saturating_duration_since(at) >= Self::EVERY
-                    || (done.saturating_sub(then)) as f64 >= Self::SHARE * total as f64
-                    || done >= total
-            }
-        };
-        if due {
-            self.last = Some((now, done));
-        }
-        due
-    }
-}
-
 /// A plain progress line on stderr for output that is not a terminal (where
 /// [`StageContext::progress`] draws no bar): `stage: done/total (p%), ETA`,
 /// at most every [`ProgressLine::EVERY`].
@@ -433,7 +384,7 @@ pub struct ProgressLine {
 }
 
 impl ProgressLine {
-    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
     pub fn new(stage: &str, total: u64) -> Self {
         ProgressLine {
@@ -487,35 +438,6 @@ fn human_seconds(seconds: f64) -> String {
 #[cfg(test)]
 mod progress_line_tests {
     use super::*;
-
-    /// 225 PPO steps a tenth of a second apart print 21 lines (every 5%,
-    /// plus the first and the last), not 225; slow steps print every 10 s.
-    #[test]
-    fn step_lines_are_throttled() {
-        let start = Instant::now();
-        let mut fast = Throttle::default();
-        let printed = (1..=225u64)
-            .filter(|&step| {
-                fast.due(
-                    step,
-                    225,
-                    start + std::time::Duration::from_millis(100 * step),
-                )
-            })
-            .count();
-        assert!((20..=23).contains(&printed), "{printed}");
-        let mut slow = Throttle::default();
-        let printed = (1..=10_000u64)
-            .filter(|&step| {
-                slow.due(
-                    step,
-                    1_000_000,
-                    start + std::time::Duration::from_secs(step),
-                )
-            })
-            .count();
-        assert_eq!(printed, 1000);
-    }
 
     #[test]
     fn the_line_gives_share_and_eta() {

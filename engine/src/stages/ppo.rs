@@ -44,6 +44,7 @@ use crate::train::guard::LossGuard;
 use crate::train::metrics::MetricsLog;
 use crate::train::ppo;
 use crate::train::ppo_roles::{Roles, Rollout, RolloutOptions};
+use crate::train::progress::{ProgressMode, TrainProgress};
 use crate::train::schedule::{Schedule, ScheduleKind};
 
 /// Parameters of a `ppo` stage. Defaults are the recipe's (DeepSpeed-Chat
@@ -821,7 +822,13 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         }
         None => MetricsLog::create(&metrics_dir),
     }
-    .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+    .map_err(|e| StageError::runtime(miette::Report::new(e)))?
+    .with(TrainProgress::new(
+        &ctx.stage,
+        total,
+        step,
+        ProgressMode::from(ctx.verbosity()),
+    ));
     ctx.log(format!(
         "{} prompts, {total} PPO steps of {} prompts, {} shared base(s)",
         prompts.len(),
@@ -852,6 +859,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
                     &history,
                 )?;
             }
+            metrics.finish();
             ctx.finish();
             return Ok(Outcome::Interrupted);
         }
@@ -882,11 +890,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             .record(step, &numbers)
             .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
         let line: Vec<String> = numbers.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        ctx.step_log(
-            step,
-            total,
-            format!("step {step}/{total}  {}", line.join("  ")),
-        );
+        ctx.log_to_file(format!("step {step}/{total}  {}", line.join("  ")));
         cursor = batches.cursor();
         if step.is_multiple_of(p.checkpoint_every) {
             save(
@@ -904,6 +908,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
             guard.last_good_step = Some(step);
         }
     }
+    metrics.finish();
 
     ctx.ran.checkpointed = saved > 0;
     let out = ctx.out_dir().to_path_buf();

@@ -202,8 +202,7 @@ pub fn train<B: Backend>(
         false => AdamW::new(adamw),
     };
     let metrics_dir = settings.work_dir.join("metrics");
-    let (mut step, cursor, mut last_loss, mut metrics) = match checkpoint::load(&settings.work_dir)?
-    {
+    let (mut step, cursor, mut last_loss, metrics) = match checkpoint::load(&settings.work_dir)? {
         Some(resume) => {
             let state = restore(be, model, &mut opt, resume)?;
             order.check_cursor(state.cursor)?;
@@ -231,7 +230,12 @@ pub fn train<B: Backend>(
         max_grad_norm: settings.optim.max_grad_norm,
         last_good_step: (step > 0).then_some(step),
     };
-    let mut progress = TrainProgress::new(&settings.stage, total_steps, step, settings.progress);
+    let mut metrics = metrics.with(TrainProgress::new(
+        &settings.stage,
+        total_steps,
+        step,
+        settings.progress,
+    ));
     let mut batches = order.batches(cursor, settings.epochs);
     while let Some(batch) = batches.next() {
         model.zero_grads(be);
@@ -273,7 +277,6 @@ pub fn train<B: Backend>(
                 ("tokens", stats.tokens as f64),
             ],
         )?;
-        progress.step(step, stats.tokens, stats.loss);
         let stop = cancelled();
         if stop || step % settings.checkpoint_every.max(1) == 0 || step == total_steps {
             save(
@@ -289,12 +292,12 @@ pub fn train<B: Backend>(
             guard.last_good_step = Some(step);
         }
         if stop {
-            progress.finish();
+            metrics.finish();
             log(&format!("interrupted after step {step}; checkpoint saved"));
             return Ok(LoopEnd::Interrupted { step });
         }
     }
-    progress.finish();
+    metrics.finish();
     Ok(LoopEnd::Finished {
         steps: step,
         last_loss,

@@ -42,13 +42,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
     }
 }
 
-/// Writers of `metrics.jsonl`, the TensorBoard events and `training.log`
-/// in one directory.
+/// A destination for a training stage's figures: a file format, a tracker,
+/// the terminal. Every training kind records through [`MetricsLog`], which
+/// hands each step to every sink, so another tracker is one more
+/// implementation of this trait, added where [`MetricsLog::with`] is called.
+pub trait MetricsSink: Send {
+    /// The figures of optimizer step `step` (1-based), in the order the
+    /// stage logs them; non-finite values included.
+    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError>;
+    /// A free-form line (the stage's start, a resume notice); most sinks
+    /// have nowhere to put it.
+    fn note(&mut self, _text: &str) -> Result<(), MetricsError> {
+        Ok(())
+    }
+    /// The stage stopped (finished or interrupted).
+    fn finish(&mut self) {}
+}
+
+/// A stage's records: `metrics.jsonl`, the TensorBoard events and
+/// `training.log` in one directory, and whatever other sinks the stage adds
+/// (its progress on the terminal).
 pub struct MetricsLog {
-    dir: PathBuf,
-    jsonl: BufWriter<File>,
-    events: EventWriter,
-    log: BufWriter<File>,
+    sinks: Vec<Box<dyn MetricsSink>>,
 }
 
 impl MetricsLog {
@@ -66,58 +81,113 @@ impl MetricsLog {
 
     fn open(dir: &Path, resume_step: Option<u64>) -> Result<Self, MetricsError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let jsonl_path = dir.join(METRICS_FILE);
-        let log_path = dir.join(LOG_FILE);
-        let (jsonl, log) = match resume_step {
-            Some(step) => (
-                keep_until(&jsonl_path, step, jsonl_step)?,
-                keep_until(&log_path, step, log_step)?,
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
         let events = match resume_step {
             Some(step) => EventWriter::resume(dir, step)?,
             None => EventWriter::create(dir)?,
         };
         Ok(MetricsLog {
-            dir: dir.to_path_buf(),
-            jsonl: rewrite(&jsonl_path, &jsonl)?,
-            events,
-            log: rewrite(&log_path, &log)?,
+            sinks: vec![
+                Box::new(JsonLines::open(&dir.join(METRICS_FILE), resume_step)?),
+                Box::new(events),
+                Box::new(TextLog::open(&dir.join(LOG_FILE), resume_step)?),
+            ],
         })
     }
 
-    /// Record one step: a JSON object `{"step": .., <name>: <value>, ..}`
-    /// in the given order, a TensorBoard scalar per value, and a log line
-    /// `step N  name value  ..`.
+    /// The same records, also handed to `sink`.
+    pub fn with(mut self, sink: impl MetricsSink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Record one step in every sink: in the files, a JSON object
+    /// `{"step": .., <name>: <value>, ..}` in the given order, a TensorBoard
+    /// scalar per value, and a log line `step N  name value  ..`.
     /// Non-finite values are written as JSON `null` (JSON has no NaN) and
     /// as `NaN`/`inf` in the log.
     pub fn record(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
-        let mut object = serde_json::Map::new();
-        object.insert("step".to_string(), step.into());
-        let mut line = format!("step {step}");
-        for (name, value) in values {
-            object.insert(name.to_string(), serde_json::json!(value));
-            line.push_str(&format!("  {name} {}", format_value(*value)));
-        }
-        let json = serde_json::Value::Object(object).to_string();
-        let jsonl_path = self.dir.join(METRICS_FILE);
-        writeln!(self.jsonl, "{json}").map_err(io(&jsonl_path))?;
-        self.jsonl.flush().map_err(io(&jsonl_path))?;
-        self.events.scalars(step, values)?;
-        self.write_log(&line)
+        self.sinks.iter_mut().try_for_each(|s| s.step(step, values))
     }
 
     /// A free-form line in `training.log` (stage start, evaluation results,
     /// resume notices).
     pub fn note(&mut self, text: &str) -> Result<(), MetricsError> {
-        self.write_log(text)
+        self.sinks.iter_mut().try_for_each(|s| s.note(text))
     }
 
-    fn write_log(&mut self, line: &str) -> Result<(), MetricsError> {
-        let path = self.dir.join(LOG_FILE);
-        writeln!(self.log, "{line}").map_err(io(&path))?;
-        self.log.flush().map_err(io(&path))
+    /// Tell every sink the stage stopped (closes a progress bar).
+    pub fn finish(&mut self) {
+        self.sinks.iter_mut().for_each(|s| s.finish());
+    }
+}
+
+/// `metrics.jsonl`: one JSON object per step.
+struct JsonLines {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl JsonLines {
+    fn open(path: &Path, resume_step: Option<u64>) -> Result<Self, MetricsError> {
+        let kept = match resume_step {
+            Some(step) => keep_until(path, step, jsonl_step)?,
+            None => Vec::new(),
+        };
+        Ok(JsonLines {
+            path: path.to_path_buf(),
+            out: rewrite(path, &kept)?,
+        })
+    }
+}
+
+impl MetricsSink for JsonLines {
+    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
+        let mut object = serde_json::Map::new();
+        object.insert("step".to_string(), step.into());
+        for (name, value) in values {
+            object.insert(name.to_string(), serde_json::json!(value));
+        }
+        let json = serde_json::Value::Object(object).to_string();
+        writeln!(self.out, "{json}").map_err(io(&self.path))?;
+        self.out.flush().map_err(io(&self.path))
+    }
+}
+
+/// `training.log`: notes and a plain line per step, for people.
+struct TextLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl TextLog {
+    fn open(path: &Path, resume_step: Option<u64>) -> Result<Self, MetricsError> {
+        let kept = match resume_step {
+            Some(step) => keep_until(path, step, log_step)?,
+            None => Vec::new(),
+        };
+        Ok(TextLog {
+            path: path.to_path_buf(),
+            out: rewrite(path, &kept)?,
+        })
+    }
+
+    fn line(&mut self, line: &str) -> Result<(), MetricsError> {
+        writeln!(self.out, "{line}").map_err(io(&self.path))?;
+        self.out.flush().map_err(io(&self.path))
+    }
+}
+
+impl MetricsSink for TextLog {
+    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
+        let mut line = format!("step {step}");
+        for (name, value) in values {
+            line.push_str(&format!("  {name} {}", format_value(*value)));
+        }
+        self.line(&line)
+    }
+
+    fn note(&mut self, text: &str) -> Result<(), MetricsError> {
+        self.line(text)
     }
 }
 

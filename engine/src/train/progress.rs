@@ -4,11 +4,19 @@
 //!
 //! Rates and the ETA count only the steps done in this process, so a resumed
 //! run does not claim the speed of the steps it skipped.
+//!
+//! The terminal is one of a stage's metrics sinks: [`TrainProgress`] gets
+//! the same step figures as `metrics.jsonl` and shows the first of them
+//! (the loss, or PPO's reward), tokens/s from `tokens` where the stage logs
+//! it, and the process's peak memory.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::metrics::{MetricsError, MetricsSink};
+use crate::model::memory::gib_text;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +66,8 @@ pub struct TrainProgress {
     started: Instant,
     tokens: u64,
     sink: Sink,
+    /// The process's peak memory so far (bytes; 0 where nothing counts it).
+    memory: fn() -> u64,
 }
 
 impl TrainProgress {
@@ -109,25 +119,32 @@ impl TrainProgress {
             started: Instant::now(),
             tokens: 0,
             sink,
+            memory: crate::backend::meter::peak,
         }
     }
 
-    /// Report that optimizer step `step` (1-based) finished after training
-    /// on `tokens` tokens with loss `loss`.
-    pub fn step(&mut self, step: u64, tokens: u64, loss: f64) {
-        self.step_at(step, tokens, loss, Instant::now());
-    }
-
-    fn step_at(&mut self, step: u64, tokens: u64, loss: f64, now: Instant) {
-        self.tokens += tokens;
+    /// Show optimizer step `step` (1-based): `headline` is the figure to
+    /// show (name, value), `tokens` what the step trained on, if counted.
+    fn step_at(&mut self, step: u64, tokens: Option<u64>, headline: (&str, f64), now: Instant) {
+        self.tokens += tokens.unwrap_or(0);
         let elapsed = now.saturating_duration_since(self.started);
-        let tokens_per_s = per_second(self.tokens as f64, elapsed);
+        let mut figures = vec![format!("{} {:.4}", headline.0, headline.1)];
+        if tokens.is_some() {
+            figures.push(format!(
+                "{:.0} tok/s",
+                per_second(self.tokens as f64, elapsed)
+            ));
+        }
+        let memory = (self.memory)();
+        if memory > 0 {
+            figures.push(format!("peak {}", gib_text(memory)));
+        }
         let eta = self.eta(step, elapsed);
         let (label, total) = (&self.label, self.total);
         match &mut self.sink {
             Sink::Bar(bar) => {
                 bar.set_position(step);
-                bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tok/s"));
+                bar.set_message(figures.join(" · "));
             }
             Sink::Plain { out, every, last } => {
                 let due = last.is_none_or(|at| now.saturating_duration_since(at) >= *every);
@@ -139,8 +156,8 @@ impl TrainProgress {
                     // stopping training for; the records are in the files.
                     let _ = writeln!(
                         out,
-                        "[{label}] step {step}/{total} ({percent:.1}%)  loss {loss:.4}  \
-                         {tokens_per_s:.0} tok/s  elapsed {}  ETA {eta}",
+                        "[{label}] step {step}/{total} ({percent:.1}%)  {}  elapsed {}  ETA {eta}",
+                        figures.join("  "),
                         format_duration(elapsed)
                     );
                     let _ = out.flush();
@@ -162,6 +179,24 @@ impl TrainProgress {
         if let Sink::Bar(bar) = &self.sink {
             bar.finish();
         }
+    }
+}
+
+impl MetricsSink for TrainProgress {
+    /// A progress line or bar that cannot be drawn is not worth stopping
+    /// training for: this sink never fails.
+    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
+        let headline = values.first().copied().unwrap_or(("step", step as f64));
+        let tokens = values
+            .iter()
+            .find(|(name, _)| *name == "tokens")
+            .map(|(_, v)| *v as u64);
+        self.step_at(step, tokens, headline, Instant::now());
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        TrainProgress::finish(self);
     }
 }
 
@@ -223,12 +258,13 @@ mod tests {
         let out = Shared::default();
         let mut progress =
             TrainProgress::plain_to("sft", 10, 0, Duration::from_secs(5), Box::new(out.clone()));
+        progress.memory = || 3 << 29;
         let t0 = progress.started;
         for step in 1..=10u64 {
             progress.step_at(
                 step,
-                100,
-                2.0 / step as f64,
+                Some(100),
+                ("loss", 2.0 / step as f64),
                 t0 + Duration::from_secs(2 * step),
             );
         }
@@ -238,7 +274,7 @@ mod tests {
         assert_eq!(lines.len(), 4, "{text}");
         assert_eq!(
             lines[0],
-            "[sft] step 1/10 (10.0%)  loss 2.0000  50 tok/s  elapsed 2s  ETA 18s"
+            "[sft] step 1/10 (10.0%)  loss 2.0000  50 tok/s  peak 1.5 GiB  elapsed 2s  ETA 18s"
         );
         assert!(lines[3].starts_with("[sft] step 10/10 (100.0%)  loss 0.2000  50 tok/s"));
         assert!(lines[3].ends_with("elapsed 20s  ETA 0s"), "{}", lines[3]);
@@ -250,9 +286,13 @@ mod tests {
         let mut progress =
             TrainProgress::plain_to("ppo", 100, 50, Duration::ZERO, Box::new(out.clone()));
         let t0 = progress.started;
-        progress.step_at(51, 10, 1.0, t0 + Duration::from_secs(3));
+        progress.memory = || 0;
+        progress.step_at(51, None, ("reward", 1.0), t0 + Duration::from_secs(3));
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        assert!(text.contains("step 51/100 (51.0%)"), "{text}");
+        assert!(
+            text.contains("step 51/100 (51.0%)  reward 1.0000  elapsed"),
+            "{text}"
+        );
         assert!(text.contains("ETA 2m27s"), "49 steps at 3 s each: {text}");
     }
 
@@ -264,8 +304,9 @@ mod tests {
             2,
             Sink::Bar(bar("reward", 8, 2, ProgressDrawTarget::hidden())),
         );
+        progress.memory = || 0;
         let t0 = progress.started;
-        progress.step_at(3, 400, 0.5724, t0 + Duration::from_secs(2));
+        progress.step_at(3, Some(400), ("loss", 0.5724), t0 + Duration::from_secs(2));
         let Sink::Bar(bar) = &progress.sink else {
             panic!("expected a bar")
         };

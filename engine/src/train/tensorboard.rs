@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::metrics::MetricsError;
+use super::metrics::{MetricsError, MetricsSink};
 
 /// The event file's name: TensorBoard finds files whose name holds
 /// `tfevents`; a fixed name lets a resumed run continue the same file.
@@ -63,6 +63,12 @@ pub struct SummaryValue {
 pub struct EventWriter {
     path: PathBuf,
     out: BufWriter<File>,
+}
+
+impl MetricsSink for EventWriter {
+    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
+        self.scalars(step, values)
+    }
 }
 
 impl EventWriter {

@@ -100,5 +100,29 @@ fn tensorboard_reads_every_stage_as_metrics_jsonl_has_it() {
                 .collect();
             assert_eq!(seen, expected, "{stage}/{name}");
         }
+        // The wall-clock figures: the run `<stage>/wall`, one value of each
+        // per step, positive, and the memory no more than the stage's
+        // measured peak.
+        let wall = &found[format!("{stage}/wall")];
+        let memory = serde_json::from_str::<Value>(
+            &std::fs::read_to_string(runs.join(stage).join("memory.json")).unwrap(),
+        )
+        .unwrap();
+        let peak_gib = memory["peak_host_bytes"].as_f64().unwrap() / f64::from(1u32 << 30);
+        for tag in ["tokens_per_s", "peak_memory_gib"] {
+            let points = wall[tag]
+                .as_array()
+                .unwrap_or_else(|| panic!("{stage}/wall: no `{tag}` in {wall}"));
+            let steps: Vec<u64> = points.iter().map(|p| p[0].as_u64().unwrap()).collect();
+            let want: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+            assert_eq!(steps, want, "{stage}/wall/{tag}");
+            for p in points {
+                let v = p[1].as_f64().unwrap();
+                assert!(v.is_finite() && v > 0.0, "{stage}/wall/{tag}: {v}");
+                if tag == "peak_memory_gib" {
+                    assert!(v <= peak_gib * 1.001, "{stage}: {v} GiB > peak {peak_gib}");
+                }
+            }
+        }
     }
 }

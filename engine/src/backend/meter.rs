@@ -19,6 +19,8 @@ pub struct Counting;
 
 static CURRENT: AtomicU64 = AtomicU64::new(0);
 static PEAK: AtomicU64 = AtomicU64::new(0);
+/// What was allocated when the last [`PeakWindow`] opened.
+static WINDOW_BASE: AtomicU64 = AtomicU64::new(0);
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -86,6 +88,13 @@ pub fn reset_peak() {
     PEAK.store(current(), Ordering::Relaxed);
 }
 
+/// The open [`PeakWindow`]'s figure so far, for whoever shows the running
+/// stage's memory without holding its window (the progress line, the
+/// wall-clock scalars): the same measure as the stage's `memory.json`.
+pub fn window_peak() -> u64 {
+    peak().saturating_sub(WINDOW_BASE.load(Ordering::Relaxed))
+}
+
 /// The heap's high-water mark over a span of work (one stage's run), above
 /// what was allocated when the span began. Spans do not nest: opening one
 /// restarts the process's mark.
@@ -97,7 +106,9 @@ pub struct PeakWindow {
 impl PeakWindow {
     pub fn open() -> Self {
         reset_peak();
-        PeakWindow { base: current() }
+        let base = current();
+        WINDOW_BASE.store(base, Ordering::Relaxed);
+        PeakWindow { base }
     }
 
     /// The most bytes held at once since [`PeakWindow::open`], above the

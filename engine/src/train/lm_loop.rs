@@ -304,15 +304,20 @@ pub fn train<B: Backend>(
     })
 }
 
-/// Copies `metrics.jsonl` and the TensorBoard events from the loop's work
-/// dir into `out_dir`.
+/// Copies `metrics.jsonl` and the TensorBoard events (with the wall-clock
+/// ones in `wall/`) from the loop's work dir into `out_dir`.
 pub fn publish_metrics(work_dir: &Path, out_dir: &Path) -> std::io::Result<()> {
-    for file in [
-        super::metrics::METRICS_FILE,
-        super::tensorboard::EVENTS_FILE,
-    ] {
-        std::fs::copy(work_dir.join("metrics").join(file), out_dir.join(file))?;
+    use super::tensorboard::EVENTS_FILE;
+    use super::wall_clock::WALL_DIR;
+    let records = work_dir.join("metrics");
+    for file in [super::metrics::METRICS_FILE, EVENTS_FILE] {
+        std::fs::copy(records.join(file), out_dir.join(file))?;
     }
+    std::fs::create_dir_all(out_dir.join(WALL_DIR))?;
+    std::fs::copy(
+        records.join(WALL_DIR).join(EVENTS_FILE),
+        out_dir.join(WALL_DIR).join(EVENTS_FILE),
+    )?;
     Ok(())
 }
 

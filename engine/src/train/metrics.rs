@@ -3,11 +3,12 @@
 //! (`tensorboard --logdir runs/<pipeline>`), `training.log` (the same in
 //! plain lines, for people) and `summary.json` (headline numbers).
 //!
-//! Nothing here writes wall-clock times: the same seed on the same machine
-//! must give byte-identical outputs, and speed belongs to the progress
-//! display and the benchmarks. On resume, records past the checkpoint's
-//! step are dropped first, so an interrupted-then-resumed run writes the
-//! same files as an uninterrupted one.
+//! These records hold no wall-clock figure: the same seed on the same
+//! machine must give byte-identical outputs. tokens/s and peak memory go to
+//! the terminal and to their own TensorBoard file under `wall/`
+//! ([`super::wall_clock`]), which nothing compares. On resume, records past
+//! the checkpoint's step are dropped first, so an interrupted-then-resumed
+//! run writes the same files as an uninterrupted one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -18,6 +19,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::tensorboard::EventWriter;
+use super::wall_clock::WallClock;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOG_FILE: &str = "training.log";
@@ -60,8 +62,8 @@ pub trait MetricsSink: Send {
 }
 
 /// A stage's records: `metrics.jsonl`, the TensorBoard events and
-/// `training.log` in one directory, and whatever other sinks the stage adds
-/// (its progress on the terminal).
+/// `training.log` in one directory, the wall-clock scalars in `wall/`, and
+/// whatever other sinks the stage adds (its progress on the terminal).
 pub struct MetricsLog {
     sinks: Vec<Box<dyn MetricsSink>>,
 }
@@ -90,6 +92,7 @@ impl MetricsLog {
                 Box::new(JsonLines::open(&dir.join(METRICS_FILE), resume_step)?),
                 Box::new(events),
                 Box::new(TextLog::open(&dir.join(LOG_FILE), resume_step)?),
+                Box::new(WallClock::open(dir, resume_step)?),
             ],
         })
     }

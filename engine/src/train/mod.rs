@@ -16,3 +16,4 @@ pub mod progress;
 pub mod schedule;
 pub mod step_memory;
 pub mod tensorboard;
+pub mod wall_clock;

@@ -119,7 +119,7 @@ impl TrainProgress {
             started: Instant::now(),
             tokens: 0,
             sink,
-            memory: crate::backend::meter::peak,
+            memory: crate::backend::meter::window_peak,
         }
     }
 

@@ -3,7 +3,7 @@
 //! its interval, accuracy per spot type, the confusion matrix), `report`
 //! rebuilds it from the cache and marks a stage whose inputs changed as
 //! stale, and headless Chromium renders it with no console message and
-//! nothing missing.
+//! nothing missing. The eval's progress lines are checked on the way.
 
 #![allow(clippy::unwrap_used)]
 
@@ -76,6 +76,15 @@ fn run_writes_the_report_and_report_rebuilds_it_from_the_cache() {
         "{}",
         text(&out)
     );
+    // Off a terminal, eval reports its progress in plain lines too.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "eval answers: ",
+        "eval arena vs random (deals): 100/100 (100%)",
+        "eval arena vs calling-station (deals): 100/100 (100%)",
+    ] {
+        assert!(stderr.contains(line), "{line}: {stderr}");
+    }
     let page = sandbox.path().join("runs/rep/report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     for stage in STAGES {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -336,6 +336,34 @@ impl StageContext {
         line
     }
 
+    /// Progress of `total` units of work that is not training steps (the
+    /// eval's answers, its hands at the table), which worker threads may
+    /// advance: a bar on a terminal, else a plain `stage what: done/total`
+    /// line at most every 10 s; nothing when quiet.
+    pub fn work_progress(&self, what: &str, total: u64) -> WorkProgress {
+        let label = format!("{} {what}", self.stage);
+        let mut line = ProgressLine::new(&label, total);
+        line.quiet |= self.verbosity == Verbosity::Quiet;
+        let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = if on_terminal && self.verbosity != Verbosity::Quiet && total > 0 {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) =
+                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta}")
+            {
+                bar.set_style(style);
+            }
+            bar.set_prefix(label);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        WorkProgress {
+            bar,
+            line: Mutex::new(line),
+            done: AtomicU64::new(0),
+        }
+    }
+
     /// A line in `training.log` only: a training step's figures, which the
     /// terminal gets from the stage's progress sink
     /// ([`crate::train::progress::TrainProgress`]).
@@ -422,6 +450,29 @@ impl ProgressLine {
             self.total,
             share * 100.0
         )
+    }
+}
+
+/// See [`StageContext::work_progress`].
+pub struct WorkProgress {
+    bar: ProgressBar,
+    line: Mutex<ProgressLine>,
+    done: AtomicU64,
+}
+
+impl WorkProgress {
+    /// `n` more units done.
+    pub fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        self.bar.set_position(done);
+        if let Ok(mut line) = self.line.lock() {
+            line.update(done);
+        }
+    }
+
+    /// Clear the bar (the plain line ended at the last unit).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 

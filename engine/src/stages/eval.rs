@@ -478,7 +478,15 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
     lm.stop_on(cancel.clone());
     ctx.log(format!("answering {} held-out spots", scenarios.len()));
     let prompts: Vec<String> = scenarios.iter().map(|s| s.prompt.clone()).collect();
-    let generated = lm.generate_ids(&prompts)?;
+    // In chunks of whole generation batches: the same batches as one call,
+    // with progress between them.
+    let answering = ctx.work_progress("answers", prompts.len() as u64);
+    let mut generated = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(4 * BATCH) {
+        generated.extend(lm.generate_ids(chunk)?);
+        answering.add(chunk.len() as u64);
+    }
+    answering.finish();
     let answers = lm.decode_answers(&generated)?;
     let n = scenarios.len().max(1) as f64;
     let legal = scenarios
@@ -570,12 +578,18 @@ fn run<B: Backend>(be: &B, p: &EvalParams, ctx: &mut StageContext) -> StageResul
         };
         let hands = p.arena.hands_for(opponent);
         let cancel = ctx.cancel_flag();
-        let stop = move || cancel.is_cancelled();
+        // The arena asks once per duplicate deal (two hands) before it.
+        let playing = ctx.work_progress(&format!("arena vs {opponent} (deals)"), hands.div_ceil(2));
+        let stop = || {
+            playing.add(1);
+            cancel.is_cancelled()
+        };
         let played = model_seats::serve(&[&lm], BATCH, |seats| {
             let make_lm = |_seed: u64| seats[0].player(style);
             play_match_until(&make_lm, &make_bot, hands, p.arena.seed, &stop)
         })
         .map_err(StageError::runtime)?;
+        playing.finish();
         let result = match played {
             Ok(result) => result,
             Err(ArenaError::Stopped) => {

@@ -62,8 +62,9 @@ fn read_json(path: PathBuf) -> serde_json::Value {
 }
 
 const STAGES: [&str; 6] = ["data", "tokenizer", "sft", "reward", "rlhf", "eval"];
-/// sft loss, reward loss, PPO reward, KL and entropy, bb/100, spot types.
-const CHARTS: usize = 7;
+/// sft loss, reward loss and accuracy, PPO reward, KL and entropy, bb/100,
+/// spot types.
+const CHARTS: usize = 8;
 
 #[test]
 fn run_writes_the_report_and_report_rebuilds_it_from_the_cache() {

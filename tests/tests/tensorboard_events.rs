@@ -30,7 +30,7 @@ stages:
     batch_size: 8
     epochs: 3
     max_seq_len: 32
-  reward: {{kind: reward, init: sft, data: data.pairs, optim: {{lr: 1.0e-3}}, max_seq_len: 32}}
+  reward: {{kind: reward, init: sft, data: data.pairs, test_data: data.pairs, optim: {{lr: 1.0e-3}}, max_seq_len: 32}}
 "#,
         base.display()
     )
@@ -99,6 +99,21 @@ fn tensorboard_reads_every_stage_as_metrics_jsonl_has_it() {
                 .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap() as f32))
                 .collect();
             assert_eq!(seen, expected, "{stage}/{name}");
+        }
+        if stage == "reward" {
+            // Per step, the batches' accuracy (compared above); at the last
+            // step, the held-out pairs' from the summary.
+            assert!(lines[0]["accuracy"].is_f64(), "{}", lines[0]);
+            let summary: Value = serde_json::from_str(
+                &std::fs::read_to_string(runs.join(stage).join("summary.json")).unwrap(),
+            )
+            .unwrap();
+            let last = lines.last().unwrap()["step"].as_u64().unwrap();
+            let want = summary["pairwise_accuracy"].as_f64().unwrap() as f32;
+            let seen = &scalars["test_pairwise_accuracy"];
+            assert_eq!(seen.as_array().map(Vec::len), Some(1), "{scalars}");
+            assert_eq!(seen[0][0].as_u64(), Some(last));
+            assert_eq!(seen[0][1].as_f64().map(|v| v as f32), Some(want));
         }
         // The wall-clock figures: the run `<stage>/wall`, one value of each
         // per step, positive, and the memory no more than the stage's

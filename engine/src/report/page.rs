@@ -14,6 +14,7 @@ use super::{Report, RowStatus, StageRow};
 /// order: the loss of every trainer, then what RL kinds log.
 const CURVES: &[(&str, &str)] = &[
     ("loss", "loss"),
+    ("accuracy", "pairwise accuracy of the training batches"),
     ("reward", "reward (mean per step)"),
     ("kl", "KL to the reference"),
     ("entropy", "entropy"),

@@ -43,6 +43,7 @@ use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
 use crate::train::lm_loop::{LoopEnd, LoopError, MicroStats, Objective, OptimParams};
 use crate::train::metrics::write_summary;
+use crate::train::tensorboard::EventWriter;
 
 /// Parameters of a `reward` stage.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -364,6 +365,13 @@ fn run_reward<B: Backend>(be: &B, params: &RewardParams, ctx: &mut StageContext)
         "pairs": objective.pairs.len(),
     });
     if let Some(eval) = held_out {
+        // TensorBoard gets the held-out figure at the last step, beside the
+        // training batches' `accuracy`.
+        EventWriter::resume(&out, steps)
+            .and_then(|mut events| {
+                events.scalars(steps, &[("test_pairwise_accuracy", eval.accuracy)])
+            })
+            .map_err(fail)?;
         summary["test_pairs"] = json!(eval.pairs);
         summary["pairwise_accuracy"] = json!(eval.accuracy);
         summary["mean_chosen"] = json!(eval.mean_chosen);
@@ -514,22 +522,24 @@ impl<B: Backend> Objective<B> for PairwiseObjective {
         let pairs: Vec<&Pair> = indices.iter().map(|&i| &self.pairs[i]).collect();
         let n = pairs.len();
         let batch = pair_batch(&pairs, self.pad);
-        let (loss, _) = scores_backward(be, model, &batch, pass, |scores| {
-            let mut loss = 0.0;
+        let ((loss, right), _) = scores_backward(be, model, &batch, pass, |scores| {
+            let (mut loss, mut right) = (0.0, 0usize);
             let mut dscores = vec![0f32; 2 * n];
             for i in 0..n {
                 let d = (scores[i] - scores[n + i]) as f64;
                 loss += pair_loss(d) / total;
+                right += usize::from(d > 0.0);
                 let g = pair_grad(d) / total;
                 dscores[i] = -g as f32;
                 dscores[n + i] = g as f32;
             }
-            (loss, dscores)
+            ((loss, right), dscores)
         })
         .map_err(LoopError::Objective)?;
         Ok(MicroStats {
             loss,
             tokens: batch.rows() as u64,
+            accuracy: Some(right as f64 / total),
         })
     }
 }

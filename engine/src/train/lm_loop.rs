@@ -104,6 +104,10 @@ pub struct MicroStats {
     pub loss: f64,
     /// Tokens processed, for tokens/s.
     pub tokens: u64,
+    /// Its share of the step's accuracy, for objectives that have one (the
+    /// reward model's pairs ranked right, divided by the step's pairs);
+    /// logged as `accuracy`.
+    pub accuracy: Option<f64>,
 }
 
 /// What a training loop learns.
@@ -249,6 +253,9 @@ pub fn train<B: Backend>(
             let s = objective.accumulate(be, model, indices, total, pass)?;
             stats.loss += s.loss;
             stats.tokens += s.tokens;
+            if let Some(a) = s.accuracy {
+                stats.accuracy = Some(stats.accuracy.unwrap_or(0.0) + a);
+            }
         }
         guard.check_loss(step + 1, stats.loss)?;
         let grad_norm = match settings.optim.max_grad_norm {
@@ -268,15 +275,14 @@ pub fn train<B: Backend>(
         opt.update(be, model.params_mut(), lr as f32);
         step += 1;
         last_loss = stats.loss;
-        metrics.record(
-            step,
-            &[
-                ("loss", stats.loss),
-                ("lr", lr),
-                ("grad_norm", grad_norm),
-                ("tokens", stats.tokens as f64),
-            ],
-        )?;
+        let mut figures = vec![
+            ("loss", stats.loss),
+            ("lr", lr),
+            ("grad_norm", grad_norm),
+            ("tokens", stats.tokens as f64),
+        ];
+        figures.extend(stats.accuracy.map(|a| ("accuracy", a)));
+        metrics.record(step, &figures)?;
         let stop = cancelled();
         if stop || step % settings.checkpoint_every.max(1) == 0 || step == total_steps {
             save(

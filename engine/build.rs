@@ -83,6 +83,20 @@ const KINDS: &[(&str, &[&str], bool)] = &[
         true,
     ),
     (
+        "dpo",
+        &[
+            "stages/dpo.rs",
+            "stages/reward.rs",
+            "stages/sft.rs",
+            "stages/mod.rs",
+            "stages/device.rs",
+            "model",
+            "backend",
+            "train",
+        ],
+        true,
+    ),
+    (
         "eval",
         &[
             "stages/eval.rs",

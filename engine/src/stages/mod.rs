@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use crate::graph::{ArtifactType, OutputDecl, Registry};
 
 pub mod device;
+pub mod dpo;
 pub mod eval;
 pub mod jsonl_data;
 pub mod lm_answerer;
@@ -85,6 +86,7 @@ pub fn builtin() -> Registry {
         .with(tokenizer::TokenizerKind)
         .with(sft::Sft)
         .with(reward::Reward)
+        .with(dpo::Dpo)
         .with(ppo::Ppo)
         .with(eval::Eval)
 }

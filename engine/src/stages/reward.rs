@@ -128,7 +128,7 @@ impl RewardLora {
         PROJECTIONS.iter().map(|s| s.to_string()).collect()
     }
 
-    fn config(&self) -> LoraConfig {
+    pub(crate) fn config(&self) -> LoraConfig {
         LoraConfig {
             rank: self.rank,
             alpha: self.alpha,
@@ -539,7 +539,7 @@ impl<B: Backend> Objective<B> for PairwiseObjective {
         Ok(MicroStats {
             loss,
             tokens: batch.rows() as u64,
-            accuracy: Some(right as f64 / total),
+            figures: vec![("accuracy", right as f64 / total)],
         })
     }
 }

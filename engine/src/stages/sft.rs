@@ -710,7 +710,7 @@ impl<B: Backend> Objective<B> for SftObjective {
         Ok(MicroStats {
             loss: loss as f64,
             tokens: examples.iter().map(|e| e.ids.len() as u64).sum(),
-            accuracy: None,
+            figures: Vec::new(),
         })
     }
 }

@@ -178,13 +178,30 @@ pub fn load_sft(
         .collect()
 }
 
-/// Tokenises `{"prompt", "chosen", "rejected"}` lines.
+/// Tokenises `{"prompt", "chosen", "rejected"}` lines into whole sequences.
 pub fn load_pairs(
     path: &Path,
     tok: &Tokenizer,
     eos: Option<u32>,
     max_len: usize,
 ) -> Result<Vec<Pair>, DatasetError> {
+    Ok(load_preferences(path, tok, eos, max_len)?
+        .into_iter()
+        .map(|[chosen, rejected]| Pair {
+            chosen: chosen.ids,
+            rejected: rejected.ids,
+        })
+        .collect())
+}
+
+/// The same lines as `[chosen, rejected]` examples that know where their
+/// prompt ends (DPO scores the answer tokens only).
+pub fn load_preferences(
+    path: &Path,
+    tok: &Tokenizer,
+    eos: Option<u32>,
+    max_len: usize,
+) -> Result<Vec<[Example; 2]>, DatasetError> {
     let bad = |line, reason| DatasetError::Line {
         path: path.to_path_buf(),
         line,
@@ -197,12 +214,9 @@ pub fn load_pairs(
             let full = |answer: &str| {
                 let response =
                     encode_response(tok, &l.prompt, answer, eos).map_err(|e| bad(n, e))?;
-                Ok::<_, DatasetError>(fit(prompt.clone(), response, max_len).ids)
+                Ok::<_, DatasetError>(fit(prompt.clone(), response, max_len))
             };
-            Ok(Pair {
-                chosen: full(&l.chosen)?,
-                rejected: full(&l.rejected)?,
-            })
+            Ok([full(&l.chosen)?, full(&l.rejected)?])
         })
         .collect()
 }

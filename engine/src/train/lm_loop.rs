@@ -98,16 +98,16 @@ pub struct LoopSettings {
 }
 
 /// What one micro-batch contributed.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MicroStats {
     /// Its share of the step's loss (already divided by the step's total).
     pub loss: f64,
     /// Tokens processed, for tokens/s.
     pub tokens: u64,
-    /// Its share of the step's accuracy, for objectives that have one (the
-    /// reward model's pairs ranked right, divided by the step's pairs);
-    /// logged as `accuracy`.
-    pub accuracy: Option<f64>,
+    /// Its share of the objective's own figures (the reward model's
+    /// `accuracy`, DPO's rewards and margins), each already divided by the
+    /// step's total like `loss`; logged after the common ones, in order.
+    pub figures: Vec<(&'static str, f64)>,
 }
 
 /// What a training loop learns.
@@ -253,8 +253,11 @@ pub fn train<B: Backend>(
             let s = objective.accumulate(be, model, indices, total, pass)?;
             stats.loss += s.loss;
             stats.tokens += s.tokens;
-            if let Some(a) = s.accuracy {
-                stats.accuracy = Some(stats.accuracy.unwrap_or(0.0) + a);
+            for (name, value) in s.figures {
+                match stats.figures.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, sum)) => *sum += value,
+                    None => stats.figures.push((name, value)),
+                }
             }
         }
         guard.check_loss(step + 1, stats.loss)?;
@@ -281,7 +284,7 @@ pub fn train<B: Backend>(
             ("grad_norm", grad_norm),
             ("tokens", stats.tokens as f64),
         ];
-        figures.extend(stats.accuracy.map(|a| ("accuracy", a)));
+        figures.extend(stats.figures.iter().copied());
         metrics.record(step, &figures)?;
         let stop = cancelled();
         if stop || step % settings.checkpoint_every.max(1) == 0 || step == total_steps {

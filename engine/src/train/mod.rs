@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod data_order;
 pub mod dataset;
+pub mod dpo;
 pub mod ema;
 pub mod guard;
 pub mod lm_loop;

@@ -119,6 +119,11 @@ pub struct Rollout {
 pub enum Task {
     /// Next-token cross-entropy on prompt + response.
     Sft,
+    /// DPO: next-token log-probabilities of the chosen and the rejected
+    /// answer together, so a micro-batch of `n` pairs is `2n` sequences
+    /// through the LM head; the reference's figures are computed before
+    /// training, so no second model is held.
+    Dpo,
     /// Pairwise reward training: chosen and rejected go through together,
     /// so a micro-batch of `n` pairs is `2n` sequences; a one-row score head
     /// replaces the LM head.
@@ -423,10 +428,11 @@ fn estimate_step(w: &Workload<'_>) -> (Breakdown, u64) {
     let seq = w.seq_len as u64;
     let d = c.hidden_size as u64;
     match &w.task {
-        Task::Sft => {
+        Task::Sft | Task::Dpo => {
             let (extra, trained) = trained_params(c, &w.trains, counts.causal_lm);
             let (gradients, optimizer) = grads_and_optimizer(trained, w.optimizer_offload);
-            let rows = micro * seq;
+            let sequences = if w.task == Task::Dpo { 2 } else { 1 };
+            let rows = sequences * micro * seq;
             let b = Breakdown {
                 weights: base_bytes(counts.causal_lm, &w.trains, w.weights),
                 adapters: extra * 4,

@@ -58,6 +58,7 @@ const KINDS: &[(&str, &[&str], bool)] = &[
         "reward",
         &[
             "stages/reward.rs",
+            "stages/preference.rs",
             "stages/sft.rs",
             "stages/mod.rs",
             "stages/device.rs",
@@ -86,6 +87,7 @@ const KINDS: &[(&str, &[&str], bool)] = &[
         "dpo",
         &[
             "stages/dpo.rs",
+            "stages/preference.rs",
             "stages/reward.rs",
             "stages/sft.rs",
             "stages/mod.rs",

@@ -18,18 +18,18 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::CAUSAL_LM;
 use super::device::{RunOnBackend, run_on_device};
-use super::reward::{RewardLora, pad_id};
+use super::preference::{self, PairLora};
+use super::reward::pad_id;
 use super::sft::{Method, fail, loop_settings, run_loop, train_all};
-use super::{CAUSAL_LM, PAIRS_DATASET};
 use crate::backend::{Backend, Dtype};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
 };
-use crate::model::Llama;
 use crate::model::load::load_dir;
-use crate::model::lora::{self, LoraConfig};
+use crate::model::lora;
 use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
 use crate::train::dataset;
 use crate::train::dpo::{DpoLoss, DpoObjective, reference_logprobs};
@@ -62,7 +62,7 @@ pub struct DpoParams {
     pub method: Method,
     /// The adapter of `method: lora` when the SFT model has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lora: Option<RewardLora>,
+    pub lora: Option<PairLora>,
     /// Learning rate default: 5e-6.
     #[serde(default)]
     pub optim: OptimParams,
@@ -113,22 +113,6 @@ impl DpoParams {
     fn checkpoint_every() -> u64 {
         50
     }
-
-    /// What the stage trains, for the planner: a continued SFT adapter
-    /// keeps its shape.
-    fn trains(&self, init_adapter: Option<&Trains>) -> Trains {
-        match (self.method, init_adapter, &self.lora) {
-            (Method::Full, _, _) => Trains::Full,
-            (Method::Lora, Some(adapter @ Trains::Lora { .. }), _) => adapter.clone(),
-            (Method::Lora, _, lora) => {
-                let lora = lora.clone().unwrap_or_default();
-                Trains::Lora {
-                    rank: lora.rank,
-                    targets: lora.targets,
-                }
-            }
-        }
-    }
 }
 
 /// The `dpo` stage kind.
@@ -147,14 +131,7 @@ impl StageKind for Dpo {
     }
 
     fn inputs(&self, params: &DpoParams) -> Vec<InputDecl> {
-        let mut inputs = vec![
-            InputDecl::stage("init", &params.init, &[CAUSAL_LM]),
-            InputDecl::stage("data", &params.data, &[PAIRS_DATASET]),
-        ];
-        if let Some(test) = &params.test_data {
-            inputs.push(InputDecl::stage("test_data", test, &[PAIRS_DATASET]));
-        }
-        inputs
+        preference::inputs(&params.init, &params.data, params.test_data.as_deref())
     }
 
     fn semantic_config(&self, params: &DpoParams) -> serde_json::Value {
@@ -180,7 +157,11 @@ impl StageKind for Dpo {
             model,
             Path::new("."),
             Task::Dpo,
-            params.trains(exec.input_adapters.get("init")),
+            preference::trains(
+                params.method,
+                exec.input_adapters.get("init"),
+                params.lora.as_ref(),
+            ),
             params.max_seq_len,
             exec,
             RunOnBackend::dtype(self, params),
@@ -192,26 +173,11 @@ impl StageKind for Dpo {
         params: &DpoParams,
         inputs: &BTreeMap<String, Trains>,
     ) -> Option<Trains> {
-        match params.method {
-            Method::Full => None,
-            Method::Lora => Some(params.trains(inputs.get("init"))),
-        }
+        preference::output_adapter(params.method, inputs, params.lora.as_ref())
     }
 
     fn check(&self, params: &DpoParams) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if let Some(lora) = &params.lora {
-            if params.method == Method::Full {
-                out.push((
-                    "lora".into(),
-                    "`lora` settings only apply with `method: lora`".into(),
-                ));
-            }
-            if let Err(e) = lora.config().check(Path::new("lora")) {
-                out.push(("lora".into(), e.to_string()));
-            }
-        }
-        out
+        preference::check(params.method, params.lora.as_ref())
     }
 
     fn run(&self, params: &DpoParams, ctx: &mut StageContext) -> StageResult {
@@ -234,70 +200,24 @@ impl RunOnBackend for Dpo {
     }
 }
 
-/// Sets the SFT model up to train as `method` says; returns the adapter
-/// `method: lora` trains.
-fn prepare<B: Backend>(
-    be: &B,
-    model: &mut Llama<B>,
-    params: &DpoParams,
-    init_adapter: Option<LoraConfig>,
-) -> Result<Option<LoraConfig>, StageError> {
-    match (params.method, init_adapter) {
-        (Method::Full, init_adapter) => {
-            if init_adapter.is_some() {
-                lora::set_merged(be, model, true);
-                for layer in &mut model.layers {
-                    for (_, lin) in layer.projections_mut() {
-                        lin.lora = None;
-                    }
-                }
-            }
-            train_all(be, model);
-            Ok(None)
-        }
-        (Method::Lora, Some(cfg)) => {
-            if let Some(own) = &params.lora
-                && (own.rank != cfg.rank || own.targets != cfg.targets)
-            {
-                return Err(StageError::user(miette::miette!(
-                    help = "leave `lora` out to continue the SFT adapter as it is",
-                    "DPO continues the SFT model's adapter (rank {}, targets {}), but `lora` \
-                     asks for rank {} on {}",
-                    cfg.rank,
-                    cfg.targets.join(", "),
-                    own.rank,
-                    own.targets.join(", ")
-                )));
-            }
-            // No dropout: the reference's figures were computed without it,
-            // so the policy matches them exactly at the first step.
-            for layer in &mut model.layers {
-                for (_, lin) in layer.projections_mut() {
-                    if let Some(lora) = lin.lora.as_mut() {
-                        lora.dropout = 0.0;
-                    }
-                }
-            }
-            Ok(Some(LoraConfig {
-                dropout: 0.0,
-                ..cfg
-            }))
-        }
-        (Method::Lora, None) => {
-            let cfg = params.lora.clone().unwrap_or_default().config();
-            lora::attach(be, model, &cfg, params.seed).map_err(fail)?;
-            Ok(Some(cfg))
-        }
-    }
-}
-
 fn run_dpo<B: Backend>(be: &B, params: &DpoParams, ctx: &mut StageContext) -> StageResult {
     let init = ctx.input("init")?.path.clone();
     let mut loaded = load_dir(be, &init).map_err(fail)?;
     loaded.tokenizer.keep_chat_template(params.chat_template);
     let tokenizer = loaded.tokenizer;
     let mut model = loaded.model;
-    let adapter = prepare(be, &mut model, params, loaded.adapter)?;
+    let adapter = preference::prepare_adapter(
+        be,
+        &mut model,
+        params.method,
+        params.lora.as_ref(),
+        params.seed,
+        loaded.adapter,
+        "DPO",
+    )?;
+    if adapter.is_none() {
+        train_all(be, &mut model);
+    }
     let pad = pad_id(&model);
     let eos = model.cfg.eos_token_ids.first().copied();
     let micro = ctx.exec.micro_batch.max(1) as usize;

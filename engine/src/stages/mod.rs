@@ -14,6 +14,7 @@ pub mod lm_answerer;
 pub mod model_seats;
 pub mod poker_data;
 pub mod ppo;
+pub mod preference;
 pub mod reward;
 pub mod sft;
 pub mod tokenizer;

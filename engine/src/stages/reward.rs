@@ -24,16 +24,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::REWARD_MODEL;
 use super::device::{RunOnBackend, run_on_device};
+use super::preference::{self, PairLora};
 use super::sft::{Method, fail, loop_settings, run_loop, train_all};
-use super::{CAUSAL_LM, PAIRS_DATASET, REWARD_MODEL};
 use crate::backend::{Backend, Dtype, Gemm};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
 };
 use crate::model::batch::Batch;
-use crate::model::llama::PROJECTIONS;
 use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
 use crate::model::lora::LoraConfig;
@@ -67,7 +67,7 @@ pub struct RewardParams {
     /// fine-tune). When it has one, training continues it, and these
     /// settings, if given, must match its rank and targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lora: Option<RewardLora>,
+    pub lora: Option<PairLora>,
     /// Learning rate default: 5e-6 (the recipe's).
     #[serde(default)]
     pub optim: OptimParams,
@@ -102,75 +102,12 @@ pub struct RewardParams {
     pub dtype: Option<Dtype>,
 }
 
-/// LoRA settings of a reward model (no dropout: the recipe disables it).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RewardLora {
-    #[serde(default = "RewardLora::rank")]
-    #[schemars(range(min = 1, max = 1024))]
-    pub rank: usize,
-    #[serde(default = "RewardLora::alpha")]
-    pub alpha: f32,
-    /// Projections to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj,
-    /// up_proj, down_proj.
-    #[serde(default = "RewardLora::targets")]
-    pub targets: Vec<String>,
-}
-
-impl RewardLora {
-    fn rank() -> usize {
-        128
-    }
-    fn alpha() -> f32 {
-        256.0
-    }
-    fn targets() -> Vec<String> {
-        PROJECTIONS.iter().map(|s| s.to_string()).collect()
-    }
-
-    pub(crate) fn config(&self) -> LoraConfig {
-        LoraConfig {
-            rank: self.rank,
-            alpha: self.alpha,
-            dropout: 0.0,
-            targets: self.targets.clone(),
-            rslora: false,
-        }
-    }
-}
-
-impl Default for RewardLora {
-    fn default() -> Self {
-        RewardLora {
-            rank: Self::rank(),
-            alpha: Self::alpha(),
-            targets: Self::targets(),
-        }
-    }
-}
-
 impl RewardParams {
     fn method() -> Method {
         Method::Full
     }
     fn is_full(method: &Method) -> bool {
         *method == Method::Full
-    }
-
-    /// What the stage trains, for the planner: a continued SFT adapter
-    /// (`init_adapter`) keeps its shape.
-    fn trains(&self, init_adapter: Option<&Trains>) -> Trains {
-        match (self.method, init_adapter, &self.lora) {
-            (Method::Full, _, _) => Trains::Full,
-            (Method::Lora, Some(adapter @ Trains::Lora { .. }), _) => adapter.clone(),
-            (Method::Lora, _, lora) => {
-                let lora = lora.clone().unwrap_or_default();
-                Trains::Lora {
-                    rank: lora.rank,
-                    targets: lora.targets,
-                }
-            }
-        }
     }
 
     fn batch_size() -> u32 {
@@ -203,14 +140,7 @@ impl StageKind for Reward {
     }
 
     fn inputs(&self, params: &RewardParams) -> Vec<InputDecl> {
-        let mut inputs = vec![
-            InputDecl::stage("init", &params.init, &[CAUSAL_LM]),
-            InputDecl::stage("data", &params.data, &[PAIRS_DATASET]),
-        ];
-        if let Some(test) = &params.test_data {
-            inputs.push(InputDecl::stage("test_data", test, &[PAIRS_DATASET]));
-        }
-        inputs
+        preference::inputs(&params.init, &params.data, params.test_data.as_deref())
     }
 
     fn semantic_config(&self, params: &RewardParams) -> serde_json::Value {
@@ -238,7 +168,11 @@ impl StageKind for Reward {
             model,
             Path::new("."),
             Task::Reward,
-            params.trains(exec.input_adapters.get("init")),
+            preference::trains(
+                params.method,
+                exec.input_adapters.get("init"),
+                params.lora.as_ref(),
+            ),
             params.max_seq_len,
             exec,
             RunOnBackend::dtype(self, params),
@@ -250,26 +184,11 @@ impl StageKind for Reward {
         params: &RewardParams,
         inputs: &BTreeMap<String, Trains>,
     ) -> Option<Trains> {
-        match params.method {
-            Method::Full => None,
-            Method::Lora => Some(params.trains(inputs.get("init"))),
-        }
+        preference::output_adapter(params.method, inputs, params.lora.as_ref())
     }
 
     fn check(&self, params: &RewardParams) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if let Some(lora) = &params.lora {
-            if params.method == Method::Full {
-                out.push((
-                    "lora".into(),
-                    "`lora` settings only apply with `method: lora`".into(),
-                ));
-            }
-            if let Err(e) = lora.config().check(Path::new("lora")) {
-                out.push(("lora".into(), e.to_string()));
-            }
-        }
-        out
+        preference::check(params.method, params.lora.as_ref())
     }
 
     fn run(&self, params: &RewardParams, ctx: &mut StageContext) -> StageResult {
@@ -390,51 +309,15 @@ fn prepare<B: Backend>(
     params: &RewardParams,
     init_adapter: Option<LoraConfig>,
 ) -> Result<Option<LoraConfig>, StageError> {
-    let adapter = match (params.method, init_adapter) {
-        (Method::Full, init_adapter) => {
-            if init_adapter.is_some() {
-                lora::set_merged(be, model, true);
-                for layer in &mut model.layers {
-                    for (_, lin) in layer.projections_mut() {
-                        lin.lora = None;
-                    }
-                }
-            }
-            None
-        }
-        (Method::Lora, Some(cfg)) => {
-            if let Some(own) = &params.lora
-                && (own.rank != cfg.rank || own.targets != cfg.targets)
-            {
-                return Err(StageError::user(miette::miette!(
-                    help = "leave `lora` out to continue the SFT adapter as it is, or train \
-                            the SFT stage with the same rank and targets",
-                    "the reward model continues the SFT model's adapter (rank {}, targets {}), \
-                     but `lora` asks for rank {} on {}",
-                    cfg.rank,
-                    cfg.targets.join(", "),
-                    own.rank,
-                    own.targets.join(", ")
-                )));
-            }
-            for layer in &mut model.layers {
-                for (_, lin) in layer.projections_mut() {
-                    if let Some(lora) = lin.lora.as_mut() {
-                        lora.dropout = 0.0;
-                    }
-                }
-            }
-            Some(LoraConfig {
-                dropout: 0.0,
-                ..cfg
-            })
-        }
-        (Method::Lora, None) => {
-            let cfg = params.lora.clone().unwrap_or_default().config();
-            lora::attach(be, model, &cfg, params.seed).map_err(fail)?;
-            Some(cfg)
-        }
-    };
+    let adapter = preference::prepare_adapter(
+        be,
+        model,
+        params.method,
+        params.lora.as_ref(),
+        params.seed,
+        init_adapter,
+        "the reward model",
+    )?;
     model.add_score_head(be, 1);
     match adapter {
         None => train_all(be, model),

@@ -43,7 +43,16 @@ fn run(flags: &[&str]) -> (String, String) {
     args.extend_from_slice(flags);
     let out = sandbox.run(&args).unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sft"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sft"));
+    // Where the run's report went, unless quiet; it is written either way.
+    let quiet = flags.contains(&"--quiet");
+    assert_eq!(
+        stdout.contains("report: runs/talk/report.html"),
+        !quiet,
+        "{stdout}"
+    );
+    assert!(sandbox.path().join("runs/talk/report.html").is_file());
     let log = std::fs::read_to_string(sandbox.path().join("runs/talk/sft/training.log"));
     (
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -106,7 +106,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     let report = executor.execute(&plan, &selected);
     print_table(&report);
-    write_report(&plan, &store, &executor.runs_dir, &report);
+    write_report(&plan, &store, &executor, &report);
     if let Some(err) = report.error {
         return Err(Failure {
             exit: err.exit,
@@ -159,10 +159,14 @@ fn explain_failure(
 
 /// The run's page (`runs/<pipeline>/report.html`), whatever the outcome: a
 /// report that cannot be written is a warning, never the run's failure.
-fn write_report(plan: &Plan, store: &Store, runs_dir: &std::path::Path, run: &RunReport) {
-    let page = crate::report::collect(plan, store, runs_dir, &run.stages);
-    match crate::report::write(&page, runs_dir) {
-        Ok(path) => println!("report: {}", path.display()),
+/// Where it is goes after the table, unless quiet.
+fn write_report(plan: &Plan, store: &Store, executor: &Executor, run: &RunReport) {
+    let page = crate::report::collect(plan, store, &executor.runs_dir, &run.stages);
+    match crate::report::write(&page, &executor.runs_dir) {
+        Ok(path) if executor.verbosity != Verbosity::Quiet => {
+            println!("report: {}", path.display());
+        }
+        Ok(_) => {}
         Err(err) => eprintln!("warning: could not write the report: {err}"),
     }
 }

@@ -8,7 +8,8 @@
 //! The terminal is one of a stage's metrics sinks: [`TrainProgress`] gets
 //! the same step figures as `metrics.jsonl` and shows the first of them
 //! (the loss, or PPO's reward), tokens/s from `tokens` where the stage logs
-//! it, and the process's peak memory.
+//! it, and the stage's peak memory so far (as its `memory.json` measures
+//! it).
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ pub struct TrainProgress {
     started: Instant,
     tokens: u64,
     sink: Sink,
-    /// The process's peak memory so far (bytes; 0 where nothing counts it).
+    /// The stage's peak memory so far (bytes; 0 where nothing counts it).
     memory: fn() -> u64,
 }
 

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use poker_pipe::model::Batch;
+use poker_pipe::backend::Cpu;
 use poker_pipe::model::weights::TensorMap;
+use poker_pipe::model::{Batch, Llama};
 
 /// A fixture folder. POKER_PIPE_TESTS_DIR points at the tests crate when a
 /// prebuilt test binary runs on another machine (kernels/gpu-suite.sh).
@@ -51,4 +52,58 @@ pub fn sft_batch(expected: &TensorMap) -> (Batch, Vec<u32>, Vec<f32>) {
         }
     }
     (Batch::dense(ids, b), targets, weights)
+}
+
+/// A tiny deterministic generator of values in [-1, 1), so tests need no
+/// random-number crate.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn uniform(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Checks the gradients `model` holds (from one backward of `loss`) for
+/// each parameter in `names` against central differences of `loss` along
+/// a random direction `rng` draws, `eps` either side: the relative error
+/// must stay below `tol`.
+pub fn assert_gradients_match_differences(
+    model: &mut Llama<Cpu>,
+    names: &[String],
+    rng: &mut Lcg,
+    eps: f32,
+    tol: f64,
+    loss: impl Fn(&Llama<Cpu>) -> f64,
+) {
+    for name in names {
+        let grad = model
+            .params_mut()
+            .into_iter()
+            .find(|p| &p.name == name)
+            .and_then(|p| p.grad.clone())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        let dir: Vec<f32> = grad.iter().map(|_| rng.uniform()).collect();
+        let shift = |m: &mut Llama<Cpu>, s: f32| {
+            if let Some(p) = m.params_mut().into_iter().find(|p| &p.name == name) {
+                p.value.iter_mut().zip(&dir).for_each(|(v, d)| *v += s * d);
+            }
+        };
+        shift(model, eps);
+        let plus = loss(model);
+        shift(model, -2.0 * eps);
+        let minus = loss(model);
+        shift(model, eps);
+        let numeric = (plus - minus) / (2.0 * f64::from(eps));
+        let analytic: f64 = grad.iter().zip(&dir).map(|(g, d)| f64::from(g * d)).sum();
+        let err = (numeric - analytic).abs() / analytic.abs().max(1e-4);
+        assert!(
+            err < tol,
+            "{name}: differences {numeric} vs gradient {analytic}"
+        );
+    }
 }

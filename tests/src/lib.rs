@@ -166,3 +166,27 @@ pub fn wait_for(path: &Path, seconds: u64) -> bool {
     }
     false
 }
+
+/// Toy training data in `sft.jsonl` and `pairs.jsonl`: 96 prompts whose
+/// answer is a function of their first word, and pairs that prefer it over
+/// the next action. A tiny model learns them in a few dozen steps.
+pub fn write_toy_data(sandbox: &Sandbox) -> std::io::Result<()> {
+    let actions = ["fold", "call", "raise 6", "check"];
+    let (mut sft, mut pairs) = (String::new(), String::new());
+    for i in 0..96 {
+        let a = i % 4;
+        let prompt = format!("spot{a} pot {} stack {} ->", 10 + i % 7, 90 - i % 11);
+        sft.push_str(&format!(
+            "{{\"prompt\":\"{prompt}\",\"response\":\"{}\"}}\n",
+            actions[a]
+        ));
+        pairs.push_str(&format!(
+            "{{\"prompt\":\"{prompt}\",\"chosen\":\"{}\",\"rejected\":\"{}\"}}\n",
+            actions[a],
+            actions[(a + 1) % 4]
+        ));
+    }
+    sandbox.write("sft.jsonl", &sft)?;
+    sandbox.write("pairs.jsonl", &pairs)?;
+    Ok(())
+}

@@ -6,28 +6,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use poker_pipe_tests::golden::{golden, rel_err, sft_batch};
+use poker_pipe_tests::golden::{
+    Lcg, assert_gradients_match_differences, golden, rel_err, sft_batch,
+};
 use std::path::PathBuf;
 
 use poker_pipe::backend::Cpu;
 use poker_pipe::model::lora::{self, LoraConfig};
 use poker_pipe::model::weights::{TensorMap, load_file, save_file};
 use poker_pipe::model::{Batch, Llama, TrainPass};
-use rand_free::Lcg;
-
-/// A tiny deterministic generator, so the tests need no extra crate.
-mod rand_free {
-    pub struct Lcg(pub u64);
-    impl Lcg {
-        pub fn next(&mut self) -> f32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
-}
 
 fn base() -> Llama<Cpu> {
     Llama::load(&Cpu, &golden("mha")).unwrap()
@@ -112,7 +99,7 @@ fn rust_adapter(model: &mut Llama<Cpu>) -> LoraConfig {
     let mut rng = Lcg(99);
     for p in model.params_mut() {
         if p.name.contains("lora_B") {
-            p.value.iter_mut().for_each(|v| *v = 0.2 * rng.next());
+            p.value.iter_mut().for_each(|v| *v = 0.2 * rng.uniform());
         }
     }
     cfg
@@ -172,36 +159,11 @@ fn dropout_gradients_match_finite_differences() {
         .filter(|p| p.grad.is_some())
         .map(|p| p.name.clone())
         .collect();
-    for name in names.iter().filter(|n| n.contains("layers.0")) {
-        let (grad, dir): (Vec<f32>, Vec<f32>) = {
-            let p = model
-                .params_mut()
-                .into_iter()
-                .find(|p| &p.name == name)
-                .unwrap();
-            let g = p.grad.clone().unwrap();
-            let dir = (0..g.len()).map(|_| rng.next()).collect();
-            (g, dir)
-        };
-        let eps = 1e-2;
-        let shift = |m: &mut Llama<Cpu>, s: f32| {
-            let p = m
-                .params_mut()
-                .into_iter()
-                .find(|p| &p.name == name)
-                .unwrap();
-            p.value.iter_mut().zip(&dir).for_each(|(v, d)| *v += s * d);
-        };
-        shift(&mut model, eps);
-        let plus = loss(&model);
-        shift(&mut model, -2.0 * eps);
-        let minus = loss(&model);
-        shift(&mut model, eps);
-        let numeric = (plus - minus) / (2.0 * eps as f64);
-        let analytic: f64 = grad.iter().zip(&dir).map(|(g, d)| (g * d) as f64).sum();
-        let err = (numeric - analytic).abs() / analytic.abs().max(1e-4);
-        assert!(err < 2e-2, "{name}: fd {numeric} vs {analytic}");
-    }
+    let layer0: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.contains("layers.0"))
+        .collect();
+    assert_gradients_match_differences(&mut model, &layer0, &mut rng, 1e-2, 2e-2, loss);
 }
 
 /// With POKER_PIPE_WRITE_FIXTURES=1 writes rust_adapter/ for the golden

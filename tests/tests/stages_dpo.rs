@@ -16,24 +16,13 @@ use poker_pipe::stages::sft::train_all;
 use poker_pipe::train::dataset::Example;
 use poker_pipe::train::dpo::{DpoLoss, DpoObjective, reference_logprobs};
 use poker_pipe::train::lm_loop::Objective;
-use poker_pipe_tests::golden::golden;
-use poker_pipe_tests::{Sandbox, signal, text, wait_for};
+use poker_pipe_tests::golden::{Lcg, assert_gradients_match_differences, golden};
+use poker_pipe_tests::{Sandbox, signal, text, wait_for, write_toy_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pp-test");
 
-/// A small deterministic generator (no extra crate).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn token(&mut self) -> u32 {
-        ((self.next() + 1.0) * 40.0) as u32 + 2
-    }
+fn token(rng: &mut Lcg) -> u32 {
+    ((rng.uniform() + 1.0) * 40.0) as u32 + 2
 }
 
 #[test]
@@ -45,10 +34,10 @@ fn the_gradient_matches_finite_differences_of_the_loss() {
         // Four pairs of different lengths (left padding in the batch).
         let pairs: Vec<[Example; 2]> = (0..4)
             .map(|i| {
-                let prompt: Vec<u32> = (0..3 + i).map(|_| rng.token()).collect();
+                let prompt: Vec<u32> = (0..3 + i).map(|_| token(&mut rng)).collect();
                 let side = |rng: &mut Lcg, n: usize| {
                     let mut ids = prompt.clone();
-                    ids.extend((0..n).map(|_| rng.token()));
+                    ids.extend((0..n).map(|_| token(rng)));
                     Example {
                         ids,
                         prompt_len: prompt.len(),
@@ -60,7 +49,7 @@ fn the_gradient_matches_finite_differences_of_the_loss() {
         // A reference away from the model, so h is not 0.
         let reference: Vec<[f64; 2]> = reference_logprobs(&Cpu, &model, &pairs, 0, 2)
             .into_iter()
-            .map(|[c, r]| [c + f64::from(rng.next()), r + f64::from(rng.next())])
+            .map(|[c, r]| [c + f64::from(rng.uniform()), r + f64::from(rng.uniform())])
             .collect();
         let mut objective = DpoObjective {
             pairs,
@@ -90,57 +79,10 @@ fn the_gradient_matches_finite_differences_of_the_loss() {
             .map(|p| p.name.clone())
             .collect();
         assert!(names.len() >= 5);
-        for name in &names {
-            let (grad, dir): (Vec<f32>, Vec<f32>) = {
-                let p = model
-                    .params_mut()
-                    .into_iter()
-                    .find(|p| &p.name == name)
-                    .unwrap();
-                let g = p.grad.clone().unwrap();
-                (g.clone(), g.iter().map(|_| rng.next()).collect())
-            };
-            let eps = 2e-3;
-            let shift = |model: &mut Llama<Cpu>, s: f32| {
-                let p = model
-                    .params_mut()
-                    .into_iter()
-                    .find(|p| &p.name == name)
-                    .unwrap();
-                p.value.iter_mut().zip(&dir).for_each(|(v, d)| *v += s * d);
-            };
-            shift(&mut model, eps);
-            let plus = objective.loss_of(&Cpu, &model, &indices, None);
-            shift(&mut model, -2.0 * eps);
-            let minus = objective.loss_of(&Cpu, &model, &indices, None);
-            shift(&mut model, eps);
-            let numeric = (plus - minus) / (2.0 * f64::from(eps));
-            let analytic: f64 = grad.iter().zip(&dir).map(|(g, d)| f64::from(g * d)).sum();
-            let err = (numeric - analytic).abs() / analytic.abs().max(1e-4);
-            assert!(err < 2e-2, "{loss:?} {name}: fd {numeric} vs {analytic}");
-        }
+        assert_gradients_match_differences(&mut model, &names, &mut rng, 2e-3, 2e-2, |m| {
+            objective.loss_of(&Cpu, m, &indices, None)
+        });
     }
-}
-
-/// Toy pairs: the chosen answer is a function of the prompt's first word.
-fn write_data(sandbox: &Sandbox) {
-    let actions = ["fold", "call", "raise 6", "check"];
-    let (mut sft, mut pairs) = (String::new(), String::new());
-    for i in 0..96 {
-        let a = i % 4;
-        let prompt = format!("spot{a} pot {} stack {} ->", 10 + i % 7, 90 - i % 11);
-        sft.push_str(&format!(
-            "{{\"prompt\":\"{prompt}\",\"response\":\"{}\"}}\n",
-            actions[a]
-        ));
-        pairs.push_str(&format!(
-            "{{\"prompt\":\"{prompt}\",\"chosen\":\"{}\",\"rejected\":\"{}\"}}\n",
-            actions[a],
-            actions[(a + 1) % 4]
-        ));
-    }
-    sandbox.write("sft.jsonl", &sft).unwrap();
-    sandbox.write("pairs.jsonl", &pairs).unwrap();
 }
 
 /// SFT stops early (one epoch), so the preferences are not learnt yet.
@@ -181,7 +123,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 fn setup(dpo: &str) -> Sandbox {
     let sandbox = Sandbox::new(BIN).unwrap();
-    write_data(&sandbox);
+    write_toy_data(&sandbox).unwrap();
     sandbox.write("p.yaml", &pipeline(dpo)).unwrap();
     sandbox
 }

@@ -7,31 +7,9 @@
 
 use std::time::Duration;
 
-use poker_pipe_tests::{Sandbox, signal, text, wait_for};
+use poker_pipe_tests::{Sandbox, signal, text, wait_for, write_toy_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pp-test");
-
-/// Toy examples: the answer is a function of the prompt's first word.
-fn write_data(sandbox: &Sandbox) {
-    let actions = ["fold", "call", "raise 6", "check"];
-    let mut sft = String::new();
-    let mut pairs = String::new();
-    for i in 0..96 {
-        let a = i % 4;
-        let prompt = format!("spot{a} pot {} stack {} ->", 10 + i % 7, 90 - i % 11);
-        sft.push_str(&format!(
-            "{{\"prompt\":\"{prompt}\",\"response\":\"{}\"}}\n",
-            actions[a]
-        ));
-        pairs.push_str(&format!(
-            "{{\"prompt\":\"{prompt}\",\"chosen\":\"{}\",\"rejected\":\"{}\"}}\n",
-            actions[a],
-            actions[(a + 1) % 4]
-        ));
-    }
-    sandbox.write("sft.jsonl", &sft).unwrap();
-    sandbox.write("pairs.jsonl", &pairs).unwrap();
-}
 
 fn pipeline(lr: &str) -> String {
     format!(
@@ -65,7 +43,7 @@ stages:
 
 fn setup(lr: &str) -> Sandbox {
     let sandbox = Sandbox::new(BIN).unwrap();
-    write_data(&sandbox);
+    write_toy_data(&sandbox).unwrap();
     sandbox.write("p.yaml", &pipeline(lr)).unwrap();
     sandbox
 }
@@ -208,7 +186,7 @@ fn threads_and_checkpointing_give_bit_identical_weights() {
     let presets = "memory_presets:\n  one: {gpu_memory_gib: 24, micro_batch: 1, activation_checkpointing: true}\n  one_plain: {gpu_memory_gib: 40, micro_batch: 1}\nstages:";
     let weights = |preset: &str, threads: &str| {
         let sandbox = Sandbox::new(BIN).unwrap();
-        write_data(&sandbox);
+        write_toy_data(&sandbox).unwrap();
         let yaml = pipeline("1.0e-3").replacen("stages:", presets, 1);
         sandbox.write("p.yaml", &yaml).unwrap();
         let out = sandbox

@@ -346,14 +346,7 @@ impl StageContext {
         line.quiet |= self.verbosity == Verbosity::Quiet;
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = if on_terminal && self.verbosity != Verbosity::Quiet && total > 0 {
-            let bar = ProgressBar::new(total);
-            if let Ok(style) =
-                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta}")
-            {
-                bar.set_style(style);
-            }
-            bar.set_prefix(label);
-            bar
+            stage_bar(label, total)
         } else {
             ProgressBar::hidden()
         };
@@ -381,13 +374,7 @@ impl StageContext {
             && total > 0
             && std::io::IsTerminal::is_terminal(&std::io::stderr())
         {
-            self.progress = ProgressBar::new(total);
-            if let Ok(style) =
-                ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta} {msg}")
-            {
-                self.progress.set_style(style);
-            }
-            self.progress.set_prefix(self.stage.clone());
+            self.progress = stage_bar(self.stage.clone(), total);
         }
         self.progress.set_length(total);
         self.progress.set_position(done);
@@ -398,6 +385,19 @@ impl StageContext {
         self.progress.finish_and_clear();
         let _ = self.log.flush();
     }
+}
+
+/// A stage's bar on the terminal: `prefix [====    ] done/total ETA`.
+fn stage_bar(prefix: String, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    // The template is a constant: if indicatif ever rejected it, a bar
+    // without a style still works.
+    if let Ok(style) = ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {eta} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_prefix(prefix);
+    bar
 }
 
 /// A plain progress line on stderr for output that is not a terminal (where

@@ -83,6 +83,7 @@ pub fn collect(plan: &Plan, store: &Store, runs_dir: &Path, ran: &[StageReport])
         .iter()
         .map(|stage| {
             let link = runs_dir.join(&plan.pipeline).join(&stage.name);
+            let linked = std::fs::read_link(&link).ok();
             let current = store
                 .manifest(&stage.hash)
                 .ok()
@@ -90,8 +91,7 @@ pub fn collect(plan: &Plan, store: &Store, runs_dir: &Path, ran: &[StageReport])
             // Not in the cache under today's hash (the code, an input or a
             // parameter changed since): show the earlier run runs/ points at.
             let found = current.or_else(|| {
-                let target = std::fs::read_link(&link).ok()?;
-                let hash = target.file_name()?.to_str()?.to_string();
+                let hash = linked.as_ref()?.file_name()?.to_str()?.to_string();
                 let manifest = store.manifest(&hash).ok()?;
                 (manifest.stage == stage.name).then_some((hash, manifest))
             });
@@ -113,7 +113,7 @@ pub fn collect(plan: &Plan, store: &Store, runs_dir: &Path, ran: &[StageReport])
                 None => (stage.hash.clone(), None),
             };
             let output = entry.as_ref().map(|entry| {
-                if std::fs::read_link(&link).is_ok_and(|t| t == *entry) {
+                if linked.as_ref() == Some(entry) {
                     link.clone()
                 } else {
                     entry.clone()

@@ -22,7 +22,7 @@ use super::CAUSAL_LM;
 use super::device::{RunOnBackend, run_on_device};
 use super::preference::{self, PairLora};
 use super::reward::pad_id;
-use super::sft::{Method, fail, loop_settings, run_loop, train_all};
+use super::sft::{Method, copy, fail, loop_settings, run_loop, train_all};
 use crate::backend::{Backend, Dtype};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
@@ -32,7 +32,7 @@ use crate::model::load::load_dir;
 use crate::model::lora;
 use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
 use crate::train::dataset;
-use crate::train::dpo::{DpoLoss, DpoObjective, reference_logprobs};
+use crate::train::dpo::{DpoLoss, DpoObjective};
 use crate::train::lm_loop::{self, LoopEnd, OptimParams};
 use crate::train::metrics::write_summary;
 
@@ -238,26 +238,22 @@ fn run_dpo<B: Backend>(be: &B, params: &DpoParams, ctx: &mut StageContext) -> St
     ));
     // The starting model is the reference: its figures come first, before
     // a resumed run restores the trained weights.
-    let reference = reference_logprobs(be, &model, &pairs, pad, micro);
+    let with_reference =
+        |pairs| DpoObjective::new(be, &model, pairs, params.beta, params.loss, pad, micro);
     let test = match &params.test_data {
         Some(_) => {
             let path = ctx.input("test_data")?.path.clone();
             let pairs = dataset::load_preferences(&path, &tokenizer, eos, params.max_seq_len)
                 .map_err(fail)?;
-            let reference = reference_logprobs(be, &model, &pairs, pad, micro);
-            Some(DpoObjective {
-                pairs,
-                reference,
-                beta: params.beta,
-                loss: params.loss,
-                pad,
-            })
+            Some(with_reference(pairs))
         }
         None => None,
     };
+    let examples = pairs.len();
+    let mut objective = with_reference(pairs);
     let settings = loop_settings(
         ctx,
-        pairs.len(),
+        examples,
         params.epochs,
         params.batch_size,
         params.seed,
@@ -265,13 +261,6 @@ fn run_dpo<B: Backend>(be: &B, params: &DpoParams, ctx: &mut StageContext) -> St
         &params.optim,
         params.checkpoint_every,
     );
-    let mut objective = DpoObjective {
-        pairs,
-        reference,
-        beta: params.beta,
-        loss: params.loss,
-        pad,
-    };
     let (steps, last_loss) = match run_loop(be, &mut model, &mut objective, &settings, ctx)? {
         LoopEnd::Interrupted { .. } => return Ok(Outcome::Interrupted),
         LoopEnd::Finished { steps, last_loss } => (steps, last_loss),
@@ -288,10 +277,10 @@ fn run_dpo<B: Backend>(be: &B, params: &DpoParams, ctx: &mut StageContext) -> St
             lora::save(be, &mut model, cfg, &out, &base.display().to_string()).map_err(fail)?;
         }
         None => {
-            let from = loaded.base_dir.join("config.json");
-            std::fs::copy(&from, out.join("config.json")).map_err(|e| {
-                StageError::runtime(miette::miette!("cannot copy {}: {e}", from.display()))
-            })?;
+            copy(
+                &loaded.base_dir.join("config.json"),
+                &out.join("config.json"),
+            )?;
             model.save_weights(be, &out).map_err(fail)?;
         }
     }

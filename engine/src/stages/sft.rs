@@ -463,7 +463,8 @@ pub fn fail(e: impl miette::Diagnostic + Send + Sync + 'static) -> StageError {
     StageError::runtime(miette::Report::new(e))
 }
 
-fn copy(from: &Path, to: &Path) -> Result<(), StageError> {
+/// Copies a file into a stage's output, with both paths in the error.
+pub fn copy(from: &Path, to: &Path) -> Result<(), StageError> {
     std::fs::copy(from, to).map(|_| ()).map_err(|e| {
         StageError::runtime(miette::miette!(
             "cannot copy {} to {}: {e}",

@@ -122,7 +122,38 @@ struct Terms {
     rejected: Vec<f64>,
 }
 
+/// DPO's figures on held-out pairs: the mean loss, the share of pairs
+/// ranked right (`h > 0`) and the mean reward margin `β h`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeldOut {
+    pub pairs: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub margin: f64,
+}
+
 impl DpoObjective {
+    /// The objective over `pairs` with `model`, the starting policy, as the
+    /// reference.
+    pub fn new<B: Backend>(
+        be: &B,
+        model: &Llama<B>,
+        pairs: Vec<[Example; 2]>,
+        beta: f64,
+        loss: DpoLoss,
+        pad: u32,
+        micro: usize,
+    ) -> Self {
+        let reference = reference_logprobs(be, model, &pairs, pad, micro);
+        DpoObjective {
+            pairs,
+            reference,
+            beta,
+            loss,
+            pad,
+        }
+    }
+
     fn terms(&self, indices: &[usize], policy: &[f64]) -> Terms {
         let n = indices.len();
         let mut t = Terms {
@@ -146,6 +177,22 @@ impl DpoObjective {
         t
     }
 
+    /// The pairs `indices` through the policy without a tape: their batch
+    /// (for a backward) and their terms.
+    fn forward<B: Backend>(
+        &self,
+        be: &B,
+        model: &Llama<B>,
+        indices: &[usize],
+        seed: Option<u64>,
+    ) -> ((Batch, Vec<u32>, Vec<f32>), Terms) {
+        let pairs: Vec<&[Example; 2]> = indices.iter().map(|&i| &self.pairs[i]).collect();
+        let (batch, targets, weights) = pair_batch(&pairs, self.pad);
+        let policy = sequence_logprobs(be, model, &batch, &targets, &weights, seed);
+        let terms = self.terms(indices, &policy);
+        ((batch, targets, weights), terms)
+    }
+
     /// The loss of the pairs `indices` (their mean), forward only: what a
     /// training step's gradient is the gradient of, for checks.
     pub fn loss_of<B: Backend>(
@@ -155,34 +202,16 @@ impl DpoObjective {
         indices: &[usize],
         seed: Option<u64>,
     ) -> f64 {
-        let pairs: Vec<&[Example; 2]> = indices.iter().map(|&i| &self.pairs[i]).collect();
-        let (batch, targets, weights) = pair_batch(&pairs, self.pad);
-        let policy = sequence_logprobs(be, model, &batch, &targets, &weights, seed);
-        let terms = self.terms(indices, &policy);
+        let (_, terms) = self.forward(be, model, indices, seed);
         terms.loss.iter().sum::<f64>() / indices.len().max(1) as f64
     }
-}
 
-/// DPO's figures on held-out pairs: the mean loss, the share of pairs
-/// ranked right (`h > 0`) and the mean reward margin `β h`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HeldOut {
-    pub pairs: usize,
-    pub loss: f64,
-    pub accuracy: f64,
-    pub margin: f64,
-}
-
-impl DpoObjective {
     /// The held-out figures of every pair under `model`, `micro` at a time.
     pub fn evaluate<B: Backend>(&self, be: &B, model: &Llama<B>, micro: usize) -> HeldOut {
         let all: Vec<usize> = (0..self.pairs.len()).collect();
         let (mut loss, mut right, mut margin) = (0.0, 0usize, 0.0);
         for indices in all.chunks(micro.max(1)) {
-            let pairs: Vec<&[Example; 2]> = indices.iter().map(|&i| &self.pairs[i]).collect();
-            let (batch, targets, weights) = pair_batch(&pairs, self.pad);
-            let policy = sequence_logprobs(be, model, &batch, &targets, &weights, None);
-            let t = self.terms(indices, &policy);
+            let (_, t) = self.forward(be, model, indices, None);
             loss += t.loss.iter().sum::<f64>();
             right += t.h.iter().filter(|&&h| h > 0.0).count();
             margin += t.h.iter().sum::<f64>() * self.beta;
@@ -210,11 +239,8 @@ impl<B: Backend> Objective<B> for DpoObjective {
         total: f64,
         pass: TrainPass,
     ) -> Result<MicroStats, LoopError> {
-        let pairs: Vec<&[Example; 2]> = indices.iter().map(|&i| &self.pairs[i]).collect();
-        let n = pairs.len();
-        let (batch, targets, mut weights) = pair_batch(&pairs, self.pad);
-        let policy = sequence_logprobs(be, model, &batch, &targets, &weights, Some(pass.seed));
-        let t = self.terms(indices, &policy);
+        let n = indices.len();
+        let ((batch, targets, mut weights), t) = self.forward(be, model, indices, Some(pass.seed));
         // d L / d log π(c) = slope, d L / d log π(r) = -slope; the loss
         // backward computes the gradient of sum w (-log p), so an answer
         // token's weight is minus its sequence's derivative.

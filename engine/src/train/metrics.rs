@@ -89,9 +89,17 @@ impl MetricsLog {
         };
         Ok(MetricsLog {
             sinks: vec![
-                Box::new(JsonLines::open(&dir.join(METRICS_FILE), resume_step)?),
+                Box::new(JsonLines(LineFile::open(
+                    &dir.join(METRICS_FILE),
+                    resume_step,
+                    jsonl_step,
+                )?)),
                 Box::new(events),
-                Box::new(TextLog::open(&dir.join(LOG_FILE), resume_step)?),
+                Box::new(TextLog(LineFile::open(
+                    &dir.join(LOG_FILE),
+                    resume_step,
+                    log_step,
+                )?)),
                 Box::new(WallClock::open(dir, resume_step)?),
             ],
         })
@@ -124,51 +132,24 @@ impl MetricsLog {
     }
 }
 
-/// `metrics.jsonl`: one JSON object per step.
-struct JsonLines {
+/// A text file of one record per line, reopened on resume with the lines
+/// up to the checkpoint's step (`step_of` reads a line's step).
+struct LineFile {
     path: PathBuf,
     out: BufWriter<File>,
 }
 
-impl JsonLines {
-    fn open(path: &Path, resume_step: Option<u64>) -> Result<Self, MetricsError> {
+impl LineFile {
+    fn open(
+        path: &Path,
+        resume_step: Option<u64>,
+        step_of: fn(&str) -> Option<u64>,
+    ) -> Result<Self, MetricsError> {
         let kept = match resume_step {
-            Some(step) => keep_until(path, step, jsonl_step)?,
+            Some(step) => keep_until(path, step, step_of)?,
             None => Vec::new(),
         };
-        Ok(JsonLines {
-            path: path.to_path_buf(),
-            out: rewrite(path, &kept)?,
-        })
-    }
-}
-
-impl MetricsSink for JsonLines {
-    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
-        let mut object = serde_json::Map::new();
-        object.insert("step".to_string(), step.into());
-        for (name, value) in values {
-            object.insert(name.to_string(), serde_json::json!(value));
-        }
-        let json = serde_json::Value::Object(object).to_string();
-        writeln!(self.out, "{json}").map_err(io(&self.path))?;
-        self.out.flush().map_err(io(&self.path))
-    }
-}
-
-/// `training.log`: notes and a plain line per step, for people.
-struct TextLog {
-    path: PathBuf,
-    out: BufWriter<File>,
-}
-
-impl TextLog {
-    fn open(path: &Path, resume_step: Option<u64>) -> Result<Self, MetricsError> {
-        let kept = match resume_step {
-            Some(step) => keep_until(path, step, log_step)?,
-            None => Vec::new(),
-        };
-        Ok(TextLog {
+        Ok(LineFile {
             path: path.to_path_buf(),
             out: rewrite(path, &kept)?,
         })
@@ -180,17 +161,34 @@ impl TextLog {
     }
 }
 
+/// `metrics.jsonl`: one JSON object per step.
+struct JsonLines(LineFile);
+
+impl MetricsSink for JsonLines {
+    fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
+        let mut object = serde_json::Map::new();
+        object.insert("step".to_string(), step.into());
+        for (name, value) in values {
+            object.insert(name.to_string(), serde_json::json!(value));
+        }
+        self.0.line(&serde_json::Value::Object(object).to_string())
+    }
+}
+
+/// `training.log`: notes and a plain line per step, for people.
+struct TextLog(LineFile);
+
 impl MetricsSink for TextLog {
     fn step(&mut self, step: u64, values: &[(&str, f64)]) -> Result<(), MetricsError> {
         let mut line = format!("step {step}");
         for (name, value) in values {
             line.push_str(&format!("  {name} {}", format_value(*value)));
         }
-        self.line(&line)
+        self.0.line(&line)
     }
 
     fn note(&mut self, text: &str) -> Result<(), MetricsError> {
-        self.line(text)
+        self.0.line(text)
     }
 }
 

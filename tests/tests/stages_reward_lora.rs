@@ -130,7 +130,7 @@ stages:
     .unwrap();
     let (mut roles, actor_cfg, _) = build_roles(&be, &params, &sft_dir, &rm_dir).unwrap();
     assert!(
-        roles.value_base.is_none(),
+        roles.judge.own_base.is_none(),
         "the reward model shares the base"
     );
     assert_eq!(actor_cfg.rank, 4);
@@ -166,9 +166,10 @@ stages:
     // Training moved the SFT adapter: the reward adapter is not the
     // reference (the SFT adapter, frozen).
     let moved = roles
-        .reward
+        .judge
+        .adapter
         .params()
-        .zip(roles.reference.params())
+        .zip(roles.policy.reference.params())
         .any(|(r, s)| be.download(&r.value) != be.download(&s.value));
     assert!(moved, "the reward adapter equals the SFT adapter");
 }

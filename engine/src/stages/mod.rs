@@ -16,6 +16,7 @@ pub mod poker_data;
 pub mod ppo;
 pub mod preference;
 pub mod reward;
+pub mod rl;
 pub mod sft;
 pub mod tokenizer;
 

@@ -142,6 +142,14 @@ pub enum Task {
         /// PPO keeps a moving average of the actor (`ema` above 0).
         ema: bool,
     },
+    /// GRPO: the actor and its reference as for PPO, no critic, and a
+    /// reward model only when the stage mixes one's score in (where its
+    /// weights are, and its adapter's shape).
+    Grpo {
+        reference: Trains,
+        reward: Option<(RewardWeights, Trains)>,
+        rollout: Rollout,
+    },
 }
 
 /// The reward model PPO scores with (and its critic starts from).
@@ -469,82 +477,131 @@ fn estimate_step(w: &Workload<'_>) -> (Breakdown, u64) {
             reward,
             rollout,
             ema,
-        } => {
-            let base = counts.causal_lm;
-            let (actor_extra, actor_trained) = trained_params(c, &w.trains, base);
-            let (critic_extra, critic_trained) = trained_params(c, critic, base);
-            let (reference_extra, _) = trained_params(c, reference, base);
-            // The reward model's adapter has the critic's shape (the critic
-            // starts from it) and trains nothing here; full reward weights
-            // have none.
-            let reward_extra = match reward {
-                RewardWeights::Adapter => critic_extra,
-                RewardWeights::OwnBase => 0,
-            };
-            // A fully trained actor cannot share the base with its frozen
-            // reference, nor a fully trained critic with the reward model:
-            // each is an f32 copy beside the frozen base.
-            let trained_copies =
-                u64::from(w.trains == Trains::Full) + u64::from(*critic == Trains::Full);
-            let second_base = match reward {
-                RewardWeights::OwnBase => base - counts.lm_head,
-                RewardWeights::Adapter => 0,
-            };
-            let heads = 2 * d;
-            let ema_extra = if *ema && !w.optimizer_offload {
-                actor_extra
-            } else {
-                0
-            };
-            // The actor's gradients are freed before the critic's are made.
-            let (actor_grads, actor_opt) = grads_and_optimizer(actor_trained, w.optimizer_offload);
-            let (critic_grads, critic_opt) =
-                grads_and_optimizer(critic_trained + d, w.optimizer_offload);
-            let (gradients, optimizer) = (actor_grads.max(critic_grads), actor_opt + critic_opt);
-            let rows = micro * seq;
-            let activations =
-                training_activations(w, &w.trains, rows).max(training_activations(w, critic, rows));
-            let gen_tokens = (rollout.prompt_len + rollout.new_tokens) as u64;
-            let gen_batch = rollout.generation_batch as u64;
-            let kv = gen_batch
-                * gen_tokens
-                * c.num_layers as u64
-                * 2
-                * (c.num_kv_heads * c.head_dim) as u64
-                * 4;
-            // Prefill: one block's working set over the prompts, the hidden
-            // state in and out, and f32 logits of each sequence's last token.
-            let prefill_rows = gen_batch * rollout.prompt_len as u64;
-            let generation = prefill_rows * (saved_row_bytes(c, &Trains::Nothing) + 2 * d * 4)
-                + gen_batch * c.vocab_size as u64 * 4;
-            let logits = logits_chunk(w, rows);
-            let ((activations, logits), (kv, generation)) =
-                if kv + generation > activations + logits {
-                    ((0, 0), (kv, generation))
-                } else {
-                    ((activations, logits), (0, 0))
-                };
-            let checkpoint =
-                (actor_trained + critic_trained + d) * 12 + u64::from(*ema) * actor_trained * 4;
-            let b = Breakdown {
-                weights: (base + second_base) * w.weights.bytes() as u64
-                    + trained_copies * base * 4,
-                // The reference and reward adapters are frozen: stored as
-                // the weight dtype; the trained ones and the heads in f32.
-                adapters: (actor_extra + critic_extra + heads + ema_extra) * 4
-                    + (reference_extra + reward_extra) * w.weights.bytes() as u64,
-                gradients,
-                optimizer,
-                activations,
-                logits,
-                kv_cache: kv,
-                generation,
-                workspace,
-                checkpoint: 0,
-            };
-            (b, checkpoint)
-        }
+        } => rl_step(
+            w,
+            RlModels {
+                critic: Some(critic),
+                reference,
+                reward: Some((*reward, critic)),
+                rollout,
+                ema: *ema,
+            },
+        ),
+        Task::Grpo {
+            reference,
+            reward,
+            rollout,
+        } => rl_step(
+            w,
+            RlModels {
+                critic: None,
+                reference,
+                reward: reward.as_ref().map(|(weights, adapter)| (*weights, adapter)),
+                rollout,
+                ema: false,
+            },
+        ),
     }
+}
+
+/// The models an RL stage holds beside its actor (`Workload::trains`).
+struct RlModels<'a> {
+    /// PPO's critic; GRPO has none.
+    critic: Option<&'a Trains>,
+    reference: &'a Trains,
+    /// The reward model: where its weights are, and its adapter's shape.
+    reward: Option<(RewardWeights, &'a Trains)>,
+    rollout: &'a Rollout,
+    ema: bool,
+}
+
+/// The peak of a PPO or GRPO step and its checkpoint's copies: the policy
+/// base under the actor's and the reference's adapters, the critic and the
+/// reward model on it (or on the reward model's own base), and the larger
+/// of the roll-out's generation and one training micro-batch.
+fn rl_step(w: &Workload<'_>, m: RlModels<'_>) -> (Breakdown, u64) {
+    let c = w.config;
+    let counts = param_counts(c);
+    let workspace = if w.cuda {
+        CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES
+    } else {
+        0
+    };
+    let (micro, seq, d) = (w.micro_batch as u64, w.seq_len as u64, c.hidden_size as u64);
+    let base = counts.causal_lm;
+    let (actor_extra, actor_trained) = trained_params(c, &w.trains, base);
+    let (critic_extra, critic_trained) = match m.critic {
+        Some(critic) => trained_params(c, critic, base),
+        None => (0, 0),
+    };
+    let (reference_extra, _) = trained_params(c, m.reference, base);
+    // A LoRA reward model's adapter trains nothing here; full reward
+    // weights have none but are a second frozen base (without an LM head).
+    let (reward_extra, second_base) = match m.reward {
+        Some((RewardWeights::Adapter, shape)) => (trained_params(c, shape, base).0, 0),
+        Some((RewardWeights::OwnBase, _)) => (0, base - counts.lm_head),
+        None => (0, 0),
+    };
+    // A fully trained actor cannot share the base with its frozen
+    // reference, nor a fully trained critic with the reward model: each is
+    // an f32 copy beside the frozen base.
+    let trained_copies =
+        u64::from(w.trains == Trains::Full) + u64::from(m.critic == Some(&Trains::Full));
+    let heads = d * (u64::from(m.critic.is_some()) + u64::from(m.reward.is_some()));
+    let ema_extra = if m.ema && !w.optimizer_offload {
+        actor_extra
+    } else {
+        0
+    };
+    // The actor's gradients are freed before the critic's are made.
+    let critic_head = if m.critic.is_some() { d } else { 0 };
+    let (actor_grads, actor_opt) = grads_and_optimizer(actor_trained, w.optimizer_offload);
+    let (critic_grads, critic_opt) =
+        grads_and_optimizer(critic_trained + critic_head, w.optimizer_offload);
+    let (gradients, optimizer) = (actor_grads.max(critic_grads), actor_opt + critic_opt);
+    let rows = micro * seq;
+    let critic_activations = m
+        .critic
+        .map_or(0, |critic| training_activations(w, critic, rows));
+    let activations = training_activations(w, &w.trains, rows).max(critic_activations);
+    let rollout = m.rollout;
+    let gen_tokens = (rollout.prompt_len + rollout.new_tokens) as u64;
+    let gen_batch = rollout.generation_batch as u64;
+    let kv = gen_batch
+        * gen_tokens
+        * c.num_layers as u64
+        * 2
+        * (c.num_kv_heads * c.head_dim) as u64
+        * 4;
+    // Prefill: one block's working set over the prompts, the hidden state
+    // in and out, and f32 logits of each sequence's last token.
+    let prefill_rows = gen_batch * rollout.prompt_len as u64;
+    let generation = prefill_rows * (saved_row_bytes(c, &Trains::Nothing) + 2 * d * 4)
+        + gen_batch * c.vocab_size as u64 * 4;
+    let logits = logits_chunk(w, rows);
+    let ((activations, logits), (kv, generation)) = if kv + generation > activations + logits {
+        ((0, 0), (kv, generation))
+    } else {
+        ((activations, logits), (0, 0))
+    };
+    let checkpoint = (actor_trained + critic_trained + critic_head) * 12
+        + u64::from(m.ema) * actor_trained * 4;
+    let b = Breakdown {
+        weights: (base + second_base) * w.weights.bytes() as u64 + trained_copies * base * 4,
+        // The reference and reward adapters are frozen: stored as the
+        // weight dtype; the trained ones and the heads in f32.
+        adapters: (actor_extra + critic_extra + heads + ema_extra) * 4
+            + (reference_extra + reward_extra) * w.weights.bytes() as u64,
+        gradients,
+        optimizer,
+        activations,
+        logits,
+        kv_cache: kv,
+        generation,
+        workspace,
+        checkpoint: 0,
+    };
+    (b, checkpoint)
 }
 
 #[cfg(test)]

@@ -72,8 +72,21 @@ const KINDS: &[(&str, &[&str], bool)] = &[
         "ppo",
         &[
             "stages/ppo.rs",
-            "stages/sft.rs",
-            "stages/reward.rs",
+            "stages/rl.rs",
+            "stages/mod.rs",
+            "stages/device.rs",
+            "model",
+            "backend",
+            "train",
+            "poker",
+        ],
+        true,
+    ),
+    (
+        "grpo",
+        &[
+            "stages/grpo.rs",
+            "stages/rl.rs",
             "stages/mod.rs",
             "stages/device.rs",
             "model",

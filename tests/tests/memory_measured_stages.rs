@@ -1,5 +1,5 @@
-//! The memory planner against what the stages measure: sft, reward and ppo
-//! run on the CPU through the real CLI, and each one's `memory.json` holds
+//! The memory planner against what the stages measure: sft, reward, ppo
+//! and grpo run on the CPU through the real CLI, and each one's `memory.json` holds
 //! the most heap bytes its work held at once beside the planner's figure
 //! for the same run (the CPU backend, the preset's micro-batch, the prompts
 //! PPO rolled out). The two agree within 10% for the tiny model and for a
@@ -24,8 +24,9 @@ const SMOLLM2: &str = "{hidden_size: 576, intermediate_size: 1536, num_hidden_la
 
 /// The recipe's three training stages on a little poker data; `scenarios`
 /// sets the SFT steps (16 per batch), `preset` the micro-batch. PPO's batch
-/// is its 16 training prompts (18 less the test tenth), so that its
-/// micro-batches are full, as the planner assumes. The reward model trains
+/// is its 16 training prompts (18 less the test tenth), and GRPO's 8 of
+/// them twice each, so that their micro-batches are full, as the planner
+/// assumes. The reward model trains
 /// in full without warm-up, so that its weights differ from the policy's
 /// (PPO holds both bases).
 fn pipeline(architecture: &str, scenarios: u32, preset: &str) -> String {
@@ -50,6 +51,7 @@ stages:
     seed: 7
   reward: {{kind: reward, init: sft, data: data.pairs, optim: {{warmup_steps: 0}}, batch_size: 16, epochs: 1, max_seq_len: 32, seed: 7}}
   rlhf: {{kind: ppo, actor: sft, critic: reward, prompts: data.prompts, batch_size: 16, ppo_epochs: 1, max_new_tokens: 6, seed: 7}}
+  grpo: {{kind: grpo, actor: sft, prompts: data.prompts, reward_model: reward, reward_weight: 0.5, batch_size: 8, group_size: 2, max_new_tokens: 6, seed: 7}}
 "
     )
 }
@@ -61,7 +63,7 @@ fn planner_within_10_percent(what: &str, yaml: &str) {
     sandbox.write("p.yaml", yaml).unwrap();
     let out = sandbox.run(&["run", "p.yaml"]).unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    for stage in ["sft", "reward", "rlhf"] {
+    for stage in ["sft", "reward", "rlhf", "grpo"] {
         let path = sandbox
             .path()
             .join("runs/mem")

@@ -9,6 +9,7 @@ use crate::graph::{ArtifactType, OutputDecl, Registry};
 pub mod device;
 pub mod dpo;
 pub mod eval;
+pub mod grpo;
 pub mod jsonl_data;
 pub mod lm_answerer;
 pub mod model_seats;
@@ -90,6 +91,7 @@ pub fn builtin() -> Registry {
         .with(reward::Reward)
         .with(dpo::Dpo)
         .with(ppo::Ppo)
+        .with(grpo::Grpo)
         .with(eval::Eval)
 }
 

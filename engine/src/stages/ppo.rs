@@ -358,10 +358,6 @@ struct PpoRun<'a, B: Backend> {
 }
 
 impl<B: Backend> RlMethod<B> for PpoRun<'_, B> {
-    fn policy(&mut self) -> &mut Policy<B> {
-        &mut self.roles.policy
-    }
-
     fn state_tensors(&self, be: &B) -> BTreeMap<String, TensorData> {
         let mut t = BTreeMap::new();
         let roles = &self.roles;

@@ -348,8 +348,6 @@ pub fn restore_trained<'a, B: Backend + 'a>(
 
 /// One RL method's step and its trained state, driven by [`drive`].
 pub trait RlMethod<B: Backend> {
-    /// The policy (for the step's roll-out and the final write).
-    fn policy(&mut self) -> &mut Policy<B>;
     /// Checkpoint tensors of everything that trains.
     fn state_tensors(&self, be: &B) -> BTreeMap<String, TensorData>;
     /// Steps taken by each optimizer, in a fixed order.

@@ -98,7 +98,12 @@ mod tests {
         let adv = group_advantages(&scores, 4, true);
         for (g, (s, a)) in scores.chunks(4).zip(adv.chunks(4)).enumerate() {
             let mean: f64 = s.iter().map(|&x| f64::from(x)).sum::<f64>() / 4.0;
-            let sd = (s.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / 3.0).sqrt();
+            let sd = (s
+                .iter()
+                .map(|&x| (f64::from(x) - mean).powi(2))
+                .sum::<f64>()
+                / 3.0)
+                .sqrt();
             for (x, y) in s.iter().zip(a) {
                 let want = (f64::from(*x) - mean) / (sd + 1e-4);
                 assert!((f64::from(*y) - want).abs() < 1e-5, "group {g}");
@@ -140,7 +145,10 @@ mod tests {
                 o + d
             })
             .collect();
-        let refp: Vec<f32> = old.iter().map(|&o| o + rng.random_range(-0.7..0.7)).collect();
+        let refp: Vec<f32> = old
+            .iter()
+            .map(|&o| o + rng.random_range(-0.7..0.7))
+            .collect();
         let adv = random(&mut rng, n, 1.5);
         let l = loss(&logp, &old, &refp, &adv, 0.2, 0.3);
         let h = 1e-3;
@@ -158,6 +166,9 @@ mod tests {
         assert!(l.kl > 0.0);
         // Without the penalty it is PPO's surrogate.
         let plain = loss(&logp, &old, &refp, &adv, 0.2, 0.0);
-        assert_eq!(plain.weights, ppo::surrogate(&logp, &old, &adv, 0.2).weights);
+        assert_eq!(
+            plain.weights,
+            ppo::surrogate(&logp, &old, &adv, 0.2).weights
+        );
     }
 }

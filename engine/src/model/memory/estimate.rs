@@ -496,7 +496,9 @@ fn estimate_step(w: &Workload<'_>) -> (Breakdown, u64) {
             RlModels {
                 critic: None,
                 reference,
-                reward: reward.as_ref().map(|(weights, adapter)| (*weights, adapter)),
+                reward: reward
+                    .as_ref()
+                    .map(|(weights, adapter)| (*weights, adapter)),
                 rollout,
                 ema: false,
             },
@@ -567,12 +569,8 @@ fn rl_step(w: &Workload<'_>, m: RlModels<'_>) -> (Breakdown, u64) {
     let rollout = m.rollout;
     let gen_tokens = (rollout.prompt_len + rollout.new_tokens) as u64;
     let gen_batch = rollout.generation_batch as u64;
-    let kv = gen_batch
-        * gen_tokens
-        * c.num_layers as u64
-        * 2
-        * (c.num_kv_heads * c.head_dim) as u64
-        * 4;
+    let kv =
+        gen_batch * gen_tokens * c.num_layers as u64 * 2 * (c.num_kv_heads * c.head_dim) as u64 * 4;
     // Prefill: one block's working set over the prompts, the hidden state
     // in and out, and f32 logits of each sequence's last token.
     let prefill_rows = gen_batch * rollout.prompt_len as u64;
@@ -584,8 +582,8 @@ fn rl_step(w: &Workload<'_>, m: RlModels<'_>) -> (Breakdown, u64) {
     } else {
         ((activations, logits), (0, 0))
     };
-    let checkpoint = (actor_trained + critic_trained + critic_head) * 12
-        + u64::from(m.ema) * actor_trained * 4;
+    let checkpoint =
+        (actor_trained + critic_trained + critic_head) * 12 + u64::from(m.ema) * actor_trained * 4;
     let b = Breakdown {
         weights: (base + second_base) * w.weights.bytes() as u64 + trained_copies * base * 4,
         // The reference and reward adapters are frozen: stored as the

@@ -79,3 +79,50 @@ fn an_arena_match_does_not_depend_on_the_batch() {
     assert_eq!(one["hands"], 24);
     assert_eq!(one, play("16"));
 }
+
+/// `arena --compare C` plays C against B on A's deals: its own result is
+/// the plain match's, and the paired difference is A's rate minus C's with
+/// an interval around it. A model against a bot, in both orders.
+#[test]
+fn compare_plays_the_same_deals_and_reports_the_paired_difference() {
+    let sandbox = Sandbox::new(BIN).unwrap();
+    let spec = format!("model:{}", golden().display());
+    let play = |a: &str, compare: Option<&str>| {
+        let mut args = vec![
+            "arena",
+            "--a",
+            a,
+            "--b",
+            "random",
+            "--hands",
+            "24",
+            "--max-new-tokens",
+            "3",
+            "--format",
+            "json",
+        ];
+        if let Some(c) = compare {
+            args.extend(["--compare", c]);
+        }
+        let out = sandbox.run(&args).unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let both = play(&spec, Some("calling-station"));
+    let (model, station) = (play(&spec, None), play("calling-station", None));
+    let rate = |v: &serde_json::Value| v["bb_per_100"].as_f64().unwrap();
+    assert_eq!(rate(&both), rate(&model));
+    assert_eq!(rate(&both["compare"]), rate(&station));
+    let d = &both["difference"];
+    assert!(
+        (rate(d) - (rate(&model) - rate(&station))).abs() < 1e-9,
+        "{both}"
+    );
+    let ci = d["ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= rate(d) && rate(d) <= ci[1].as_f64().unwrap());
+    let flipped = play("calling-station", Some(&spec));
+    assert!(
+        (rate(&flipped["difference"]) + rate(d)).abs() < 1e-9,
+        "{flipped}"
+    );
+}

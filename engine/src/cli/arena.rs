@@ -1,4 +1,6 @@
-//! `poker-pipe arena`: two players on duplicate heads-up deals. A player
+//! `poker-pipe arena`: two players on duplicate heads-up deals (and with
+//! `--compare`, a third against the same B on the same deals, reported as
+//! the paired difference). A player
 //! is a baseline bot or `model:DIR`, a trained model answering prompts
 //! greedily on `--device`, served from one thread as the eval stage plays
 //! it ([`crate::stages::model_seats`]).
@@ -12,7 +14,7 @@ use miette::miette;
 use super::device::on_device;
 use crate::backend::{Backend, Device, Dtype, OnBackend};
 use crate::error::{CmdResult, Exit, Failure};
-use crate::poker::arena::{ArenaResult, play_match};
+use crate::poker::arena::{ArenaResult, paired_difference, play_match};
 use crate::poker::bots::{BOT_NAMES, Player, bot};
 use crate::poker::spot::PromptStyle;
 use crate::poker::trace::{Decision, Traced, regret_by_spot_type};
@@ -29,6 +31,12 @@ pub struct Args {
     /// Player B, as for --a.
     #[arg(long, value_name = "PLAYER")]
     pub b: String,
+    /// Also play this player against B on the same deals, and report A
+    /// minus it per deal (the paired difference, with its 95% interval):
+    /// how two models compare against one opponent, with the luck of the
+    /// cards taken out.
+    #[arg(long, value_name = "PLAYER")]
+    pub compare: Option<String>,
     /// Prompt style of `model:` players (the style they were trained on).
     #[arg(long, value_enum, default_value_t = PromptStyle::Compact)]
     pub style: PromptStyle,
@@ -113,17 +121,19 @@ impl Seat {
     }
 }
 
-/// The match, waiting for the backend its models run on.
+/// The matches, waiting for the backend their models run on: A against B,
+/// and the `--compare` player against B on the same deals.
 struct Match<'a> {
     args: &'a Args,
-    seats: [(&'static str, Seat); 2],
+    /// A, B and the `--compare` player when there is one.
+    seats: Vec<(&'static str, Seat)>,
     traced: bool,
 }
 
 impl OnBackend for Match<'_> {
-    type Output = Result<ArenaResult, Failure>;
+    type Output = Result<Vec<ArenaResult>, Failure>;
 
-    fn run<B: Backend>(self, be: &B) -> Result<ArenaResult, Failure> {
+    fn run<B: Backend>(self, be: &B) -> Result<Vec<ArenaResult>, Failure> {
         let mut models = Vec::new();
         for (flag, seat) in &self.seats {
             if let Seat::Model { dir, .. } = seat {
@@ -149,13 +159,24 @@ impl OnBackend for Match<'_> {
         let models: Vec<&LmAnswerer<'_, B>> = models.iter().collect();
         let (args, style) = (self.args, self.args.style);
         model_seats::serve(&models, usize::from(args.batch), |served| {
-            let [make_a, make_b] = self.seats.each_ref().map(|(_, s)| s.maker(&served, style));
-            let make_a: MakePlayer = if self.traced {
-                Box::new(move |seed| Box::new(Traced::new(make_a(seed), style)))
-            } else {
-                make_a
-            };
-            play_match(&*make_a, &*make_b, args.hands, args.seed)
+            let mut makers: Vec<MakePlayer> = self
+                .seats
+                .iter()
+                .map(|(_, s)| s.maker(&served, style))
+                .collect();
+            if self.traced {
+                let a = makers.remove(0);
+                makers.insert(
+                    0,
+                    Box::new(move |seed| Box::new(Traced::new(a(seed), style))),
+                );
+            }
+            let make_b = &makers[1];
+            [0, 2]
+                .into_iter()
+                .filter_map(|i| makers.get(i))
+                .map(|make| play_match(&**make, &**make_b, args.hands, args.seed))
+                .collect::<Result<Vec<_>, _>>()
         })
         .map_err(Failure::runtime)?
         .map_err(|e| Failure::runtime(miette!("{e}")))
@@ -190,6 +211,13 @@ pub fn run(args: Args) -> CmdResult {
     }
     let a = Seat::parse("--a", &args.a, 0)?;
     let b = Seat::parse("--b", &args.b, usize::from(a.is_model()))?;
+    let compare = match &args.compare {
+        Some(spec) => {
+            let before = usize::from(a.is_model()) + usize::from(b.is_model());
+            Some(Seat::parse("--compare", spec, before)?)
+        }
+        None => None,
+    };
     // The trace file is created before the match, so a bad path costs no
     // play.
     let trace = match &args.trace {
@@ -197,33 +225,53 @@ pub fn run(args: Args) -> CmdResult {
         None => None,
     };
     // Bots alone need no device.
-    let device = if a.is_model() || b.is_model() {
-        args.device
-    } else {
-        Device::Cpu
-    };
-    let result = on_device(
+    let any_model = a.is_model() || b.is_model() || compare.as_ref().is_some_and(Seat::is_model);
+    let device = if any_model { args.device } else { Device::Cpu };
+    let mut seats = vec![("--a", a), ("--b", b)];
+    seats.extend(compare.map(|c| ("--compare", c)));
+    let results = on_device(
         device,
         args.dtype,
         Match {
             args: &args,
-            seats: [("--a", a), ("--b", b)],
+            seats,
             traced: trace.is_some(),
         },
     )?;
+    let [result, compared @ ..] = results.as_slice() else {
+        return Err(Failure::runtime(miette!("the match returned no result")));
+    };
     if let Some((path, file)) = trace {
         write_trace(path, file, &result.trace)?;
     }
+    let paired = compared.first().map(|c| (c, paired_difference(result, c)));
+    let figures = |r: &ArenaResult| serde_json::json!({"hands": r.hands, "bb_per_100": r.bb_per_100, "ci95": r.ci95});
     match args.format {
         Format::Json => {
-            let json = serde_json::json!({"hands": result.hands, "bb_per_100": result.bb_per_100, "ci95": result.ci95});
+            let mut json = figures(result);
+            if let Some((c, d)) = &paired {
+                json["compare"] = figures(c);
+                json["difference"] = d.as_ref().map(figures).unwrap_or_default();
+            }
             println!("{json}");
         }
         Format::Text => {
-            println!(
-                "{} vs {}: {:+.1} bb/100 over {} hands (95% CI {:+.1} to {:+.1})",
-                args.a, args.b, result.bb_per_100, result.hands, result.ci95[0], result.ci95[1]
-            );
+            let line = |who: &str, r: &ArenaResult| {
+                println!(
+                    "{who} vs {}: {:+.1} bb/100 over {} hands (95% CI {:+.1} to {:+.1})",
+                    args.b, r.bb_per_100, r.hands, r.ci95[0], r.ci95[1]
+                );
+            };
+            line(&args.a, result);
+            if let (Some((c, d)), Some(name)) = (&paired, &args.compare) {
+                line(name, c);
+                if let Some(d) = d {
+                    println!(
+                        "{} minus {name}, paired on the same deals: {:+.1} bb/100 (95% CI {:+.1} to {:+.1})",
+                        args.a, d.bb_per_100, d.ci95[0], d.ci95[1]
+                    );
+                }
+            }
             if let Some(path) = &args.trace {
                 print_regret(path, &result.trace);
             }

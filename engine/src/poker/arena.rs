@@ -27,6 +27,9 @@ pub struct ArenaResult {
     /// [`super::trace::Traced`] player); empty otherwise.
     #[serde(skip)]
     pub trace: Vec<Decision>,
+    /// A's net chips in each duplicate deal, in deal order.
+    #[serde(skip)]
+    pub per_deal: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -159,7 +162,26 @@ pub fn summarise(per_deal: &[i64], illegal: [u64; 2]) -> ArenaResult {
         ci95: [rate - half_width, rate + half_width],
         illegal,
         trace: Vec::new(),
+        per_deal: per_deal.to_vec(),
     }
+}
+
+/// The paired difference of two matches played on the same deals (the
+/// same hand count and seed) against the same opponent: `a` minus `c` per
+/// duplicate deal, as bb/100 with its 95% interval. Pairing takes out the
+/// luck of the cards both saw, so the interval is far narrower than the
+/// two matches' own. `None` when the matches did not play the same deals.
+pub fn paired_difference(a: &ArenaResult, c: &ArenaResult) -> Option<ArenaResult> {
+    if a.per_deal.len() != c.per_deal.len() || a.per_deal.is_empty() {
+        return None;
+    }
+    let diff: Vec<i64> = a
+        .per_deal
+        .iter()
+        .zip(&c.per_deal)
+        .map(|(x, y)| x - y)
+        .collect();
+    Some(summarise(&diff, [a.illegal[0], c.illegal[0]]))
 }
 
 /// A match of `hands` hands (rounded up to whole duplicate deals), deals
@@ -224,6 +246,22 @@ mod tests {
 
     fn make(name: &'static str) -> impl Fn(u64) -> Box<dyn Player> + Sync {
         move |seed| bot(name, seed).unwrap()
+    }
+
+    #[test]
+    fn paired_difference_is_the_difference_of_the_rates_with_its_own_interval() {
+        let b = make("tight-aggressive");
+        let a = play_match(&make("random"), &b, 2000, 5).unwrap();
+        let c = play_match(&make("calling-station"), &b, 2000, 5).unwrap();
+        let d = paired_difference(&a, &c).unwrap();
+        assert!((d.bb_per_100 - (a.bb_per_100 - c.bb_per_100)).abs() < 1e-9);
+        assert!(d.ci95[0] < d.bb_per_100 && d.bb_per_100 < d.ci95[1]);
+        // A player compared with itself on the same deals differs by 0.
+        let same = play_match(&make("random"), &b, 2000, 5).unwrap();
+        let zero = paired_difference(&a, &same).unwrap();
+        assert_eq!((zero.bb_per_100, zero.ci95), (0.0, [0.0, 0.0]));
+        let other = play_match(&make("random"), &b, 1000, 5).unwrap();
+        assert!(paired_difference(&a, &other).is_none());
     }
 
     #[test]

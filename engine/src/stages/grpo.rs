@@ -71,6 +71,11 @@ pub struct GrpoParams {
     #[serde(default = "defaults::one")]
     #[schemars(range(min = 1, max = 100))]
     pub epochs: u32,
+    /// Stop after this many steps, before the epochs are through (each
+    /// step answers `batch_size` prompts `group_size` times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<u64>,
     /// Updates on each roll-out (GRPO's mu); the first is on-policy.
     #[serde(default = "defaults::one")]
     #[schemars(range(min = 1, max = 16))]
@@ -565,6 +570,7 @@ fn run<B: Backend>(be: &B, p: &GrpoParams, ctx: &mut StageContext) -> StageResul
         lr: p.lr,
         max_grad_norm: p.max_grad_norm,
         checkpoint_every: p.checkpoint_every,
+        max_steps: p.max_steps,
     };
     let LoopEnd::Done {
         steps,

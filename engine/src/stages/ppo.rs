@@ -514,6 +514,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
         lr: p.actor_lr,
         max_grad_norm: p.max_grad_norm,
         checkpoint_every: p.checkpoint_every,
+        max_steps: None,
     };
     let LoopEnd::Done {
         steps,

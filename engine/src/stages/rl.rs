@@ -377,6 +377,8 @@ pub struct LoopSettings {
     pub lr: f64,
     pub max_grad_norm: f64,
     pub checkpoint_every: u64,
+    /// Stop after this many steps, before the epochs are through.
+    pub max_steps: Option<u64>,
 }
 
 /// Running numbers of the whole run that the summary reports, kept as f32:
@@ -460,7 +462,9 @@ pub fn drive<B: Backend, M: RlMethod<B>>(
 ) -> Result<LoopEnd, StageError> {
     let order = DataOrder::new(s.prompts, s.batch_size as usize, s.seed)
         .map_err(|e| StageError::user(miette!("{e}")))?;
-    let total = order.total_steps(u64::from(s.epochs));
+    let total = order
+        .total_steps(u64::from(s.epochs))
+        .min(s.max_steps.unwrap_or(u64::MAX));
     let schedule = Schedule {
         kind: ScheduleKind::Constant,
         base_lr: s.lr,
@@ -507,7 +511,9 @@ pub fn drive<B: Backend, M: RlMethod<B>>(
     };
     let mut batches = order.batches(cursor, u64::from(s.epochs));
     let mut saved = step;
-    while let Some(batch) = batches.next() {
+    while step < total
+        && let Some(batch) = batches.next()
+    {
         if ctx.is_cancelled() {
             if saved < step {
                 save(be, &work, method, (step, cursor, schedule), &history)?;

@@ -134,17 +134,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(23);
         let n = 40;
         let old = random(&mut rng, n, 2.0);
-        // Ratios on both sides of the clip range, away from its kinks.
-        let logp: Vec<f32> = old
-            .iter()
-            .map(|&o| {
-                let mut d: f32 = rng.random_range(-0.5..0.5);
-                while (d.exp() - 0.8).abs() < 0.01 || (d.exp() - 1.2).abs() < 0.01 {
-                    d += 0.05;
-                }
-                o + d
-            })
-            .collect();
+        let logp = ppo::ratios_off_the_kinks(&mut rng, &old);
         let refp: Vec<f32> = old
             .iter()
             .map(|&o| o + rng.random_range(-0.7..0.7))

@@ -142,6 +142,23 @@ pub fn value_loss(values: &[f32], old: &[f32], returns: &[f32], eps: f32) -> (f3
     (loss / n, grad)
 }
 
+/// Log-probabilities near `old` whose ratios spread on both sides of a 0.2
+/// clip range, away from its kinks (where finite differences break): the
+/// inputs of the surrogate's gradient checks here and in GRPO's.
+#[cfg(test)]
+pub(crate) fn ratios_off_the_kinks(rng: &mut rand_chacha::ChaCha8Rng, old: &[f32]) -> Vec<f32> {
+    use rand::Rng;
+    old.iter()
+        .map(|&o| {
+            let mut d: f32 = rng.random_range(-0.5..0.5);
+            while (d.exp() - 0.8).abs() < 0.01 || (d.exp() - 1.2).abs() < 0.01 {
+                d += 0.05;
+            }
+            o + d
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -206,17 +223,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(13);
         let n = 40;
         let old = random(&mut rng, n, 2.0);
-        // Ratios spread on both sides of the clip range, away from its kinks.
-        let logp: Vec<f32> = old
-            .iter()
-            .map(|&o| {
-                let mut d: f32 = rng.random_range(-0.5..0.5);
-                while (d.exp() - 0.8).abs() < 0.01 || (d.exp() - 1.2).abs() < 0.01 {
-                    d += 0.05;
-                }
-                o + d
-            })
-            .collect();
+        let logp = ratios_off_the_kinks(&mut rng, &old);
         let adv = random(&mut rng, n, 1.5);
         let s = surrogate(&logp, &old, &adv, 0.2);
         // d loss / d logp = -w, since the model minimises sum(w * -logp).

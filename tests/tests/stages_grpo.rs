@@ -207,3 +207,51 @@ fn grpo_raises_the_expected_score() {
     println!("expected score {before} -> {after}");
     assert!(after > before + 0.02, "expected score {before} -> {after}");
 }
+
+/// `validate` reports GRPO's reward mistakes at their lines: a reward
+/// weight with no reward model, a reward model never read, every weight 0.
+#[test]
+fn validate_points_at_grpo_reward_mistakes() {
+    let sandbox = poker_pipe_tests::Sandbox::new(env!("CARGO_BIN_EXE_pp-test")).unwrap();
+    let yaml = "name: g
+stages:
+  data: {kind: poker-data, scenarios: 40, pairs: 20, prompts: 20, style: compact}
+  tokenizer: {kind: tokenizer, data: [data.sft], vocab_size: 300}
+  sft:
+    kind: sft
+    data: data.sft
+    tokenizer: tokenizer
+    base: {random: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2}}
+    method: full
+  reward: {kind: reward, init: sft, data: data.pairs}
+  a:
+    kind: grpo
+    actor: sft
+    prompts: data.prompts
+    reward_weight: 0.5
+  b:
+    kind: grpo
+    actor: sft
+    prompts: data.prompts
+    reward_model: reward
+  c:
+    kind: grpo
+    actor: sft
+    prompts: data.prompts
+    ev_weight: 0
+    legal_weight: 0
+";
+    sandbox.write("g.yaml", yaml).unwrap();
+    let found = sandbox.problems("g.yaml").unwrap();
+    let at = |needle: &str| {
+        found
+            .iter()
+            .find(|p| p["message"].as_str().is_some_and(|m| m.contains(needle)))
+            .unwrap_or_else(|| panic!("no `{needle}` in {found:#?}"))["line"]
+            .as_u64()
+    };
+    assert_eq!(at("needs a `reward_model`"), Some(16));
+    assert_eq!(at("loaded and never read"), Some(21));
+    assert_eq!(at("every reward weight is 0"), Some(26));
+    assert_eq!(found.len(), 3, "{found:#?}");
+}

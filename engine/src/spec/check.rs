@@ -333,11 +333,14 @@ fn resolve(
     base_dir: &Path,
     problems: &mut Vec<Problem>,
 ) -> Vec<Stage> {
-    let outputs: HashMap<&str, Vec<OutputDecl>> = parsed
+    let mut own_outputs: Vec<Vec<OutputDecl>> =
+        parsed.iter().map(|p| p.kind.outputs(&p.params)).collect();
+    let outputs: HashMap<&str, &[OutputDecl]> = parsed
         .iter()
-        .map(|p| (p.name.as_str(), p.kind.outputs(&p.params)))
+        .zip(&own_outputs)
+        .map(|(p, o)| (p.name.as_str(), o.as_slice()))
         .collect();
-    let mut stages = Vec::new();
+    let mut stages = Vec::with_capacity(parsed.len());
     for p in parsed {
         let mut upstream = Vec::new();
         let mut files = Vec::new();
@@ -482,13 +485,18 @@ fn resolve(
             name: p.name.clone(),
             kind: Arc::clone(&p.kind),
             params: Arc::clone(&p.params),
-            outputs: outputs[p.name.as_str()].clone(),
+            // Moved in below, once no reference needs the table.
+            outputs: Vec::new(),
             upstream,
             files,
             batch: p.kind.global_batch(&p.params),
             base_model: None,
             input_adapters: BTreeMap::new(),
         });
+    }
+    drop(outputs);
+    for (stage, own) in stages.iter_mut().zip(own_outputs.iter_mut()) {
+        stage.outputs = std::mem::take(own);
     }
     let (bases, adapters) = lineage(&stages);
     for ((stage, base), adapters) in stages.iter_mut().zip(bases).zip(adapters) {

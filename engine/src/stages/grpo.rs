@@ -29,12 +29,10 @@ use crate::model::llama::TrainPass;
 use crate::model::memory::{
     RewardWeights, Rollout as MemoryRollout, StageMemory, Task, Trains, plan_stage,
 };
-use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::spot::parse_answer;
-use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::adamw::AdamW;
 use crate::train::checkpoint::{Resume, TensorData};
-use crate::train::clip::clip_grad_norm;
 use crate::train::grpo;
 use crate::train::guard::LossGuard;
 use crate::train::policy::{Judge, Policy, Rollout, RolloutOptions};
@@ -477,18 +475,15 @@ impl<B: Backend> RlMethod<B> for GrpoRun<'_, B> {
             guard
                 .check_loss(step + 1, f64::from(loss.loss))
                 .map_err(to_err)?;
-            for q in self.policy.actor.params_mut() {
-                q.set_trainable(be, true);
-            }
-            self.policy
-                .actor_backward(be, &rollout, &loss.weights, pass);
-            let mut params: Vec<&mut Param<B>> = self.policy.actor.params_mut().collect();
-            grad_norm = clip_grad_norm(be, &mut params, p.max_grad_norm);
-            guard.check_grad_norm(step + 1, grad_norm).map_err(to_err)?;
-            self.opt.update(be, params, p.lr as f32);
-            for q in self.policy.actor.params_mut() {
-                q.set_trainable(be, false);
-            }
+            grad_norm = rl::update_actor(
+                be,
+                &mut self.policy,
+                (&rollout, &loss.weights),
+                pass,
+                &mut self.opt,
+                (p.lr, p.max_grad_norm),
+                (guard, step + 1),
+            )?;
             last = Some(loss);
         }
         let loss = last.ok_or_else(|| StageError::runtime(miette!("no GRPO iteration ran")))?;
@@ -543,14 +538,7 @@ fn run<B: Backend>(be: &B, p: &GrpoParams, ctx: &mut StageContext) -> StageResul
     };
     loaded.tokenizer.keep_chat_template(p.chat_template);
     let encoded = rl::encode_prompts(ctx, &loaded.tokenizer, &prompts)?;
-    let opt_cfg = AdamWConfig {
-        weight_decay: 0.0,
-        ..AdamWConfig::default()
-    };
-    let opt = match ctx.exec.offload_optimizer {
-        true => AdamW::offloaded(opt_cfg),
-        false => AdamW::new(opt_cfg),
-    };
+    let opt = rl::optimizer(ctx);
     let adapter = loaded.adapter;
     let base_dir = loaded.base_dir;
     let mut run = GrpoRun {

@@ -31,7 +31,7 @@ use crate::model::memory::{
 };
 use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
-use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::adamw::AdamW;
 use crate::train::checkpoint::{self, Resume, TensorData};
 use crate::train::clip::clip_grad_norm;
 use crate::train::ema::Ema;
@@ -475,17 +475,7 @@ fn run<B: Backend>(be: &B, p: &PpoParams, ctx: &mut StageContext) -> StageResult
     roles.policy.micro_batch = ctx.exec.micro_batch.max(1) as usize;
     roles.policy.activation_checkpointing = ctx.exec.activation_checkpointing;
     let encoded = rl::encode_prompts(ctx, &tokenizer, &prompts)?;
-    let optimizer = || {
-        let cfg = AdamWConfig {
-            weight_decay: 0.0,
-            ..AdamWConfig::default()
-        };
-        match ctx.exec.offload_optimizer {
-            true => AdamW::offloaded(cfg),
-            false => AdamW::new(cfg),
-        }
-    };
-    let (actor_opt, critic_opt) = (optimizer(), optimizer());
+    let (actor_opt, critic_opt) = (rl::optimizer(ctx), rl::optimizer(ctx));
     let ema = Ema::start(
         be,
         roles.policy.actor.params(),
@@ -641,19 +631,17 @@ fn train_step<B: Backend>(
         guard
             .check_loss(step + 1, f64::from(s.loss))
             .map_err(to_err)?;
-        for q in roles.policy.actor.params_mut() {
-            q.set_trainable(be, true);
-        }
-        roles.policy.actor_backward(be, rollout, &s.weights, pass);
-        let mut params: Vec<&mut Param<B>> = roles.policy.actor.params_mut().collect();
-        let norm = clip_grad_norm(be, &mut params, p.max_grad_norm);
-        guard.check_grad_norm(step + 1, norm).map_err(to_err)?;
-        actor_opt.update(be, params, p.actor_lr as f32);
         // Only one role's gradients exist at a time: the actor's go before
         // the critic's are made (the planner counts the larger of the two).
-        for q in roles.policy.actor.params_mut() {
-            q.set_trainable(be, false);
-        }
+        let norm = rl::update_actor(
+            be,
+            &mut roles.policy,
+            (rollout, &s.weights),
+            pass,
+            actor_opt,
+            (p.actor_lr, p.max_grad_norm),
+            (guard, step + 1),
+        )?;
 
         for q in roles.critic.params_mut() {
             q.set_trainable(be, true);

@@ -15,20 +15,21 @@ use serde_json::{Value, json};
 use crate::backend::Backend;
 use crate::graph::{StageContext, StageError};
 use crate::model::adapters::AdapterSet;
-use crate::model::llama::Llama;
+use crate::model::llama::{Llama, TrainPass};
 use crate::model::load::load_dir;
 use crate::model::lora::{self, LoraConfig};
 use crate::model::param::Param;
 use crate::model::tokenizer::Tokenizer;
 use crate::poker::expert::Expert;
 use crate::poker::spot::{Spot, parse_answer};
-use crate::train::adamw::AdamW;
+use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{self, Checkpoint, Resume, TensorData, TrainState};
+use crate::train::clip::clip_grad_norm;
 use crate::train::data_order::{Cursor, DataOrder};
 use crate::train::dataset;
 use crate::train::guard::LossGuard;
 use crate::train::metrics::MetricsLog;
-use crate::train::policy::{Judge, Policy};
+use crate::train::policy::{Judge, Policy, Rollout};
 use crate::train::progress::{ProgressMode, TrainProgress};
 use crate::train::schedule::{Schedule, ScheduleKind};
 
@@ -344,6 +345,48 @@ pub fn restore_trained<'a, B: Backend + 'a>(
         }
     }
     Ok(())
+}
+
+/// The AdamW of an RL run's trained model: no weight decay, its state on
+/// the host when the preset offloads the optimizer.
+pub fn optimizer<B: Backend>(ctx: &StageContext) -> AdamW<B> {
+    let cfg = AdamWConfig {
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    };
+    match ctx.exec.offload_optimizer {
+        true => AdamW::offloaded(cfg),
+        false => AdamW::new(cfg),
+    }
+}
+
+/// One update of the actor's adapter from a loss's per-token weights (its
+/// gradient in each response token's log-probability, negated): backward,
+/// the global-norm clip, the guard's check (before any weight moves), AdamW.
+/// The gradients exist only during the call. Returns the gradient norm.
+pub fn update_actor<B: Backend>(
+    be: &B,
+    policy: &mut Policy<B>,
+    (rollout, weights): (&Rollout, &[f32]),
+    pass: TrainPass,
+    opt: &mut AdamW<B>,
+    (lr, max_grad_norm): (f64, f64),
+    (guard, step): (&LossGuard, u64),
+) -> Result<f64, StageError> {
+    for q in policy.actor.params_mut() {
+        q.set_trainable(be, true);
+    }
+    policy.actor_backward(be, rollout, weights, pass);
+    let mut params: Vec<&mut Param<B>> = policy.actor.params_mut().collect();
+    let norm = clip_grad_norm(be, &mut params, max_grad_norm);
+    guard
+        .check_grad_norm(step, norm)
+        .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
+    opt.update(be, params, lr as f32);
+    for q in policy.actor.params_mut() {
+        q.set_trainable(be, false);
+    }
+    Ok(norm)
 }
 
 /// One RL method's step and its trained state, driven by [`drive`].

@@ -6,6 +6,7 @@
 //! tree, so every error can point at the exact key or value that caused it.
 //! Scalars are resolved with the YAML 1.2 core schema.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -259,8 +260,10 @@ enum Open {
         start: usize,
         anchor: usize,
         entries: Vec<Entry>,
-        /// Where each key was first written (duplicates are found in O(1),
-        /// so a mapping of 60,000 stages parses in linear time).
+        /// Where each key was written, once the mapping has
+        /// [`SCAN_KEYS`] entries: duplicates are then found in O(1), so a
+        /// mapping of 60,000 stages parses in linear time. Smaller mappings
+        /// (every stage's own) scan their entries and allocate nothing.
         keys: HashMap<String, usize>,
         pending_key: Option<(String, ByteSpan)>,
     },
@@ -275,6 +278,9 @@ struct Builder<'a> {
     /// Nodes copied by aliases so far (bounded against "billion laughs").
     expanded: usize,
 }
+
+/// Mappings up to this many entries find a duplicate key by scanning.
+const SCAN_KEYS: usize = 16;
 
 /// More alias expansion than any real pipeline needs.
 const MAX_ALIAS_NODES: usize = 100_000;
@@ -301,7 +307,7 @@ impl Builder<'_> {
                     return Err(SyntaxError::new(bytes, kind, message));
                 }
                 let node = Node { span: bytes, value };
-                self.finish(node, anchor, text.into_owned())?;
+                self.finish(node, anchor, text)?;
             }
             Event::Alias(id) => {
                 let node = self.anchors.get(&id).cloned().ok_or_else(|| {
@@ -322,8 +328,8 @@ impl Builder<'_> {
                     ));
                 }
                 let text = match &node.value {
-                    NodeValue::Str(s) => s.clone(),
-                    _ => String::new(),
+                    NodeValue::Str(s) => Cow::Owned(s.clone()),
+                    _ => Cow::Borrowed(""),
                 };
                 let node = Node {
                     span: bytes,
@@ -356,7 +362,7 @@ impl Builder<'_> {
                             span: start..end.max(start),
                             value: NodeValue::Seq(items),
                         };
-                        self.finish(node, anchor, String::new())?;
+                        self.finish(node, anchor, Cow::Borrowed(""))?;
                     }
                     Some(Open::Map {
                         start,
@@ -369,7 +375,7 @@ impl Builder<'_> {
                             span: start..end.max(start),
                             value: NodeValue::Map(entries),
                         };
-                        self.finish(node, anchor, String::new())?;
+                        self.finish(node, anchor, Cow::Borrowed(""))?;
                     }
                     None => {}
                 }
@@ -391,7 +397,13 @@ impl Builder<'_> {
     }
 
     /// Attach a finished node to its parent (or make it the root).
-    fn finish(&mut self, node: Node, anchor: usize, key_text: String) -> Result<(), SyntaxError> {
+    /// `key_text` is the node's text, owned only if it becomes a key.
+    fn finish(
+        &mut self,
+        node: Node,
+        anchor: usize,
+        key_text: Cow<'_, str>,
+    ) -> Result<(), SyntaxError> {
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -412,14 +424,28 @@ impl Builder<'_> {
                             "mapping keys must be plain text",
                         ));
                     }
-                    if let Some(first) = keys.get(&key_text) {
+                    let first = if entries.len() < SCAN_KEYS {
+                        entries
+                            .iter()
+                            .find(|e| e.key == key_text)
+                            .map(|e| e.key_span.start)
+                    } else {
+                        if keys.is_empty() {
+                            keys.extend(entries.iter().map(|e| (e.key.clone(), e.key_span.start)));
+                        }
+                        keys.get(key_text.as_ref()).copied()
+                    };
+                    if let Some(first) = first {
                         return Err(SyntaxError::new(
                             node.span,
                             SyntaxKind::Structure,
                             format!("duplicate key `{key_text}` (first written at byte {first})"),
                         ));
                     }
-                    keys.insert(key_text.clone(), node.span.start);
+                    let key_text = key_text.into_owned();
+                    if entries.len() >= SCAN_KEYS {
+                        keys.insert(key_text.clone(), node.span.start);
+                    }
                     *pending_key = Some((key_text, node.span));
                 }
                 Some((key, key_span)) => entries.push(Entry {
@@ -577,6 +603,31 @@ mod tests {
         assert!(err.message.contains("64-bit integer"), "{}", err.message);
         assert_eq!(parse("a: 1e400\n").unwrap_err().kind, SyntaxKind::Overflow);
         assert_eq!(parse("a: 1e300\n").unwrap().to_json()["a"], 1e300);
+    }
+
+    /// Small mappings scan their keys, large ones index them: a duplicate
+    /// is found, at the first writing's byte, on either side of the switch
+    /// and across it.
+    #[test]
+    fn duplicate_keys_are_found_in_small_and_large_mappings() {
+        for size in [1, SCAN_KEYS - 1, SCAN_KEYS, SCAN_KEYS + 1, 3 * SCAN_KEYS] {
+            let mut text: String = (0..size).map(|i| format!("k{i}: {i}\n")).collect();
+            assert!(parse(&text).is_ok(), "{size} distinct keys");
+            for dup in [0, size - 1] {
+                let mut doubled = text.clone();
+                doubled.push_str(&format!("k{dup}: again\n"));
+                let err = parse(&doubled).unwrap_err();
+                let first = doubled.find(&format!("k{dup}:")).unwrap();
+                assert!(
+                    err.message
+                        .contains(&format!("first written at byte {first}")),
+                    "{size} keys, k{dup} again: {}",
+                    err.message
+                );
+            }
+            text.push_str("last: 1\n");
+            assert!(parse(&text).is_ok());
+        }
     }
 
     #[test]

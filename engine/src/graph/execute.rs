@@ -247,9 +247,9 @@ impl Executor<'_> {
                 up.field.clone(),
                 ResolvedInput {
                     stage: up.stage.clone(),
-                    output: up.output.name.clone(),
+                    output: up.output.name.to_string(),
                     artifact: up.output.artifact,
-                    path: self.store.entry_dir(&up_hash).join(&up.output.path),
+                    path: self.store.entry_dir(&up_hash).join(up.output.path),
                 },
             );
         }

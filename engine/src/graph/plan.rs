@@ -205,7 +205,7 @@ pub fn plan(
                     u.field.clone(),
                     UpstreamHash {
                         stage: u.stage.clone(),
-                        output: u.output.name.clone(),
+                        output: u.output.name.to_string(),
                         hash,
                     },
                 )

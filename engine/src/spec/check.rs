@@ -18,6 +18,7 @@ use crate::graph::{
 };
 use crate::model::memory::{PlannedModel, StageMemory, Trains};
 use petgraph::graph::DiGraph;
+use rayon::prelude::*;
 
 /// A checked pipeline, ready to plan.
 #[derive(Clone)]
@@ -111,12 +112,31 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
         .get("stages")
         .and_then(|e| e.value.entries())
         .unwrap_or_default();
-    let mut parsed = Vec::new();
+    // Made once per kind before the stages are checked in parallel:
+    // generating a schema costs more than checking a stage against it.
     let mut schemas = HashMap::new();
-    for entry in stage_entries {
-        if let Some(stage) = check_stage(entry, registry, model_node, &mut schemas, &mut problems) {
-            parsed.push(stage);
-        }
+    let kinds = stage_entries
+        .iter()
+        .filter_map(|e| registry.get(kind_entry(e)?.value.as_str()?));
+    for kind in kinds {
+        schemas
+            .entry(kind.name())
+            .or_insert_with(|| kind.params_schema());
+    }
+    // Stages are independent until their references are resolved, so they
+    // are checked on every core; the problems keep the file's order.
+    let checked: Vec<(Option<Parsed>, Vec<Problem>)> = stage_entries
+        .par_iter()
+        .map(|entry| {
+            let mut found = Vec::new();
+            let stage = check_stage(entry, registry, model_node, &schemas, &mut found);
+            (stage, found)
+        })
+        .collect();
+    let mut parsed = Vec::with_capacity(checked.len());
+    for (stage, found) in checked {
+        parsed.extend(stage);
+        problems.extend(found);
     }
 
     let base_dir = file
@@ -188,12 +208,17 @@ fn is_plain_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// The `kind:` entry of a stage's mapping.
+fn kind_entry(stage: &Entry) -> Option<&Entry> {
+    stage.value.entries()?.iter().find(|e| e.key == "kind")
+}
+
 /// One stage on its own: its name, kind, params schema, serde, kind checks.
 fn check_stage<'a>(
     entry: &'a Entry,
     registry: &Registry,
     model: Option<&Node>,
-    schemas: &mut HashMap<&'static str, serde_json::Value>,
+    schemas: &HashMap<&'static str, serde_json::Value>,
     problems: &mut Vec<Problem>,
 ) -> Option<Parsed<'a>> {
     let name = &entry.key;
@@ -210,7 +235,7 @@ fn check_stage<'a>(
         );
     }
     let entries = entry.value.entries()?;
-    let kind_entry = entries.iter().find(|e| e.key == "kind")?;
+    let kind_entry = kind_entry(entry)?;
     let kind_name = kind_entry.value.as_str()?;
     let Some(kind) = registry.get(kind_name) else {
         let help = did_you_mean(kind_name, registry.names()).unwrap_or_else(|| {
@@ -261,11 +286,7 @@ fn check_stage<'a>(
         span: entry.value.span.clone(),
         value: NodeValue::Map(body_entries),
     };
-    // Made once per kind: generating a schema costs more than checking a
-    // stage against it.
-    let schema = schemas
-        .entry(kind.name())
-        .or_insert_with(|| kind.params_schema());
+    let schema = schemas.get(kind.name())?;
     let before = problems.len();
     let prefix = format!("stages.{name}");
     SchemaChecker::new(schema).check_root(&body, &prefix, problems);
@@ -333,166 +354,29 @@ fn resolve(
     base_dir: &Path,
     problems: &mut Vec<Problem>,
 ) -> Vec<Stage> {
-    let mut own_outputs: Vec<Vec<OutputDecl>> =
-        parsed.iter().map(|p| p.kind.outputs(&p.params)).collect();
+    let mut own_outputs: Vec<Vec<OutputDecl>> = parsed
+        .par_iter()
+        .map(|p| p.kind.outputs(&p.params))
+        .collect();
     let outputs: HashMap<&str, &[OutputDecl]> = parsed
         .iter()
         .zip(&own_outputs)
         .map(|(p, o)| (p.name.as_str(), o.as_slice()))
         .collect();
-    let mut stages = Vec::with_capacity(parsed.len());
-    for p in parsed {
-        let mut upstream = Vec::new();
-        let mut files = Vec::new();
-        for input in p.kind.inputs(&p.params) {
-            let span = p.body.span_of(input.field());
-            match input {
-                InputDecl::Stage {
-                    field,
-                    reference,
-                    accepts,
-                } => {
-                    let (stage, output) = match reference.split_once('.') {
-                        Some((s, o)) => (s, Some(o)),
-                        None => (reference.as_str(), None),
-                    };
-                    let Some(candidates) = outputs.get(stage) else {
-                        if declared.contains(&stage) {
-                            continue;
-                        }
-                        let help =
-                            did_you_mean(stage, declared.iter().copied()).unwrap_or_else(|| {
-                                format!("stages in this file: {}", declared.join(", "))
-                            });
-                        problems.push(
-                            Problem::new(
-                                "spec::unknown_stage",
-                                format!("stage `{}` refers to unknown stage `{stage}`", p.name),
-                            )
-                            .at(span, "no stage by this name")
-                            .help(help),
-                        );
-                        continue;
-                    };
-                    let found = match output {
-                        Some(o) => candidates.iter().find(|c| c.name == o),
-                        None if candidates.len() == 1 => candidates.first(),
-                        None => None,
-                    };
-                    let Some(found) = found else {
-                        let listed: Vec<String> = candidates
-                            .iter()
-                            .map(|c| format!("`{stage}.{}`", c.name))
-                            .collect();
-                        let message = match output {
-                            Some(o) => format!("stage `{stage}` has no output `{o}`"),
-                            None => format!("stage `{stage}` has several outputs; name one"),
-                        };
-                        let help = output
-                            .and_then(|o| {
-                                did_you_mean(o, candidates.iter().map(|c| c.name.as_str()))
-                            })
-                            .unwrap_or_else(|| format!("outputs: {}", listed.join(", ")));
-                        problems.push(
-                            Problem::new("spec::unknown_output", message)
-                                .at(span, "unknown output")
-                                .help(help),
-                        );
-                        continue;
-                    };
-                    if !accepts.contains(&found.artifact) {
-                        let wanted: Vec<String> = accepts.iter().map(|a| a.to_string()).collect();
-                        let fitting: Vec<String> = parsed
-                            .iter()
-                            .flat_map(|q| {
-                                outputs[q.name.as_str()]
-                                    .iter()
-                                    .filter(|o| accepts.contains(&o.artifact))
-                                    .map(move |o| format!("`{}.{}`", q.name, o.name))
-                            })
-                            .collect();
-                        let help = if fitting.is_empty() {
-                            format!("add a stage that produces {}", wanted.join(" or "))
-                        } else {
-                            format!("outputs of that type here: {}", fitting.join(", "))
-                        };
-                        problems.push(
-                            Problem::new(
-                                "spec::wrong_input_kind",
-                                format!(
-                                    "`{}.{field}` needs {}, but `{reference}` is {} (from a `{}` stage)",
-                                    p.name,
-                                    wanted.join(" or "),
-                                    found.artifact,
-                                    parsed
-                                        .iter()
-                                        .find(|q| q.name == stage)
-                                        .map_or("?", |q| q.kind.name()),
-                                ),
-                            )
-                            .at(span, format!("this is {}", found.artifact))
-                            .help(help),
-                        );
-                        continue;
-                    }
-                    upstream.push(Upstream {
-                        field,
-                        stage: stage.to_string(),
-                        output: found.clone(),
-                    });
-                }
-                InputDecl::File { field, path } => {
-                    let full = base_dir.join(&path);
-                    if !full.is_file() {
-                        let (code, what, label, help) = if full.exists() {
-                            (
-                                "spec::not_a_file",
-                                "is not a regular file",
-                                "not a regular file",
-                                "give a file of data, not a folder or a device",
-                            )
-                        } else {
-                            (
-                                "spec::missing_file",
-                                "does not exist",
-                                "file not found",
-                                "paths are relative to the pipeline file's folder",
-                            )
-                        };
-                        problems.push(
-                            Problem::new(
-                                code,
-                                format!(
-                                    "input file `{}` of stage `{}` {what}",
-                                    full.display(),
-                                    p.name
-                                ),
-                            )
-                            .at(span, label)
-                            .help(help),
-                        );
-                        continue;
-                    }
-                    // Canonical so logs and reasons show a clean path.
-                    let full = std::fs::canonicalize(&full)
-                        .or_else(|_| std::path::absolute(&full))
-                        .unwrap_or(full);
-                    files.push((field, full));
-                }
-            }
-        }
-        stages.push(Stage {
-            name: p.name.clone(),
-            kind: Arc::clone(&p.kind),
-            params: Arc::clone(&p.params),
-            // Moved in below, once no reference needs the table.
-            outputs: Vec::new(),
-            upstream,
-            files,
-            batch: p.kind.global_batch(&p.params),
-            base_model: None,
-            input_adapters: BTreeMap::new(),
-        });
+    // Each stage's references are resolved on its own, on every core; the
+    // problems keep the file's order.
+    let resolved: Vec<(Stage, Vec<Problem>)> = parsed
+        .par_iter()
+        .map(|p| {
+            let mut found = Vec::new();
+            let stage = resolve_stage(p, parsed, &outputs, declared, base_dir, &mut found);
+            (stage, found)
+        })
+        .collect();
+    let mut stages = Vec::with_capacity(resolved.len());
+    for (stage, found) in resolved {
+        stages.push(stage);
+        problems.extend(found);
     }
     drop(outputs);
     for (stage, own) in stages.iter_mut().zip(own_outputs.iter_mut()) {
@@ -505,6 +389,164 @@ fn resolve(
     }
     check_vocabularies(parsed, &stages, problems);
     stages
+}
+
+/// One stage's references to other stages' outputs and to files.
+fn resolve_stage(
+    p: &Parsed<'_>,
+    parsed: &[Parsed<'_>],
+    outputs: &HashMap<&str, &[OutputDecl]>,
+    declared: &[&str],
+    base_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Stage {
+    let mut upstream = Vec::new();
+    let mut files = Vec::new();
+    for input in p.kind.inputs(&p.params) {
+        let span = p.body.span_of(input.field());
+        match input {
+            InputDecl::Stage {
+                field,
+                reference,
+                accepts,
+            } => {
+                let (stage, output) = match reference.split_once('.') {
+                    Some((s, o)) => (s, Some(o)),
+                    None => (reference.as_str(), None),
+                };
+                let Some(candidates) = outputs.get(stage) else {
+                    if declared.contains(&stage) {
+                        continue;
+                    }
+                    let help = did_you_mean(stage, declared.iter().copied())
+                        .unwrap_or_else(|| format!("stages in this file: {}", declared.join(", ")));
+                    problems.push(
+                        Problem::new(
+                            "spec::unknown_stage",
+                            format!("stage `{}` refers to unknown stage `{stage}`", p.name),
+                        )
+                        .at(span, "no stage by this name")
+                        .help(help),
+                    );
+                    continue;
+                };
+                let found = match output {
+                    Some(o) => candidates.iter().find(|c| c.name == o),
+                    None if candidates.len() == 1 => candidates.first(),
+                    None => None,
+                };
+                let Some(found) = found else {
+                    let listed: Vec<String> = candidates
+                        .iter()
+                        .map(|c| format!("`{stage}.{}`", c.name))
+                        .collect();
+                    let message = match output {
+                        Some(o) => format!("stage `{stage}` has no output `{o}`"),
+                        None => format!("stage `{stage}` has several outputs; name one"),
+                    };
+                    let help = output
+                        .and_then(|o| did_you_mean(o, candidates.iter().map(|c| c.name)))
+                        .unwrap_or_else(|| format!("outputs: {}", listed.join(", ")));
+                    problems.push(
+                        Problem::new("spec::unknown_output", message)
+                            .at(span, "unknown output")
+                            .help(help),
+                    );
+                    continue;
+                };
+                if !accepts.contains(&found.artifact) {
+                    let wanted: Vec<String> = accepts.iter().map(|a| a.to_string()).collect();
+                    let fitting: Vec<String> = parsed
+                        .iter()
+                        .flat_map(|q| {
+                            outputs[q.name.as_str()]
+                                .iter()
+                                .filter(|o| accepts.contains(&o.artifact))
+                                .map(move |o| format!("`{}.{}`", q.name, o.name))
+                        })
+                        .collect();
+                    let help = if fitting.is_empty() {
+                        format!("add a stage that produces {}", wanted.join(" or "))
+                    } else {
+                        format!("outputs of that type here: {}", fitting.join(", "))
+                    };
+                    problems.push(
+                        Problem::new(
+                            "spec::wrong_input_kind",
+                            format!(
+                                "`{}.{field}` needs {}, but `{reference}` is {} (from a `{}` stage)",
+                                p.name,
+                                wanted.join(" or "),
+                                found.artifact,
+                                parsed
+                                    .iter()
+                                    .find(|q| q.name == stage)
+                                    .map_or("?", |q| q.kind.name()),
+                            ),
+                        )
+                        .at(span, format!("this is {}", found.artifact))
+                        .help(help),
+                    );
+                    continue;
+                }
+                upstream.push(Upstream {
+                    field,
+                    stage: stage.to_string(),
+                    output: *found,
+                });
+            }
+            InputDecl::File { field, path } => {
+                let full = base_dir.join(&path);
+                if !full.is_file() {
+                    let (code, what, label, help) = if full.exists() {
+                        (
+                            "spec::not_a_file",
+                            "is not a regular file",
+                            "not a regular file",
+                            "give a file of data, not a folder or a device",
+                        )
+                    } else {
+                        (
+                            "spec::missing_file",
+                            "does not exist",
+                            "file not found",
+                            "paths are relative to the pipeline file's folder",
+                        )
+                    };
+                    problems.push(
+                        Problem::new(
+                            code,
+                            format!(
+                                "input file `{}` of stage `{}` {what}",
+                                full.display(),
+                                p.name
+                            ),
+                        )
+                        .at(span, label)
+                        .help(help),
+                    );
+                    continue;
+                }
+                // Canonical so logs and reasons show a clean path.
+                let full = std::fs::canonicalize(&full)
+                    .or_else(|_| std::path::absolute(&full))
+                    .unwrap_or(full);
+                files.push((field, full));
+            }
+        }
+    }
+    Stage {
+        name: p.name.clone(),
+        kind: Arc::clone(&p.kind),
+        params: Arc::clone(&p.params),
+        // Moved in by `resolve`, once no reference needs the table.
+        outputs: Vec::new(),
+        upstream,
+        files,
+        batch: p.kind.global_batch(&p.params),
+        base_model: None,
+        input_adapters: BTreeMap::new(),
+    }
 }
 
 /// A stage that fine-tunes a local pretrained model with a tokenizer stage's

@@ -62,26 +62,25 @@ impl<'a> SchemaChecker<'a> {
             Value::Object(map) => map,
             _ => return,
         };
-        if let Some(target) = schema
-            .get("$ref")
+        if let Some(target) = keyword(schema, "$ref")
             .and_then(Value::as_str)
             .and_then(|r| self.resolve(r))
         {
             self.check(target, node, path, out);
         }
-        if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        if let Some(all) = keyword(schema, "allOf").and_then(Value::as_array) {
             for branch in all {
                 self.check(branch, node, path, out);
             }
         }
         for key in ["anyOf", "oneOf"] {
-            if let Some(branches) = schema.get(key).and_then(Value::as_array)
+            if let Some(branches) = keyword(schema, key).and_then(Value::as_array)
                 && !self.check_alternatives(branches, node, path, out)
             {
                 return;
             }
         }
-        if let Some(types) = schema.get("type")
+        if let Some(types) = keyword(schema, "type")
             && !type_matches(types, node)
         {
             out.push(
@@ -100,10 +99,10 @@ impl<'a> SchemaChecker<'a> {
             );
             return;
         }
-        if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
+        if let Some(choices) = keyword(schema, "enum").and_then(Value::as_array) {
             self.check_choice(choices, node, path, out);
         }
-        if let Some(constant) = schema.get("const") {
+        if let Some(constant) = keyword(schema, "const") {
             self.check_choice(std::slice::from_ref(constant), node, path, out);
         }
         match &node.value {
@@ -113,7 +112,7 @@ impl<'a> SchemaChecker<'a> {
             }
             NodeValue::Seq(items) => {
                 check_length(schema, items.len(), node, path, "items", out);
-                if let Some(item_schema) = schema.get("items") {
+                if let Some(item_schema) = keyword(schema, "items") {
                     for (i, item) in items.iter().enumerate() {
                         self.check(item_schema, item, &format!("{path}.{i}"), out);
                     }
@@ -226,7 +225,7 @@ impl<'a> SchemaChecker<'a> {
         out: &mut Vec<Problem>,
     ) {
         let entries = node.entries().unwrap_or_default();
-        let properties = schema.get("properties").and_then(Value::as_object);
+        let properties = keyword(schema, "properties").and_then(Value::as_object);
         let join = |key: &str| {
             if path.is_empty() {
                 key.to_string()
@@ -234,8 +233,7 @@ impl<'a> SchemaChecker<'a> {
                 format!("{path}.{key}")
             }
         };
-        for required in schema
-            .get("required")
+        for required in keyword(schema, "required")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -256,7 +254,7 @@ impl<'a> SchemaChecker<'a> {
                 self.check(prop, &entry.value, &join(&entry.key), out);
                 continue;
             }
-            match schema.get("additionalProperties") {
+            match keyword(schema, "additionalProperties") {
                 Some(Value::Bool(false)) => {
                     let known: Vec<&str> = properties
                         .map(|p| p.keys().map(String::as_str).collect())
@@ -280,6 +278,13 @@ impl<'a> SchemaChecker<'a> {
             }
         }
     }
+}
+
+/// A keyword of a schema object. schemars writes a handful per object, so a
+/// scan is faster than hashing the key, and `validate` of a pipeline with
+/// many stages looks up a few dozen keywords per stage.
+fn keyword<'v>(schema: &'v serde_json::Map<String, Value>, key: &str) -> Option<&'v Value> {
+    schema.iter().find_map(|(k, v)| (k == key).then_some(v))
 }
 
 fn type_matches(types: &Value, node: &Node) -> bool {
@@ -337,14 +342,14 @@ fn check_number(
         NodeValue::Float(f) => f,
         _ => return,
     };
-    let format_max = match schema.get("format").and_then(Value::as_str) {
+    let format_max = match keyword(schema, "format").and_then(Value::as_str) {
         Some("uint8") => Some(f64::from(u8::MAX)),
         Some("uint16") => Some(f64::from(u16::MAX)),
         Some("uint32") => Some(f64::from(u32::MAX)),
         Some("int32") => Some(f64::from(i32::MAX)),
         _ => None,
     };
-    let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
+    let bound = |key: &str| keyword(schema, key).and_then(Value::as_f64);
     let checks: [(Option<f64>, bool, &str); 5] = [
         (
             bound("minimum"),
@@ -395,8 +400,8 @@ fn check_length(
     } else {
         ("minLength", "maxLength")
     };
-    let min = schema.get(min_key).and_then(Value::as_u64);
-    let max = schema.get(max_key).and_then(Value::as_u64);
+    let min = keyword(schema, min_key).and_then(Value::as_u64);
+    let max = keyword(schema, max_key).and_then(Value::as_u64);
     let len = len as u64;
     let problem = match (min, max) {
         (Some(min), _) if len < min => Some(format!("at least {min} {unit}")),

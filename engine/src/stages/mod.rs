@@ -54,7 +54,7 @@ pub fn dataset_output(name: &str) -> Option<OutputDecl> {
     DATASETS
         .iter()
         .find(|(n, _, _)| *n == name)
-        .map(|(n, artifact, file)| OutputDecl::new(*n, *artifact, *file))
+        .map(|(n, artifact, file)| OutputDecl::new(n, *artifact, file))
 }
 
 /// A training kind's params as they go into its hash: everything but

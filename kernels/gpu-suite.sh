@@ -184,8 +184,8 @@ def tiny(ref, got):
 
 def peak(bench, plan):
     bench, plan = load(bench), load(plan)
-    # peak_bytes is the backend's tracked peak (null while the CUDA backend
-    # does not track device memory); peak_rss_bytes is host memory and is
+    # peak_bytes is the backend's tracked peak (the memory pool's, null where
+    # the driver allocates outside a pool); peak_rss_bytes is host memory and is
     # never compared with the plan.
     keys = ["peak_bytes"] if bench.get("peak_bytes") is not None else []
     measured = bench[keys[0]] if keys else None

@@ -213,6 +213,34 @@ impl Sampling {
     };
 }
 
+/// Bytes a backend holds on its device, outside the host heap that
+/// [`meter`] counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceBytes {
+    pub current: u64,
+    /// The most held at once since the last [`Backend::reset_device_peak`].
+    pub peak: u64,
+}
+
+/// The bytes `be` holds now: its device's where it has them, else the host
+/// heap's (the CPU backend's buffers are heap memory).
+pub fn held_bytes<B: Backend>(be: &B) -> u64 {
+    be.device_bytes().map_or_else(meter::current, |d| d.current)
+}
+
+/// The most bytes `be` held at once since [`reset_held_peak`].
+pub fn held_peak<B: Backend>(be: &B) -> u64 {
+    be.device_bytes().map_or_else(meter::peak, |d| d.peak)
+}
+
+/// Starts a new high-water mark of what `be` holds at what it holds now.
+pub fn reset_held_peak<B: Backend>(be: &B) {
+    match be.device_bytes() {
+        Some(_) => be.reset_device_peak(),
+        None => meter::reset_peak(),
+    }
+}
+
 /// The ops. See the module docs for layouts; each method documents its own
 /// shapes. Methods never fail on valid shapes: shape errors are programming
 /// errors and may panic (the model code checks user-facing shapes first).
@@ -227,6 +255,16 @@ pub trait Backend: Send + Sync + Debug {
     fn device(&self) -> Device;
 
     // ---- memory ----------------------------------------------------------
+
+    /// What the backend holds on its device (a GPU's memory), for the
+    /// memory the planner promises to be checked against what it holds;
+    /// `None` where every buffer is host memory, which [`meter`] counts.
+    fn device_bytes(&self) -> Option<DeviceBytes> {
+        None
+    }
+    /// Starts a new high-water mark of [`Backend::device_bytes`] at what is
+    /// held now.
+    fn reset_device_peak(&self) {}
 
     /// The format frozen weights are stored in.
     fn weight_dtype(&self) -> Dtype;

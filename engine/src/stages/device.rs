@@ -34,6 +34,8 @@ impl<K: RunOnBackend> OnBackend for Work<'_, K> {
 
     fn run<B: Backend>(self, be: &B) -> StageResult {
         let window = PeakWindow::open();
+        be.reset_device_peak();
+        let device_base = be.device_bytes().map(|d| d.current);
         let outcome = self.kind.run_on(be, self.params, self.ctx)?;
         if outcome == Outcome::Done {
             let planned = (be.device() == Device::Cpu).then(|| {
@@ -46,7 +48,7 @@ impl<K: RunOnBackend> OnBackend for Work<'_, K> {
             write_memory(
                 be,
                 self.kind.dtype(self.params),
-                &window,
+                (&window, device_base),
                 planned.as_ref().and_then(StageMemory::breakdown),
                 self.ctx,
             )?;
@@ -58,26 +60,31 @@ impl<K: RunOnBackend> OnBackend for Work<'_, K> {
 /// `memory.json` beside a finished stage's outputs: the most host memory
 /// the stage's work held at once (counted from when the backend opened, so
 /// the model, its training state and the data; on the CPU that is every
-/// buffer the backend holds) and, on the CPU, the memory planner's figure
-/// for the same run (the CPU backend, the preset's micro-batch, the
-/// prompts it rolled out), so that every run checks the planner. It varies
-/// from run to run (a resumed stage counts only its last part), so it stays
-/// out of `summary.json` and `metrics.jsonl`, which a resume reproduces
-/// byte for byte. On a GPU the device's own bytes are not counted yet, and
-/// the file says so.
+/// buffer the backend holds), the most device memory (on a GPU, what its
+/// memory pool held above `device_base`, where the stage began) and, on the
+/// CPU, the memory planner's figure for the same run (the CPU backend, the
+/// preset's micro-batch, the prompts it rolled out), so that every run
+/// checks the planner. It varies from run to run (a resumed stage counts
+/// only its last part), so it stays out of `summary.json` and
+/// `metrics.jsonl`, which a resume reproduces byte for byte. Where a GPU's
+/// driver allocates outside a pool, the device figure is null.
 fn write_memory<B: Backend>(
     be: &B,
     dtype: Dtype,
-    window: &PeakWindow,
+    (window, device_base): (&PeakWindow, Option<u64>),
     planned: Option<&Breakdown>,
     ctx: &StageContext,
 ) -> Result<(), StageError> {
-    let on_host = be.device() == Device::Cpu;
+    let peak_device = match (be.device(), be.device_bytes(), device_base) {
+        (Device::Cpu, _, _) => Some(window.bytes()),
+        (_, Some(now), Some(base)) => Some(now.peak.saturating_sub(base)),
+        _ => None,
+    };
     let json = serde_json::json!({
         "device": be.device().to_string(),
         "dtype": dtype,
         "peak_host_bytes": window.bytes(),
-        "peak_device_bytes": on_host.then(|| window.bytes()),
+        "peak_device_bytes": peak_device,
         "planned_bytes": planned.map(Breakdown::total),
         "planned": planned,
     });

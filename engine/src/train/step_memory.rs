@@ -1,9 +1,10 @@
-//! Training steps of a random-weight LLaMA on random tokens with the host
-//! memory measured part by part: what `bench train` times and what the
-//! memory planner's estimate is checked against.
+//! Training steps of a random-weight LLaMA on random tokens with the
+//! backend's memory measured part by part: what `bench train` times and
+//! what the memory planner's estimate is checked against.
 //!
-//! The parts are measured as differences of the counting allocator's
-//! figures ([`crate::backend::meter`]) around the phase that creates them,
+//! The parts are measured as differences of what the backend holds
+//! ([`held_bytes`]: the counting allocator's figures on the CPU, the memory
+//! pool's on a GPU) around the phase that creates them,
 //! in the planner's categories: the base weights, the adapters, their
 //! gradients, AdamW's state (created by the first update), and the step's
 //! transient peak over what stays resident (activations, the backward's
@@ -14,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::backend::{Backend, Dtype, cpu, meter};
+use crate::backend::{Backend, Dtype, cpu, held_bytes, held_peak, reset_held_peak};
 use crate::model::error::Result;
 use crate::model::llama::PROJECTIONS;
 use crate::model::lora::{self, LoraConfig};
@@ -37,7 +38,14 @@ pub struct StepSetup {
 impl StepSetup {
     /// The planner's description of the same step on the CPU, with frozen
     /// weights stored as `weights`.
-    pub fn workload<'a>(&self, config: &'a LlamaConfig, weights: Dtype) -> Workload<'a> {
+    /// The planner's question for these settings, for the CUDA backend
+    /// when `cuda` (its context, workspace and logits chunk), else the CPU.
+    pub fn workload<'a>(
+        &self,
+        config: &'a LlamaConfig,
+        weights: Dtype,
+        cuda: bool,
+    ) -> Workload<'a> {
         Workload {
             config,
             task: Task::Sft,
@@ -47,12 +55,12 @@ impl StepSetup {
             checkpointing: self.checkpoint,
             optimizer_offload: false,
             weights,
-            cuda: false,
+            cuda,
         }
     }
 }
 
-/// Measured host bytes, by the planner's categories.
+/// Measured bytes the backend holds, by the planner's categories.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MeasuredMemory {
     pub weights: u64,
@@ -85,14 +93,14 @@ impl<B: Backend> StepRunner<B> {
     /// tokens, seed 1), measuring weights, adapters and gradients.
     pub fn new(be: &B, cfg: &LlamaConfig, setup: StepSetup) -> Result<Self> {
         cpu::warm_up();
-        let base = meter::current();
+        let base = held_bytes(be);
         let mut model = Llama::random(be, cfg.clone(), 0)?;
         let mut memory = MeasuredMemory {
-            weights: meter::current().saturating_sub(base),
+            weights: held_bytes(be).saturating_sub(base),
             ..MeasuredMemory::default()
         };
         if let Some(rank) = setup.lora_rank {
-            let before = meter::current();
+            let before = held_bytes(be);
             let lc = LoraConfig {
                 rank,
                 alpha: 2.0 * rank as f32,
@@ -104,14 +112,14 @@ impl<B: Backend> StepRunner<B> {
             for p in model.params_mut() {
                 p.set_trainable(be, false);
             }
-            memory.adapters = meter::current().saturating_sub(before);
+            memory.adapters = held_bytes(be).saturating_sub(before);
         }
-        let before = meter::current();
+        let before = held_bytes(be);
         for p in model.params_mut() {
             let trains = setup.lora_rank.is_none() || p.name.contains(".lora_");
             p.set_trainable(be, trains);
         }
-        memory.gradients = meter::current().saturating_sub(before);
+        memory.gradients = held_bytes(be).saturating_sub(before);
         let (b, t) = (setup.batch, setup.seq);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let ids: Vec<u32> = (0..b * t)
@@ -142,8 +150,8 @@ impl<B: Backend> StepRunner<B> {
     /// updates the transient and the peak.
     pub fn step(&mut self, be: &B, seed: u64) -> f32 {
         self.model.zero_grads(be);
-        let resident = meter::current();
-        meter::reset_peak();
+        let resident = held_bytes(be);
+        reset_held_peak(be);
         let pass = TrainPass {
             seed,
             checkpoint: self.checkpoint,
@@ -151,16 +159,16 @@ impl<B: Backend> StepRunner<B> {
         let loss = self
             .model
             .loss_backward(be, &self.batch, &self.targets, &self.weights, pass);
-        let step_peak = meter::peak();
+        let step_peak = held_peak(be);
         clip_grad_norm(be, &mut self.model.params_mut(), 1.0);
-        let before_update = meter::current();
+        let before_update = held_bytes(be);
         self.opt.update(be, self.model.params_mut(), 1e-4);
         let m = &mut self.memory;
         m.optimizer = m
             .optimizer
-            .max(meter::current().saturating_sub(before_update));
+            .max(held_bytes(be).saturating_sub(before_update));
         m.step_transient = m.step_transient.max(step_peak.saturating_sub(resident));
-        m.peak = m.peak.max(meter::peak().saturating_sub(self.base));
+        m.peak = m.peak.max(held_peak(be).saturating_sub(self.base));
         loss
     }
 }

@@ -32,7 +32,9 @@ use half::bf16;
 
 use super::tensor::RowBlocks;
 use super::{AttentionShape, CudaDevice, CudaError, GradRef, Transpose};
-use crate::backend::{AdamWStep, AttnShape, Backend, Cpu, Device, Dtype, Gemm, RowCopy, Sampling};
+use crate::backend::{
+    AdamWStep, AttnShape, Backend, Cpu, Device, DeviceBytes, Dtype, Gemm, RowCopy, Sampling,
+};
 
 /// Rows of bf16 logits the fused cross-entropy holds at once: at most 2^27
 /// values (256 MiB), e.g. 1046 rows of Llama 3's 128256-token vocabulary.
@@ -247,6 +249,14 @@ impl Backend for CudaBackend {
 
     fn device(&self) -> Device {
         Device::Cuda(self.dev.ordinal())
+    }
+
+    fn device_bytes(&self) -> Option<DeviceBytes> {
+        ok(self.dev.pool_bytes())
+    }
+
+    fn reset_device_peak(&self) {
+        ok(self.dev.reset_pool_peak());
     }
 
     fn weight_dtype(&self) -> Dtype {

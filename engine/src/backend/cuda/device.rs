@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::result::mem_pool;
+use cudarc::driver::sys::{self, CUdevice_attribute, CUmemPool_attribute as PoolAttr};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs,
     LaunchConfig, ValidAsZeroBits,
@@ -17,6 +19,7 @@ use poker_pipe_kernels::{Arch, MODULES, nvrtc_supported_archs};
 use super::CudaError;
 use super::probe::{Versions, probe, version_text};
 use super::ptx_cache::{PtxCache, PtxOrigin, ptx_for};
+use crate::backend::DeviceBytes;
 
 /// An opened GPU. All work is issued on one stream, in order.
 pub struct CudaDevice {
@@ -30,6 +33,10 @@ pub struct CudaDevice {
     functions: HashMap<&'static str, CudaFunction>,
     pub(crate) blas: CudaBlas,
     pub(crate) stream: Arc<CudaStream>,
+    /// Bytes the pool held when its high-water mark was last reset: the
+    /// driver restarts the mark at zero, and the peak since the reset is at
+    /// least what was held then.
+    peak_floor: AtomicU64,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -102,6 +109,7 @@ impl CudaDevice {
             functions,
             blas,
             stream,
+            peak_floor: AtomicU64::new(0),
         })
     }
 
@@ -179,6 +187,75 @@ impl CudaDevice {
         // before anything reads it.
         unsafe { self.stream.alloc(len.max(1)) }
             .map_err(CudaError::driver("allocating GPU scratch memory"))
+    }
+
+    /// The stream-ordered memory pool every buffer of this device comes
+    /// from: cudarc allocates with `cuMemAllocAsync` wherever the driver
+    /// supports it (every GPU the kernels target), from the device's current
+    /// pool. `None` where it allocates synchronously instead.
+    fn pool(&self) -> Result<Option<sys::CUmemoryPool>, CudaError> {
+        let ctx = self.stream.context();
+        if !ctx.has_async_alloc() {
+            return Ok(None);
+        }
+        ctx.bind_to_thread()
+            .map_err(CudaError::driver("binding the context"))?;
+        // SAFETY: the device handle is the live context's own.
+        unsafe { cudarc::driver::result::device::get_mem_pool(ctx.cu_device()) }
+            .map(Some)
+            .map_err(CudaError::driver("reading the device's memory pool"))
+    }
+
+    /// Bytes the device's buffers hold now and at most since
+    /// [`CudaDevice::reset_pool_peak`], as the driver counts them in the
+    /// pool: every buffer and scratch of this backend, not the context or
+    /// cuBLAS's workspace (the memory planner lists those apart). `None`
+    /// where the driver allocates outside a pool.
+    pub fn pool_bytes(&self) -> Result<Option<DeviceBytes>, CudaError> {
+        let Some(pool) = self.pool()? else {
+            return Ok(None);
+        };
+        let read = |attr, what: &str| {
+            let mut value: u64 = 0;
+            // SAFETY: the used-memory attributes are `cuuint64_t`, which
+            // `value` is.
+            unsafe {
+                mem_pool::get_attribute(pool, attr, (&raw mut value).cast::<std::ffi::c_void>())
+            }
+            .map(|()| value)
+            .map_err(CudaError::driver(format!("reading the pool's {what}")))
+        };
+        let current = read(PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, "used bytes")?;
+        let high = read(PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, "high-water mark")?;
+        let floor = self.peak_floor.load(Ordering::Relaxed);
+        Ok(Some(DeviceBytes {
+            current,
+            peak: high.max(floor).max(current),
+        }))
+    }
+
+    /// Starts a new high-water mark of the pool at what is used now. The
+    /// driver resets its mark to zero only, so what is held at the reset is
+    /// kept as the mark's floor.
+    pub fn reset_pool_peak(&self) -> Result<(), CudaError> {
+        let Some(held) = self.pool_bytes()? else {
+            return Ok(());
+        };
+        let Some(pool) = self.pool()? else {
+            return Ok(());
+        };
+        self.peak_floor.store(held.current, Ordering::Relaxed);
+        let mut zero: u64 = 0;
+        // SAFETY: as in `pool_bytes`; zero is the one value the driver
+        // accepts for this attribute.
+        unsafe {
+            mem_pool::set_attribute(
+                pool,
+                PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&raw mut zero).cast::<std::ffi::c_void>(),
+            )
+        }
+        .map_err(CudaError::driver("resetting the pool's high-water mark"))
     }
 
     pub(crate) fn function(&self, kernel: &'static str) -> Result<&CudaFunction, CudaError> {

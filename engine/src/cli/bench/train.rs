@@ -109,15 +109,17 @@ fn measure<B: Backend>(be: &B, args: &Args, cfg: &LlamaConfig) -> CmdResult {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (b, t) = (args.batch, args.seq);
-    // The counting allocator sees host memory only: on a GPU the device's
-    // bytes are not tracked yet, so no figure is given rather than a wrong one.
+    // On the CPU the counting allocator sees every buffer; a GPU's are
+    // counted by its memory pool, and where the driver allocates outside a
+    // pool no figure is given rather than the host's.
     let on_host = be.device() == Device::Cpu;
+    let tracked = on_host || be.device_bytes().is_some();
     let json = serde_json::json!({
         "tokens_per_s": (b * t * args.steps) as f64 / total,
         "step_ms_median": median * 1e3,
-        "peak_bytes": on_host.then_some(runner.memory.peak),
-        "measured_bytes": on_host.then_some(runner.memory),
-        "planned_bytes": estimate(&setup.workload(cfg, be.weight_dtype())),
+        "peak_bytes": tracked.then_some(runner.memory.peak),
+        "measured_bytes": tracked.then_some(runner.memory),
+        "planned_bytes": estimate(&setup.workload(cfg, be.weight_dtype(), !on_host)),
         "peak_rss_bytes": peak_rss_bytes(),
     });
     println!("{json}");

@@ -140,3 +140,44 @@ fn second_open_reads_every_module_from_the_ptx_cache() {
     );
     eprintln!("{second:?}");
 }
+
+/// The memory pool counts a buffer while it lives: what is held grows by
+/// its size, the peak keeps it after it is freed, and a reset starts the
+/// peak again at what is held. `bench train` and every stage's
+/// `memory.json` read these figures on a GPU.
+#[test]
+fn the_memory_pool_counts_buffers_and_their_peak() {
+    let test = "the_memory_pool_counts_buffers_and_their_peak";
+    let Some(dev) = gpu(test) else {
+        return;
+    };
+    let Some(before) = dev.pool_bytes().unwrap() else {
+        eprintln!("SKIPPED {test}: this driver allocates outside a memory pool");
+        return;
+    };
+    dev.reset_pool_peak().unwrap();
+    let bytes = 64u64 << 20;
+    let values: Vec<f32> = (0..bytes / 4).map(|i| (i % 977) as f32).collect();
+    let buf = dev.upload(&values).unwrap();
+    dev.stream.synchronize().unwrap();
+    let held = dev.pool_bytes().unwrap().unwrap();
+    assert!(
+        held.current >= before.current + bytes,
+        "{before:?} -> {held:?}"
+    );
+    assert!(held.peak >= held.current, "{held:?}");
+    drop(buf);
+    dev.stream.synchronize().unwrap();
+    let freed = dev.pool_bytes().unwrap().unwrap();
+    assert!(
+        freed.current + bytes <= held.current,
+        "{held:?} -> {freed:?}"
+    );
+    assert!(
+        freed.peak >= held.current,
+        "the peak forgot the buffer: {freed:?}"
+    );
+    dev.reset_pool_peak().unwrap();
+    let reset = dev.pool_bytes().unwrap().unwrap();
+    assert_eq!(reset.peak, reset.current, "{reset:?}");
+}

@@ -286,7 +286,16 @@ fn check_stage<'a>(
         span: entry.value.span.clone(),
         value: NodeValue::Map(body_entries),
     };
-    let schema = schemas.get(kind.name())?;
+    // Every kind in the file got its schema before the parallel checks;
+    // one missing is made here rather than the stage going unchecked.
+    let made;
+    let schema = match schemas.get(kind.name()) {
+        Some(schema) => schema,
+        None => {
+            made = kind.params_schema();
+            &made
+        }
+    };
     let before = problems.len();
     let prefix = format!("stages.{name}");
     SchemaChecker::new(schema).check_root(&body, &prefix, problems);

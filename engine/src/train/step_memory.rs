@@ -36,10 +36,9 @@ pub struct StepSetup {
 }
 
 impl StepSetup {
-    /// The planner's description of the same step on the CPU, with frozen
-    /// weights stored as `weights`.
-    /// The planner's question for these settings, for the CUDA backend
-    /// when `cuda` (its context, workspace and logits chunk), else the CPU.
+    /// The planner's description of the same step, with frozen weights
+    /// stored as `weights`, on the CUDA backend when `cuda` (its context,
+    /// workspace and logits chunk), else on the CPU.
     pub fn workload<'a>(
         &self,
         config: &'a LlamaConfig,

@@ -123,21 +123,13 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
             .entry(kind.name())
             .or_insert_with(|| kind.params_schema());
     }
-    // Stages are independent until their references are resolved, so they
-    // are checked on every core; the problems keep the file's order.
-    let checked: Vec<(Option<Parsed>, Vec<Problem>)> = stage_entries
-        .par_iter()
-        .map(|entry| {
-            let mut found = Vec::new();
-            let stage = check_stage(entry, registry, model_node, &schemas, &mut found);
-            (stage, found)
-        })
-        .collect();
-    let mut parsed = Vec::with_capacity(checked.len());
-    for (stage, found) in checked {
-        parsed.extend(stage);
-        problems.extend(found);
-    }
+    // Stages are independent until their references are resolved.
+    let parsed: Vec<Parsed> = each_on_every_core(stage_entries, &mut problems, |entry, found| {
+        check_stage(entry, registry, model_node, &schemas, found)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
 
     let base_dir = file
         .path
@@ -206,6 +198,28 @@ fn is_plain_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `work` on each item, on every core, with the problems each finds kept
+/// in the items' order, so that a report reads the same on any machine.
+fn each_on_every_core<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    problems: &mut Vec<Problem>,
+    work: impl Fn(&'a T, &mut Vec<Problem>) -> R + Sync,
+) -> Vec<R> {
+    let done: Vec<(R, Vec<Problem>)> = items
+        .par_iter()
+        .map(|item| {
+            let mut found = Vec::new();
+            (work(item, &mut found), found)
+        })
+        .collect();
+    let mut results = Vec::with_capacity(done.len());
+    for (result, found) in done {
+        results.push(result);
+        problems.extend(found);
+    }
+    results
 }
 
 /// The `kind:` entry of a stage's mapping.
@@ -372,21 +386,10 @@ fn resolve(
         .zip(&own_outputs)
         .map(|(p, o)| (p.name.as_str(), o.as_slice()))
         .collect();
-    // Each stage's references are resolved on its own, on every core; the
-    // problems keep the file's order.
-    let resolved: Vec<(Stage, Vec<Problem>)> = parsed
-        .par_iter()
-        .map(|p| {
-            let mut found = Vec::new();
-            let stage = resolve_stage(p, parsed, &outputs, declared, base_dir, &mut found);
-            (stage, found)
-        })
-        .collect();
-    let mut stages = Vec::with_capacity(resolved.len());
-    for (stage, found) in resolved {
-        stages.push(stage);
-        problems.extend(found);
-    }
+    // Each stage's references are resolved on its own.
+    let mut stages = each_on_every_core(parsed, problems, |p, found| {
+        resolve_stage(p, parsed, &outputs, declared, base_dir, found)
+    });
     drop(outputs);
     for (stage, own) in stages.iter_mut().zip(own_outputs.iter_mut()) {
         stage.outputs = std::mem::take(own);

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::diag::{FileProblems, Problem, did_you_mean};
 use super::presets::exec_settings;
@@ -112,17 +112,12 @@ pub fn check(file: &SpecFile, registry: &Registry) -> Result<Pipeline, FileProbl
         .get("stages")
         .and_then(|e| e.value.entries())
         .unwrap_or_default();
-    // Made once per kind before the stages are checked in parallel:
+    // Made at most once per kind, by whichever stage needs it first:
     // generating a schema costs more than checking a stage against it.
-    let mut schemas = HashMap::new();
-    let kinds = stage_entries
-        .iter()
-        .filter_map(|e| registry.get(kind_entry(e)?.value.as_str()?));
-    for kind in kinds {
-        schemas
-            .entry(kind.name())
-            .or_insert_with(|| kind.params_schema());
-    }
+    let schemas: HashMap<&str, OnceLock<serde_json::Value>> = registry
+        .names()
+        .map(|name| (name, OnceLock::new()))
+        .collect();
     // Stages are independent until their references are resolved.
     let parsed: Vec<Parsed> = each_on_every_core(stage_entries, &mut problems, |entry, found| {
         check_stage(entry, registry, model_node, &schemas, found)
@@ -222,17 +217,12 @@ fn each_on_every_core<'a, T: Sync, R: Send>(
     results
 }
 
-/// The `kind:` entry of a stage's mapping.
-fn kind_entry(stage: &Entry) -> Option<&Entry> {
-    stage.value.entries()?.iter().find(|e| e.key == "kind")
-}
-
 /// One stage on its own: its name, kind, params schema, serde, kind checks.
 fn check_stage<'a>(
     entry: &'a Entry,
     registry: &Registry,
     model: Option<&Node>,
-    schemas: &HashMap<&'static str, serde_json::Value>,
+    schemas: &HashMap<&str, OnceLock<serde_json::Value>>,
     problems: &mut Vec<Problem>,
 ) -> Option<Parsed<'a>> {
     let name = &entry.key;
@@ -249,7 +239,7 @@ fn check_stage<'a>(
         );
     }
     let entries = entry.value.entries()?;
-    let kind_entry = kind_entry(entry)?;
+    let kind_entry = entries.iter().find(|e| e.key == "kind")?;
     let kind_name = kind_entry.value.as_str()?;
     let Some(kind) = registry.get(kind_name) else {
         let help = did_you_mean(kind_name, registry.names()).unwrap_or_else(|| {
@@ -300,16 +290,8 @@ fn check_stage<'a>(
         span: entry.value.span.clone(),
         value: NodeValue::Map(body_entries),
     };
-    // Every kind in the file got its schema before the parallel checks;
-    // one missing is made here rather than the stage going unchecked.
-    let made;
-    let schema = match schemas.get(kind.name()) {
-        Some(schema) => schema,
-        None => {
-            made = kind.params_schema();
-            &made
-        }
-    };
+    // The table has every registered kind, and `kind_name` is one.
+    let schema = schemas.get(kind_name)?.get_or_init(|| kind.params_schema());
     let before = problems.len();
     let prefix = format!("stages.{name}");
     SchemaChecker::new(schema).check_root(&body, &prefix, problems);

@@ -215,18 +215,8 @@ impl CudaDevice {
         let Some(pool) = self.pool()? else {
             return Ok(None);
         };
-        let read = |attr, what: &str| {
-            let mut value: u64 = 0;
-            // SAFETY: the used-memory attributes are `cuuint64_t`, which
-            // `value` is.
-            unsafe {
-                mem_pool::get_attribute(pool, attr, (&raw mut value).cast::<std::ffi::c_void>())
-            }
-            .map(|()| value)
-            .map_err(CudaError::driver(format!("reading the pool's {what}")))
-        };
-        let current = read(PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, "used bytes")?;
-        let high = read(PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, "high-water mark")?;
+        let current = pool_used(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+        let high = pool_used(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
         let floor = self.peak_floor.load(Ordering::Relaxed);
         Ok(Some(DeviceBytes {
             current,
@@ -238,16 +228,14 @@ impl CudaDevice {
     /// driver resets its mark to zero only, so what is held at the reset is
     /// kept as the mark's floor.
     pub fn reset_pool_peak(&self) -> Result<(), CudaError> {
-        let Some(held) = self.pool_bytes()? else {
-            return Ok(());
-        };
         let Some(pool) = self.pool()? else {
             return Ok(());
         };
-        self.peak_floor.store(held.current, Ordering::Relaxed);
+        let held = pool_used(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+        self.peak_floor.store(held, Ordering::Relaxed);
         let mut zero: u64 = 0;
-        // SAFETY: as in `pool_bytes`; zero is the one value the driver
-        // accepts for this attribute.
+        // SAFETY: the attribute is a `cuuint64_t`, which `zero` is, and zero
+        // is the one value the driver accepts for it.
         unsafe {
             mem_pool::set_attribute(
                 pool,
@@ -284,6 +272,17 @@ impl CudaDevice {
             .map(|_| ())
             .map_err(CudaError::driver(format!("launching `{kernel}`")))
     }
+}
+
+/// One of the pool's used-memory figures (current or high-water mark).
+fn pool_used(pool: sys::CUmemoryPool, attr: PoolAttr) -> Result<u64, CudaError> {
+    let mut value: u64 = 0;
+    // SAFETY: the used-memory attributes are `cuuint64_t`, which `value` is.
+    unsafe { mem_pool::get_attribute(pool, attr, (&raw mut value).cast::<std::ffi::c_void>()) }
+        .map(|()| value)
+        .map_err(CudaError::driver(format!(
+            "reading the memory pool's {attr:?}"
+        )))
 }
 
 /// The newest architecture NVRTC supports that is not newer than the GPU.

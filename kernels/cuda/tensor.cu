@@ -83,15 +83,18 @@ scatter_add_rows_f32(const float* __restrict__ dy, const int* __restrict__ idx,
     }
 }
 
-// Inverted dropout; element i is kept iff splitmix64(seed ^ i) >> 40, over
-// 2^24, is at least p (the CPU backend's `dropout_uniform`, bit for bit).
+// Inverted dropout over rows of width; element c of row r is kept iff
+// splitmix64(seed ^ row_keys[r] ^ c) >> 40, over 2^24, is at least p (the
+// CPU backend's `dropout_uniform(seed ^ key, c)`, bit for bit).
 extern "C" __global__ void __launch_bounds__(TS_THREADS)
-dropout_f32(const float* __restrict__ x, float* __restrict__ y, long long n, float p,
+dropout_f32(const float* __restrict__ x, float* __restrict__ y,
+            const u64* __restrict__ row_keys, long long n, long long width, float p,
             u64 seed) {
     const float keep = 1.0f / (1.0f - p);
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float u = (float)(splitmix64(seed ^ (u64)i) >> 40) * (1.0f / 16777216.0f);
+        const u64 key = seed ^ row_keys[i / width];
+        const float u = (float)(splitmix64(key ^ (u64)(i % width)) >> 40) * (1.0f / 16777216.0f);
         y[i] = u >= p ? x[i] * keep : 0.0f;
     }
 }

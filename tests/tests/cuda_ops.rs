@@ -14,7 +14,7 @@
 
 use poker_pipe::backend::{
     AdamWStep, AttnShape, Backend, Cpu, CpuBf16, CudaBackend, Device, Dtype, Gemm, OnBackend,
-    RowCopy, Sampling, with_backend,
+    RowCopy, Sampling, WeightGrad, with_backend,
 };
 
 const BF16: f64 = 1e-2;
@@ -173,9 +173,10 @@ fn memory_ops_match_the_cpu() {
     close("scatter-add rows", &be.download(&got), &want, F32);
 
     let seed = rng.next();
+    let keys: Vec<u64> = (0..40).map(|_| rng.next()).collect();
     assert_eq!(
-        be.download(&be.dropout(&gx, 0.3, seed)),
-        Cpu.dropout(&x, 0.3, seed),
+        be.download(&be.dropout(&gx, 0.3, seed, &keys)),
+        Cpu.dropout(&x, 0.3, seed, &keys),
         "dropout keeps the same elements with the same scale"
     );
 }
@@ -367,23 +368,25 @@ fn token_nll_and_its_gradients_match_the_cpu() {
     let mut dh = Vec::new();
     let dw0 = rng.vec(vocab * dim, 0.1);
     let mut dw = dw0.clone();
-    let nll = Cpu.token_nll(
-        &h,
-        &w,
-        dim,
-        &targets,
-        &weights,
-        Some((&mut dh, Some(&mut dw))),
-    );
+    let segments = [0..20, 20..rows];
+    let head = WeightGrad {
+        dw: &mut dw,
+        segments: &segments,
+    };
+    let nll = Cpu.token_nll(&h, &w, dim, &targets, &weights, Some((&mut dh, Some(head))));
     let mut gdh = poisoned(&be, 3);
     let mut gdw = be.upload(&dw0);
+    let head = WeightGrad {
+        dw: &mut gdw,
+        segments: &segments,
+    };
     let got = be.token_nll(
         &be.upload(&h),
         &be.upload(&w),
         dim,
         &targets,
         &weights,
-        Some((&mut gdh, Some(&mut gdw))),
+        Some((&mut gdh, Some(head))),
     );
     close("token_nll", &got, &nll, BF16);
     close("token_nll dh", &be.download(&gdh), &dh, BF16);

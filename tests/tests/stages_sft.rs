@@ -179,25 +179,39 @@ fn ctrl_c_checkpoints_exits_130_and_the_next_run_finishes() {
 }
 
 /// Execution settings stay out of the stage hash because they do not change
-/// results: the same sft without activation checkpointing, or on another
-/// number of threads, ends with the same bytes.
+/// results: the same sft and reward stages without activation
+/// checkpointing, on another number of threads, or in micro-batches of 2
+/// or 8 (the whole batch), end with the same bytes.
 #[test]
-fn threads_and_checkpointing_give_bit_identical_weights() {
-    let presets = "memory_presets:\n  one: {gpu_memory_gib: 24, micro_batch: 1, activation_checkpointing: true}\n  one_plain: {gpu_memory_gib: 40, micro_batch: 1}\nstages:";
+fn threads_checkpointing_and_micro_batches_give_bit_identical_weights() {
+    let presets = "memory_presets:\n  one: {gpu_memory_gib: 24, micro_batch: 1, activation_checkpointing: true}\n  one_plain: {gpu_memory_gib: 40, micro_batch: 1}\n  two: {gpu_memory_gib: 48, micro_batch: 2}\n  eight: {gpu_memory_gib: 80, micro_batch: 8}\nstages:";
     let weights = |preset: &str, threads: &str| {
         let sandbox = Sandbox::new(BIN).unwrap();
         write_toy_data(&sandbox).unwrap();
         let yaml = pipeline("1.0e-3").replacen("stages:", presets, 1);
         sandbox.write("p.yaml", &yaml).unwrap();
         let out = sandbox
-            .command(&["run", "p.yaml", "--until", "sft", "--preset", preset])
+            .command(&["run", "p.yaml", "--preset", preset])
             .env("RAYON_NUM_THREADS", threads)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        std::fs::read(sandbox.path().join("runs/sfttest/sft/model.safetensors")).unwrap()
+        let read =
+            |file: &str| std::fs::read(sandbox.path().join("runs/sfttest").join(file)).unwrap();
+        (
+            read("sft/model.safetensors"),
+            read("reward/model.safetensors"),
+        )
     };
     let reference = weights("one", "1");
-    assert!(weights("one", "2") == reference, "preset one, 2 threads");
-    assert!(weights("one_plain", "1") == reference, "no checkpointing");
+    for (preset, threads, label) in [
+        ("one", "2", "preset one, 2 threads"),
+        ("one_plain", "1", "no checkpointing"),
+        ("two", "2", "micro-batches of 2"),
+        ("eight", "2", "micro-batches of 8"),
+    ] {
+        let (sft, reward) = weights(preset, threads);
+        assert!(sft == reference.0, "sft: {label}");
+        assert!(reward == reference.1, "reward: {label}");
+    }
 }

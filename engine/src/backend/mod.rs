@@ -25,6 +25,7 @@
 //!   buffer, so micro-batches and tied weights sum naturally.
 
 use std::fmt::Debug;
+use std::ops::Range;
 
 pub mod cpu;
 pub mod cuda;
@@ -126,6 +127,27 @@ impl Gemm {
         Gemm { beta: 1.0, ..self }
     }
 }
+
+/// splitmix64's output function: the 64-bit mix behind the dropout masks
+/// (the CUDA kernels' `splitmix64`, bit for bit).
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A weight gradient to add into, with the segments of rows it sums one at
+/// a time (see [`Backend::weight_grad`]).
+#[derive(Debug)]
+pub struct WeightGrad<'a, Buf> {
+    pub dw: &'a mut Buf,
+    pub segments: &'a [Range<usize>],
+}
+
+/// Where [`Backend::token_nll`] writes gradients: `dh`, and the head's
+/// weight gradient when the head trains.
+pub type NllGrads<'a, Buf> = (&'a mut Buf, Option<WeightGrad<'a, Buf>>);
 
 /// Shapes of one causal attention call, for training (`q_len == kv_len`,
 /// `q_offset == 0`) and for decoding against a KV cache (`q_len` new tokens
@@ -293,6 +315,24 @@ pub trait Backend: Send + Sync + Debug {
 
     /// See [`Gemm`].
     fn matmul(&self, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf, g: Gemm);
+    /// The weight gradient `dw[m, n] += alpha * dy[rows, m]^T x[rows, n]`
+    /// (`g` a [`Gemm::weight_grad`], `k` the rows), summed one segment of
+    /// rows at a time, in order. A segment is one sequence's real tokens,
+    /// so a sequence adds the same bits whichever sequences share its
+    /// micro-batch; rows outside every segment must have a zero `dy`. The
+    /// default is one product over all rows: a GPU's sums are not the same
+    /// bits across batch shapes anyway.
+    fn weight_grad(
+        &self,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        dw: &mut Self::Buf,
+        g: Gemm,
+        segments: &[Range<usize>],
+    ) {
+        let _ = segments;
+        self.matmul(dy, x, dw, g);
+    }
     /// `dst += alpha * src` (residual adds, gradient accumulation).
     fn axpy(&self, dst: &mut Self::Buf, alpha: f32, src: &Self::Buf);
     /// `buf *= alpha` (gradient clipping, averaging).
@@ -381,19 +421,22 @@ pub trait Backend: Send + Sync + Debug {
         dh: &Self::Buf,
     ) -> (Self::Buf, Self::Buf);
 
-    /// Inverted dropout with a counter-based mask: element `i` is kept iff
-    /// `uniform(seed, i) >= p`, kept values are scaled by `1/(1-p)`. The mask
-    /// depends only on `(seed, i)`, so the backward pass is this same op on
-    /// the gradient with the same seed. The uniform is
-    /// `splitmix64(seed ^ i) >> 40` divided by `2^24`.
-    fn dropout(&self, x: &Self::Buf, p: f32, seed: u64) -> Self::Buf;
+    /// Inverted dropout with a counter-based mask over `row_keys.len()` rows:
+    /// element `c` of row `r` is kept iff `uniform(seed ^ row_keys[r], c) >=
+    /// p`, kept values are scaled by `1/(1-p)`. The mask depends only on the
+    /// seed, the row's key and the column, so the backward pass is this same
+    /// op on the gradient, and a row keyed by its sequence and position
+    /// draws the same mask in any batch. The uniform of `(s, c)` is
+    /// `splitmix64(s ^ c) >> 40` divided by `2^24`.
+    fn dropout(&self, x: &Self::Buf, p: f32, seed: u64, row_keys: &[u64]) -> Self::Buf;
 
     /// Fused LM head + cross-entropy, chunked over rows so the `[rows,
     /// vocab]` logits never exist at once. `h` is `[rows, dim]`, `w` the
     /// head `[vocab, dim]`. Returns per-row `-log softmax(h w^T)[target]`,
     /// times `weights[row]` (0 for masked rows, which cost nothing). With
     /// `grads`, writes `dh` (`[rows, dim]`, overwritten) and adds into `dw`
-    /// the gradient of `sum(returned values)`. A PPO step passes per-token
+    /// the gradient of `sum(returned values)`, one segment at a time as
+    /// [`Backend::weight_grad`] sums it. A PPO step passes per-token
     /// coefficients as weights; an SFT step passes `mask / count`.
     fn token_nll(
         &self,
@@ -402,7 +445,7 @@ pub trait Backend: Send + Sync + Debug {
         dim: usize,
         targets: &[u32],
         weights: &[f32],
-        grads: Option<(&mut Self::Buf, Option<&mut Self::Buf>)>,
+        grads: Option<NllGrads<'_, Self::Buf>>,
     ) -> Vec<f32>;
 
     /// The entropy of `softmax(h w^T)` for every row of `h` (`[rows, dim]`,

@@ -3,6 +3,7 @@
 
 use crate::backend::{Backend, Gemm};
 
+use super::batch::SeqRows;
 use super::param::Param;
 
 /// A LoRA adapter on one projection.
@@ -27,7 +28,8 @@ pub struct Linear<B: Backend> {
 }
 
 /// Dropout is applied only in training, with a seed per call site so a
-/// recomputed forward (activation checkpointing) draws the same mask.
+/// recomputed forward (activation checkpointing) draws the same mask; each
+/// row's own key comes from [`SeqRows::dropout_keys`].
 pub type DropoutSeed = Option<u64>;
 
 impl<B: Backend> Linear<B> {
@@ -51,9 +53,10 @@ impl<B: Backend> Linear<B> {
         &self,
         be: &B,
         x: &B::Buf,
-        rows: usize,
+        seq_rows: &SeqRows,
         seed: DropoutSeed,
     ) -> (B::Buf, Option<B::Buf>) {
+        let rows = seq_rows.count;
         let mut y = be.zeros(rows * self.out_dim);
         be.matmul(
             x,
@@ -64,7 +67,7 @@ impl<B: Backend> Linear<B> {
         let Some(lora) = self.live_lora() else {
             return (y, None);
         };
-        let dropped = dropped_input(be, x, lora, seed);
+        let dropped = dropped_input(be, x, lora, seq_rows, seed);
         let xd = dropped.as_ref().unwrap_or(x);
         let mut xa = be.zeros(rows * lora.rank);
         be.matmul(
@@ -87,12 +90,14 @@ impl<B: Backend> Linear<B> {
         x: &B::Buf,
         xa: Option<&B::Buf>,
         dy: &B::Buf,
-        rows: usize,
+        seq_rows: &SeqRows,
         seed: DropoutSeed,
     ) -> B::Buf {
-        let (out_dim, in_dim) = (self.out_dim, self.in_dim);
+        let (out_dim, in_dim, rows) = (self.out_dim, self.in_dim, seq_rows.count);
+        let segments = &seq_rows.segments;
         if let Some(dw) = self.weight.grad.as_mut() {
-            be.matmul(dy, x, dw, Gemm::weight_grad(out_dim, in_dim, rows));
+            let g = Gemm::weight_grad(out_dim, in_dim, rows);
+            be.weight_grad(dy, x, dw, g, segments);
         }
         let mut dx = be.zeros(rows * in_dim);
         be.matmul(
@@ -106,12 +111,8 @@ impl<B: Backend> Linear<B> {
         };
         let r = lora.rank;
         if let Some(db) = lora.b.grad.as_mut() {
-            be.matmul(
-                dy,
-                xa,
-                db,
-                Gemm::weight_grad(out_dim, r, rows).scaled(lora.scale),
-            );
+            let g = Gemm::weight_grad(out_dim, r, rows).scaled(lora.scale);
+            be.weight_grad(dy, xa, db, g, segments);
         }
         let mut dxa = be.zeros(rows * r);
         be.matmul(
@@ -120,20 +121,17 @@ impl<B: Backend> Linear<B> {
             &mut dxa,
             Gemm::plain(rows, r, out_dim).scaled(lora.scale),
         );
-        let dropped = dropped_input(be, x, lora, seed);
+        let dropped = dropped_input(be, x, lora, seq_rows, seed);
         if let Some(da) = lora.a.grad.as_mut() {
-            be.matmul(
-                &dxa,
-                dropped.as_ref().unwrap_or(x),
-                da,
-                Gemm::weight_grad(r, in_dim, rows),
-            );
+            let xd = dropped.as_ref().unwrap_or(x);
+            be.weight_grad(&dxa, xd, da, Gemm::weight_grad(r, in_dim, rows), segments);
         }
         match (seed, lora.dropout > 0.0) {
             (Some(seed), true) => {
                 let mut dxd = be.zeros(rows * in_dim);
                 be.matmul(&dxa, &lora.a.value, &mut dxd, Gemm::plain(rows, in_dim, r));
-                be.axpy(&mut dx, 1.0, &be.dropout(&dxd, lora.dropout, seed));
+                let keys = &seq_rows.dropout_keys;
+                be.axpy(&mut dx, 1.0, &be.dropout(&dxd, lora.dropout, seed, keys));
             }
             _ => be.matmul(
                 &dxa,
@@ -167,10 +165,13 @@ fn dropped_input<B: Backend>(
     be: &B,
     x: &B::Buf,
     lora: &Lora<B>,
+    seq_rows: &SeqRows,
     seed: DropoutSeed,
 ) -> Option<B::Buf> {
     match seed {
-        Some(seed) if lora.dropout > 0.0 => Some(be.dropout(x, lora.dropout, seed)),
+        Some(seed) if lora.dropout > 0.0 => {
+            Some(be.dropout(x, lora.dropout, seed, &seq_rows.dropout_keys))
+        }
         _ => None,
     }
 }

@@ -7,9 +7,9 @@ use std::path::Path;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{AttnShape, Backend, Gemm, RowCopy};
+use crate::backend::{AttnShape, Backend, Gemm, RowCopy, WeightGrad};
 
-use super::batch::Batch;
+use super::batch::{Batch, SeqRows};
 use super::config::LlamaConfig;
 use super::error::Result;
 use super::linear::{DropoutSeed, Linear};
@@ -68,6 +68,12 @@ pub struct Llama<B: Backend> {
     /// The reward head `[num_labels, hidden]`, when loaded as a reward model.
     pub score: Option<Param<B>>,
     inv_freq: Vec<f32>,
+    /// During a step ([`Llama::begin_step`]) of a model whose embedding is
+    /// also its head and trains: the head's share of the embedding's
+    /// gradient, summed apart from the share of the embedding lookups so
+    /// that each adds the step's sequences in the same order whatever the
+    /// micro-batches. [`Llama::end_step`] adds it in.
+    tied_head_grad: Option<B::Buf>,
 }
 
 /// How much of the forward pass to keep for the backward pass.
@@ -143,6 +149,7 @@ struct Step<'a> {
     offset: usize,
     len: usize,
     positions: Vec<u32>,
+    rows: SeqRows,
     seed: Option<u64>,
 }
 
@@ -230,6 +237,7 @@ impl<B: Backend> Llama<B> {
             lm_head,
             score,
             inv_freq,
+            tied_head_grad: None,
         })
     }
 
@@ -336,6 +344,24 @@ impl<B: Backend> Llama<B> {
         }
     }
 
+    /// Starts an optimizer step of several micro-batches: zeroes every
+    /// gradient, and sums a tied head's share of the embedding's gradient
+    /// apart until [`Llama::end_step`].
+    pub fn begin_step(&mut self, be: &B) {
+        self.zero_grads(be);
+        self.tied_head_grad = match (&self.lm_head, &self.embed.grad) {
+            (None, Some(g)) => Some(be.zeros(be.len(g))),
+            _ => None,
+        };
+    }
+
+    /// Ends the micro-batches of a step: every gradient is complete.
+    pub fn end_step(&mut self, be: &B) {
+        if let (Some(head), Some(g)) = (self.tied_head_grad.take(), self.embed.grad.as_mut()) {
+            be.axpy(g, 1.0, &head);
+        }
+    }
+
     fn head(&self) -> &Param<B> {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
@@ -363,6 +389,7 @@ impl<B: Backend> Llama<B> {
             offset: 0,
             len: batch.seq,
             positions: batch.positions(0, batch.seq),
+            rows: batch.seq_rows(0, batch.seq),
             seed,
         };
         let mut kept = Vec::new();
@@ -403,7 +430,7 @@ impl<B: Backend> Llama<B> {
         cache: Option<(&mut B::Buf, &mut B::Buf, usize)>,
     ) -> (B::Buf, Saved<B>) {
         let c = &self.cfg;
-        let (d, rows) = (c.hidden_size, step.batch.batch * step.len);
+        let (d, rows) = (c.hidden_size, &step.rows);
         let seed = |site| site_seed(step.seed, l, site);
         let (h1, inv1) = be.rms_norm(&x, &layer.input_norm.value, d, c.rms_norm_eps);
         let (mut q, xa_q) = layer.q.forward(be, &h1, rows, seed(0));
@@ -481,7 +508,7 @@ impl<B: Backend> Llama<B> {
     /// the final hidden states. Accumulates into every trainable gradient.
     pub fn backward_from_hidden(&mut self, be: &B, batch: &Batch, tape: Tape<B>, dh: &B::Buf) {
         let c = self.cfg.clone();
-        let (d, rows) = (c.hidden_size, batch.rows());
+        let d = c.hidden_size;
         let mut dx = be.rms_norm_backward(
             dh,
             &tape.final_x,
@@ -495,6 +522,7 @@ impl<B: Backend> Llama<B> {
             offset: 0,
             len: batch.seq,
             positions: batch.positions(0, batch.seq),
+            rows: batch.seq_rows(0, batch.seq),
             seed: tape.seed,
         };
         for (l, kept) in tape.layers.into_iter().enumerate().rev() {
@@ -502,7 +530,7 @@ impl<B: Backend> Llama<B> {
                 Kept::All(s) => *s,
                 Kept::Input(x) => self.block(be, &self.layers[l], l, x, &step, None).1,
             };
-            dx = self.block_backward(be, l, saved, dx, &step, rows);
+            dx = self.block_backward(be, l, saved, dx, &step);
         }
         if let Some(g) = self.embed.grad.as_mut() {
             be.embedding_backward(&dx, &batch.ids, d, g);
@@ -516,8 +544,8 @@ impl<B: Backend> Llama<B> {
         s: Saved<B>,
         dy: B::Buf,
         step: &Step<'_>,
-        rows: usize,
     ) -> B::Buf {
+        let rows = &step.rows;
         let c = self.cfg.clone();
         let inv_freq = self.inv_freq.clone();
         let seed = |site| site_seed(step.seed, l, site);
@@ -659,32 +687,38 @@ impl<B: Backend> Llama<B> {
         weights: &[f32],
         pass: TrainPass,
     ) -> f32 {
+        self.row_losses_backward(be, batch, targets, weights, pass)
+            .iter()
+            .sum()
+    }
+
+    /// [`Llama::loss_backward`], returning each row's term of the sum.
+    pub fn row_losses_backward(
+        &mut self,
+        be: &B,
+        batch: &Batch,
+        targets: &[u32],
+        weights: &[f32],
+        pass: TrainPass,
+    ) -> Vec<f32> {
         let (h, tape) = self.forward_train(be, batch, pass);
         let d = self.cfg.hidden_size;
         let mut dh = be.zeros(0);
-        let nll = match self.lm_head.as_mut() {
-            Some(head) => be.token_nll(
-                &h,
-                &head.value,
-                d,
-                targets,
-                weights,
-                Some((&mut dh, head.grad.as_mut())),
+        let segments = batch.seq_rows(0, batch.seq).segments;
+        let (head, head_grad) = match self.lm_head.as_mut() {
+            Some(head) => (&head.value, head.grad.as_mut()),
+            None => (
+                &self.embed.value,
+                self.tied_head_grad.as_mut().or(self.embed.grad.as_mut()),
             ),
-            None => {
-                let embed = &mut self.embed;
-                be.token_nll(
-                    &h,
-                    &embed.value,
-                    d,
-                    targets,
-                    weights,
-                    Some((&mut dh, embed.grad.as_mut())),
-                )
-            }
         };
+        let dw = head_grad.map(|dw| WeightGrad {
+            dw,
+            segments: &segments,
+        });
+        let nll = be.token_nll(&h, head, d, targets, weights, Some((&mut dh, dw)));
         self.backward_from_hidden(be, batch, tape, &dh);
-        nll.iter().sum()
+        nll
     }
 
     /// A fresh KV cache for `batch` sequences of up to `cap` tokens.
@@ -710,6 +744,7 @@ impl<B: Backend> Llama<B> {
             offset,
             len,
             positions: batch.positions(offset, len),
+            rows: batch.seq_rows(offset, len),
             seed: None,
         };
         for (l, layer) in self.layers.iter().enumerate() {

@@ -4,7 +4,7 @@
 
 use crate::backend::{Backend, Gemm};
 
-use super::batch::Batch;
+use super::batch::{Batch, one_row_each};
 use super::error::{ModelError, Result};
 use super::llama::{Llama, TrainPass};
 use super::weights::HostTensor;
@@ -106,7 +106,9 @@ impl<B: Backend> Llama<B> {
         if let Some(score) = self.score.as_mut()
             && let Some(g) = score.grad.as_mut()
         {
-            be.matmul(&ds, &pooled, g, Gemm::weight_grad(labels, d, batch.batch));
+            let per_sequence = one_row_each(batch.batch);
+            let gemm = Gemm::weight_grad(labels, d, batch.batch);
+            be.weight_grad(&ds, &pooled, g, gemm, &per_sequence);
         }
         let mut dh = be.zeros(batch.rows() * d);
         be.scatter_add_rows(&dpooled, &rows, d, &mut dh);

@@ -33,7 +33,7 @@ use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
 };
-use crate::model::batch::Batch;
+use crate::model::batch::{Batch, one_row_each};
 use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
 use crate::model::lora::LoraConfig;
@@ -359,12 +359,14 @@ fn write_config(base: &Path, out: &Path, pad: u32) -> Result<(), StageError> {
         .map_err(|e| StageError::runtime(miette::miette!("cannot write config.json: {e}")))
 }
 
-/// Chosen then rejected sequences of some pairs, in one left-padded batch.
+/// Each pair's chosen then rejected sequence, pair after pair, in one
+/// left-padded batch: a pair's two rows are neighbours, so the sums over
+/// the batch's sequences run in the same order however the pairs are cut
+/// into micro-batches.
 fn pair_batch(pairs: &[&Pair], pad: u32) -> Batch {
     let seqs: Vec<Vec<u32>> = pairs
         .iter()
-        .map(|p| p.chosen.clone())
-        .chain(pairs.iter().map(|p| p.rejected.clone()))
+        .flat_map(|p| [p.chosen.clone(), p.rejected.clone()])
         .collect();
     Batch::left_padded(&seqs, pad)
 }
@@ -406,23 +408,23 @@ impl<B: Backend> Objective<B> for PairwiseObjective {
         let n = pairs.len();
         let batch = pair_batch(&pairs, self.pad);
         let ((loss, right), _) = scores_backward(be, model, &batch, pass, |scores| {
-            let (mut loss, mut right) = (0.0, 0usize);
+            let (mut loss, mut right) = (Vec::with_capacity(n), Vec::with_capacity(n));
             let mut dscores = vec![0f32; 2 * n];
             for i in 0..n {
-                let d = (scores[i] - scores[n + i]) as f64;
-                loss += pair_loss(d) / total;
-                right += usize::from(d > 0.0);
+                let d = (scores[2 * i] - scores[2 * i + 1]) as f64;
+                loss.push(pair_loss(d) / total);
+                right.push(f64::from(u8::from(d > 0.0)) / total);
                 let g = pair_grad(d) / total;
-                dscores[i] = -g as f32;
-                dscores[n + i] = g as f32;
+                dscores[2 * i] = -g as f32;
+                dscores[2 * i + 1] = g as f32;
             }
             ((loss, right), dscores)
         })
         .map_err(LoopError::Objective)?;
         Ok(MicroStats {
             loss,
-            tokens: batch.rows() as u64,
-            figures: vec![("accuracy", right as f64 / total)],
+            tokens: batch.rows() as u64 - batch.pad.iter().map(|&p| u64::from(p)).sum::<u64>(),
+            figures: vec![("accuracy", right)],
         })
     }
 }
@@ -464,7 +466,14 @@ pub fn scores_backward<B: Backend, T>(
         Gemm::plain(batch.batch, d, 1),
     );
     if let Some(g) = head.grad.as_mut() {
-        be.matmul(&ds, &pooled, g, Gemm::weight_grad(1, d, batch.batch));
+        let per_sequence = one_row_each(batch.batch);
+        be.weight_grad(
+            &ds,
+            &pooled,
+            g,
+            Gemm::weight_grad(1, d, batch.batch),
+            &per_sequence,
+        );
     }
     let mut dh = be.zeros(batch.rows() * d);
     be.scatter_add_rows(&dpooled, &rows, d, &mut dh);
@@ -496,9 +505,9 @@ pub fn evaluate<B: Backend>(
         let scores = model.scores(be, &pair_batch(&refs, pad)).map_err(fail)?;
         let n = chunk.len();
         for i in 0..n {
-            wins += usize::from(scores[i] > scores[n + i]);
-            chosen += scores[i] as f64;
-            rejected += scores[n + i] as f64;
+            wins += usize::from(scores[2 * i] > scores[2 * i + 1]);
+            chosen += scores[2 * i] as f64;
+            rejected += scores[2 * i + 1] as f64;
         }
     }
     let count = pairs.len().max(1) as f64;

@@ -707,9 +707,12 @@ impl<B: Backend> Objective<B> for SftObjective {
         let examples: Vec<&Example> = indices.iter().map(|&i| &self.examples[i]).collect();
         let (batch, targets, weights) =
             dataset::sft_batch(&examples, self.pad, (1.0 / total) as f32);
-        let loss = model.loss_backward(be, &batch, &targets, &weights, pass);
+        let rows = model.row_losses_backward(be, &batch, &targets, &weights, pass);
         Ok(MicroStats {
-            loss: loss as f64,
+            loss: rows
+                .chunks(batch.seq.max(1))
+                .map(|example| example.iter().fold(0.0, |sum, &v| sum + f64::from(v)))
+                .collect(),
             tokens: examples.iter().map(|e| e.ids.len() as u64).sum(),
             figures: Vec::new(),
         })

@@ -59,12 +59,12 @@ pub fn pair_loss(loss: DpoLoss, beta: f64, h: f64) -> (f64, f64) {
     }
 }
 
-/// The batch of a set of pairs: the chosen answers, then the rejected ones,
-/// with next-token targets and weight 1 on answer tokens.
+/// The batch of a set of pairs: each pair's chosen then rejected answer,
+/// pair after pair (so sums over the batch's sequences run in the same
+/// order however the pairs are cut into micro-batches), with next-token
+/// targets and weight 1 on answer tokens.
 fn pair_batch(pairs: &[&[Example; 2]], pad: u32) -> (Batch, Vec<u32>, Vec<f32>) {
-    let examples: Vec<&Example> = (0..2)
-        .flat_map(|side| pairs.iter().map(move |p| &p[side]))
-        .collect();
+    let examples: Vec<&Example> = pairs.iter().flat_map(|p| [&p[0], &p[1]]).collect();
     dataset::sft_batch(&examples, pad, 1.0)
 }
 
@@ -98,7 +98,7 @@ pub fn reference_logprobs<B: Backend>(
         let (batch, targets, weights) = pair_batch(&refs, pad);
         let logp = sequence_logprobs(be, model, &batch, &targets, &weights, None);
         let n = chunk.len();
-        out.extend((0..n).map(|i| [logp[i], logp[n + i]]));
+        out.extend((0..n).map(|i| [logp[2 * i], logp[2 * i + 1]]));
     }
     out
 }
@@ -165,7 +165,7 @@ impl DpoObjective {
         };
         for (k, &i) in indices.iter().enumerate() {
             let [ref_c, ref_r] = self.reference[i];
-            let (c, r) = (policy[k] - ref_c, policy[n + k] - ref_r);
+            let (c, r) = (policy[2 * k] - ref_c, policy[2 * k + 1] - ref_r);
             let h = c - r;
             let (loss, slope) = pair_loss(self.loss, self.beta, h);
             t.h.push(h);
@@ -239,19 +239,18 @@ impl<B: Backend> Objective<B> for DpoObjective {
         total: f64,
         pass: TrainPass,
     ) -> Result<MicroStats, LoopError> {
-        let n = indices.len();
         let ((batch, targets, mut weights), t) = self.forward(be, model, indices, Some(pass.seed));
         // d L / d log π(c) = slope, d L / d log π(r) = -slope; the loss
         // backward computes the gradient of sum w (-log p), so an answer
         // token's weight is minus its sequence's derivative.
         for (row, w) in weights.iter_mut().enumerate() {
             let b = row / batch.seq;
-            let (k, sign) = if b < n { (b, 1.0) } else { (b - n, -1.0) };
+            let (k, sign) = (b / 2, if b % 2 == 0 { 1.0 } else { -1.0 });
             *w *= (-sign * t.slope[k] / total) as f32;
         }
         model.loss_backward(be, &batch, &targets, &weights, pass);
-        let share = |v: &[f64]| v.iter().sum::<f64>() / total;
-        let right = t.h.iter().filter(|&&h| h > 0.0).count() as f64;
+        let share = |v: &[f64]| v.iter().map(|x| x / total).collect::<Vec<f64>>();
+        let right: Vec<f64> = t.h.iter().map(|&h| f64::from(u8::from(h > 0.0))).collect();
         let margins: Vec<f64> = t
             .chosen
             .iter()
@@ -262,7 +261,7 @@ impl<B: Backend> Objective<B> for DpoObjective {
             loss: share(&t.loss),
             tokens: batch.rows() as u64 - batch.pad.iter().map(|&p| u64::from(p)).sum::<u64>(),
             figures: vec![
-                ("accuracy", right / total),
+                ("accuracy", share(&right)),
                 ("reward_chosen", share(&t.chosen)),
                 ("reward_rejected", share(&t.rejected)),
                 ("margin", share(&margins)),

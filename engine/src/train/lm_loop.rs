@@ -5,9 +5,11 @@
 //! micro-batch of example indices into gradients.
 //!
 //! Resume is exact: a checkpoint holds every trainable tensor, the AdamW
-//! moments and step, the schedule and the data cursor; dropout seeds are a
-//! function of (seed, step, micro-batch), so a resumed run repeats the
-//! uninterrupted one bit for bit on the CPU.
+//! moments and step, the schedule and the data cursor; dropout masks are a
+//! function of (seed, step, sequence, position), so a resumed run repeats
+//! the uninterrupted one bit for bit on the CPU. So does a run with other
+//! micro-batches: on the CPU every sum over a step's rows is taken one
+//! sequence at a time (see [`crate::backend::Backend::weight_grad`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,17 +99,46 @@ pub struct LoopSettings {
     pub progress: ProgressMode,
 }
 
-/// What one micro-batch contributed.
+/// What one micro-batch contributed, example by example: the loop adds the
+/// examples' shares one at a time, in order, so that a step's figures (like
+/// its gradients) have the same bits however it is cut into micro-batches.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MicroStats {
-    /// Its share of the step's loss (already divided by the step's total).
-    pub loss: f64,
+    /// Each example's share of the step's loss (its loss divided by the
+    /// step's total).
+    pub loss: Vec<f64>,
     /// Tokens processed, for tokens/s.
     pub tokens: u64,
-    /// Its share of the objective's own figures (the reward model's
-    /// `accuracy`, DPO's rewards and margins), each already divided by the
-    /// step's total like `loss`; logged after the common ones, in order.
-    pub figures: Vec<(&'static str, f64)>,
+    /// Each example's share of the objective's own figures (the reward
+    /// model's `accuracy`, DPO's rewards and margins), divided by the step's
+    /// total like `loss`; logged after the common ones, in order.
+    pub figures: Vec<(&'static str, Vec<f64>)>,
+}
+
+/// A step's figures: the sums of its micro-batches' [`MicroStats`].
+#[derive(Default)]
+struct StepSums {
+    loss: f64,
+    tokens: u64,
+    figures: Vec<(&'static str, f64)>,
+}
+
+impl StepSums {
+    fn add(&mut self, micro: MicroStats) {
+        self.loss = micro.loss.iter().fold(self.loss, |sum, v| sum + v);
+        self.tokens += micro.tokens;
+        for (name, values) in micro.figures {
+            let at = match self.figures.iter().position(|(n, _)| *n == name) {
+                Some(at) => at,
+                None => {
+                    self.figures.push((name, 0.0));
+                    self.figures.len() - 1
+                }
+            };
+            let sum = &mut self.figures[at].1;
+            *sum = values.iter().fold(*sum, |sum, v| sum + v);
+        }
+    }
 }
 
 /// What a training loop learns.
@@ -167,13 +198,15 @@ struct Extra {
     last_loss: f64,
 }
 
-/// The dropout seed of micro-batch `micro` of optimizer step `step`.
-fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
+/// The dropout seed of optimizer step `step`. It is the same for every
+/// micro-batch of the step: each row's mask also takes a key from its own
+/// sequence and position (see [`crate::model::batch::SeqRows`]), so an
+/// example draws the same mask however the step is split.
+fn dropout_seed(seed: u64, step: u64) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"dropout");
     h.update(&seed.to_le_bytes());
     h.update(&step.to_le_bytes());
-    h.update(&(micro as u64).to_le_bytes());
     let bytes = h.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes.as_bytes()[..8]);
@@ -242,24 +275,17 @@ pub fn train<B: Backend>(
     ));
     let mut batches = order.batches(cursor, settings.epochs);
     while let Some(batch) = batches.next() {
-        model.zero_grads(be);
+        model.begin_step(be);
         let total = objective.step_total(&batch.indices);
-        let mut stats = MicroStats::default();
-        for (micro, indices) in batch.micro_batches(settings.micro_batch).enumerate() {
-            let pass = TrainPass {
-                seed: dropout_seed(settings.seed, step, micro),
-                checkpoint: settings.activation_checkpointing,
-            };
-            let s = objective.accumulate(be, model, indices, total, pass)?;
-            stats.loss += s.loss;
-            stats.tokens += s.tokens;
-            for (name, value) in s.figures {
-                match stats.figures.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, sum)) => *sum += value,
-                    None => stats.figures.push((name, value)),
-                }
-            }
+        let mut stats = StepSums::default();
+        let pass = TrainPass {
+            seed: dropout_seed(settings.seed, step),
+            checkpoint: settings.activation_checkpointing,
+        };
+        for indices in batch.micro_batches(settings.micro_batch) {
+            stats.add(objective.accumulate(be, model, indices, total, pass)?);
         }
+        model.end_step(be);
         guard.check_loss(step + 1, stats.loss)?;
         let grad_norm = match settings.optim.max_grad_norm {
             Some(max) => {
@@ -414,11 +440,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dropout_seeds_differ_by_step_and_micro_batch() {
-        let a = dropout_seed(1, 0, 0);
-        assert_ne!(a, dropout_seed(1, 1, 0));
-        assert_ne!(a, dropout_seed(1, 0, 1));
-        assert_ne!(a, dropout_seed(2, 0, 0));
-        assert_eq!(a, dropout_seed(1, 0, 0));
+    fn dropout_seeds_differ_by_step_and_seed() {
+        let a = dropout_seed(1, 0);
+        assert_ne!(a, dropout_seed(1, 1));
+        assert_ne!(a, dropout_seed(2, 0));
+        assert_eq!(a, dropout_seed(1, 0));
     }
 }

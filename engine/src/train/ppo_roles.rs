@@ -8,7 +8,7 @@
 use super::policy::{Judge, Policy, Rollout, head_values, local_rows};
 use crate::backend::{Backend, Gemm};
 use crate::model::adapters::AdapterSet;
-use crate::model::batch::Batch;
+use crate::model::batch::{Batch, one_row_each};
 use crate::model::llama::TrainPass;
 use crate::model::param::Param;
 
@@ -93,7 +93,8 @@ impl<B: Backend> Roles<B> {
                         Gemm::plain(local.len(), d, 1),
                     );
                     if let Some(dw) = value_head.grad.as_mut() {
-                        be.matmul(&dv, &pooled, dw, Gemm::weight_grad(1, d, local.len()));
+                        let g = Gemm::weight_grad(1, d, local.len());
+                        be.weight_grad(&dv, &pooled, dw, g, &one_row_each(local.len()));
                     }
                     be.scatter_add_rows(&dpooled, &local, d, &mut dh);
                 }

@@ -3,6 +3,10 @@
 //! queries: one rayon task per (batch, head) forward and per (batch, kv
 //! head) backward, so gradient writes to a key or value never race. A
 //! block's scores `[QUERY_BLOCK, keys]` are the only quadratic buffer.
+//!
+//! A sequence's blocks start at its first query that sees a key, and its
+//! keys at `kv_start`: left padding is skipped, not masked, so a sequence
+//! gets the same bits alone or padded in a batch.
 
 use rayon::prelude::*;
 
@@ -34,6 +38,14 @@ impl Layout {
     fn block_keys(&self, i1: usize) -> usize {
         (self.s.q_offset + i1).min(self.s.kv_len)
     }
+    /// Batch `b`'s first key, and its first query that sees one.
+    fn starts(&self, kv_start: &[u32], b: usize) -> (usize, usize) {
+        let start = (kv_start[b] as usize).min(self.s.kv_len);
+        (
+            start,
+            start.saturating_sub(self.s.q_offset).min(self.s.q_len),
+        )
+    }
     fn group(&self) -> usize {
         self.s.heads / self.s.kv_heads
     }
@@ -57,7 +69,7 @@ impl Layout {
     }
 }
 
-/// Scaled scores of queries `i0..i0 + nq` against keys `0..nk`.
+/// Scaled scores of queries `i0..i0 + nq` against the first `nk` keys of `kh`.
 fn scores(
     qh: &[f32],
     kh: &[f32],
@@ -87,7 +99,7 @@ pub fn forward(
         .into_par_iter()
         .map(|bh| {
             let (b, h) = (bh / s.heads, bh % s.heads);
-            let start = kv_start[b] as usize;
+            let (start, first) = l.starts(kv_start, b);
             let kvh = h / l.group();
             let (qh, kh, vh) = (
                 l.gather_q(q, b, h),
@@ -96,16 +108,17 @@ pub fn forward(
             );
             let mut out = vec![0.0; s.q_len * d];
             let mut lse = vec![f32::NEG_INFINITY; s.q_len];
-            for i0 in (0..s.q_len).step_by(QUERY_BLOCK) {
+            let (kh, vh) = (&kh[start * d..], &vh[start * d..]);
+            for i0 in (first..s.q_len).step_by(QUERY_BLOCK) {
                 let nq = QUERY_BLOCK.min(s.q_len - i0);
-                let nk = l.block_keys(i0 + nq);
-                let mut p = scores(&qh, &kh, i0, nq, nk, d, scale);
+                let nk = l.block_keys(i0 + nq) - start;
+                let mut p = scores(&qh, kh, i0, nq, nk, d, scale);
                 for (r, row) in p.chunks_mut(nk).enumerate() {
                     let keys = l.keys(start, i0 + r);
-                    let (end, seen) = (keys.end, keys.clone());
+                    let seen = keys.start - start..keys.end - start;
                     row[..seen.start].fill(0.0);
-                    row[end..].fill(0.0);
-                    if keys.is_empty() {
+                    row[seen.end..].fill(0.0);
+                    if seen.is_empty() {
                         continue;
                     }
                     let row = &mut row[seen];
@@ -118,7 +131,7 @@ pub fn forward(
                 }
                 matmul(
                     &p,
-                    &vh,
+                    vh,
                     &mut out[i0 * d..(i0 + nq) * d],
                     Gemm::plain(nq, d, nk),
                 );
@@ -160,8 +173,9 @@ pub fn backward(
         .into_par_iter()
         .map(|bk| {
             let (b, kvh) = (bk / s.kv_heads, bk % s.kv_heads);
-            let start = kv_start[b] as usize;
+            let (start, first) = l.starts(kv_start, b);
             let (kh, vh) = (l.gather_kv(k, b, kvh), l.gather_kv(v, b, kvh));
+            let (kh, vh) = (&kh[start * d..], &vh[start * d..]);
             let mut dq = vec![0.0; g * s.q_len * d];
             let mut dk = vec![0.0; s.kv_len * d];
             let mut dv = vec![0.0; s.kv_len * d];
@@ -173,24 +187,26 @@ pub fn backward(
                     l.gather_q(dout, b, h),
                 );
                 let head_lse = &lse[(b * s.heads + h) * s.q_len..][..s.q_len];
-                for i0 in (0..s.q_len).step_by(QUERY_BLOCK) {
+                for i0 in (first..s.q_len).step_by(QUERY_BLOCK) {
                     let nq = QUERY_BLOCK.min(s.q_len - i0);
-                    let nk = l.block_keys(i0 + nq);
+                    let nk = l.block_keys(i0 + nq) - start;
                     let rows = i0 * d..(i0 + nq) * d;
-                    let mut p = scores(&qh, &kh, i0, nq, nk, d, scale);
+                    let mut p = scores(&qh, kh, i0, nq, nk, d, scale);
                     for (r, row) in p.chunks_mut(nk).enumerate() {
                         let keys = l.keys(start, i0 + r);
+                        let seen = keys.start - start..keys.end - start;
                         let shift = head_lse[i0 + r];
-                        row[..keys.start].fill(0.0);
-                        row[keys.end..].fill(0.0);
-                        for x in &mut row[keys] {
+                        row[..seen.start].fill(0.0);
+                        row[seen.end..].fill(0.0);
+                        for x in &mut row[seen] {
                             *x = exp(*x - shift);
                         }
                     }
+                    let keys = start * d..(start + nk) * d;
                     matmul(
                         &p,
                         &doh[rows.clone()],
-                        &mut dv[..nk * d],
+                        &mut dv[keys.clone()],
                         Gemm::weight_grad(nk, d, nq),
                     );
                     let mut ds = vec![0.0; nq * nk];
@@ -213,12 +229,7 @@ pub fn backward(
                     }
                     let dq_rows = (hg * s.q_len + i0) * d..(hg * s.q_len + i0 + nq) * d;
                     matmul(&ds, &kh[..nk * d], &mut dq[dq_rows], Gemm::plain(nq, d, nk));
-                    matmul(
-                        &ds,
-                        &qh[rows],
-                        &mut dk[..nk * d],
-                        Gemm::weight_grad(nk, d, nq),
-                    );
+                    matmul(&ds, &qh[rows], &mut dk[keys], Gemm::weight_grad(nk, d, nq));
                 }
             }
             (dq, dk, dv)

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::math::exp;
+use crate::backend::splitmix64;
 
 pub fn embedding(table: &[f32], ids: &[u32], dim: usize) -> Vec<f32> {
     let mut out = vec![0.0; ids.len() * dim];
@@ -131,25 +132,30 @@ pub fn swiglu_backward(gate: &[f32], up: &[f32], dh: &[f32]) -> (Vec<f32>, Vec<f
 
 /// The counter-based uniform of [`crate::backend::Backend::dropout`].
 pub fn dropout_uniform(seed: u64, index: u64) -> f32 {
-    let mut z = (seed ^ index).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as f32 / (1u64 << 24) as f32
+    (splitmix64(seed ^ index) >> 40) as f32 / (1u64 << 24) as f32
 }
 
-pub fn dropout(x: &[f32], p: f32, seed: u64) -> Vec<f32> {
+/// [`crate::backend::Backend::dropout`]: rows of `x.len() / row_keys.len()`.
+pub fn dropout(x: &[f32], p: f32, seed: u64, row_keys: &[u64]) -> Vec<f32> {
     let keep = 1.0 / (1.0 - p);
-    x.par_iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if dropout_uniform(seed, i as u64) >= p {
-                v * keep
-            } else {
-                0.0
+    let width = x.len().checked_div(row_keys.len()).unwrap_or(0);
+    assert_eq!(
+        width * row_keys.len(),
+        x.len(),
+        "dropout: rows do not divide x"
+    );
+    let mut y = vec![0.0; x.len()];
+    y.par_chunks_mut(width.max(1))
+        .zip(x.par_chunks(width.max(1)))
+        .zip(row_keys.par_iter())
+        .for_each(|((y, x), &key)| {
+            for (c, (y, &v)) in y.iter_mut().zip(x).enumerate() {
+                if dropout_uniform(seed ^ key, c as u64) >= p {
+                    *y = v * keep;
+                }
             }
-        })
-        .collect()
+        });
+    y
 }
 
 pub fn gather_rows(x: &[f32], idx: &[u32], width: usize) -> Vec<f32> {

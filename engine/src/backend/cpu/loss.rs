@@ -1,6 +1,8 @@
 //! Fused LM head + cross-entropy: logits exist for one chunk of rows at a
 //! time, and masked rows (weight 0) are skipped entirely.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::math::exp_shifted_sum;
@@ -12,6 +14,13 @@ use crate::backend::{Gemm, round_all};
 /// counts the same chunk.
 pub const CHUNK: usize = 128;
 
+/// `dh`, and the head's gradient with its segments (see
+/// [`crate::backend::Backend::weight_grad`]) when the head trains.
+pub type Grads<'a> = (
+    &'a mut Vec<f32>,
+    Option<(&'a mut [f32], &'a [Range<usize>])>,
+);
+
 /// With `bf16`, the logits and their gradient are rounded to bf16 where the
 /// CUDA kernels store them in bf16 (the caller rounds `h` and `w`).
 pub fn token_nll(
@@ -20,7 +29,7 @@ pub fn token_nll(
     dim: usize,
     targets: &[u32],
     weights: &[f32],
-    mut grads: Option<(&mut Vec<f32>, Option<&mut Vec<f32>>)>,
+    mut grads: Option<Grads<'_>>,
     bf16: bool,
 ) -> Vec<f32> {
     let vocab = w.len() / dim;
@@ -30,8 +39,23 @@ pub fn token_nll(
         dh.clear();
         dh.resize(rows * dim, 0.0);
     }
-    let live: Vec<usize> = (0..rows).filter(|&r| weights[r] != 0.0).collect();
-    for chunk in live.chunks(CHUNK) {
+    let live = |range: Range<usize>| range.filter(|&r| weights[r] != 0.0).collect::<Vec<usize>>();
+    // With a head gradient, chunks never cross a segment (see
+    // `Backend::weight_grad`); the values themselves are the same bits in
+    // any chunk.
+    let chunks: Vec<Vec<usize>> = match grads.as_ref().and_then(|(_, dw)| dw.as_ref()) {
+        Some((_, segments)) => segments
+            .iter()
+            .flat_map(|s| {
+                live(s.clone())
+                    .chunks(CHUNK)
+                    .map(<[usize]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        None => live(0..rows).chunks(CHUNK).map(<[usize]>::to_vec).collect(),
+    };
+    for chunk in &chunks {
         let n = chunk.len();
         let mut hc = Vec::with_capacity(n * dim);
         for &r in chunk {
@@ -72,7 +96,7 @@ pub fn token_nll(
             for (i, &r) in chunk.iter().enumerate() {
                 dh[r * dim..(r + 1) * dim].copy_from_slice(&dhc[i * dim..(i + 1) * dim]);
             }
-            if let Some(dw) = dw.as_mut() {
+            if let Some((dw, _)) = dw.as_mut() {
                 matmul(&logits, &hc, dw, Gemm::weight_grad(vocab, dim, n));
             }
         }

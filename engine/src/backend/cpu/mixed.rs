@@ -23,12 +23,14 @@
 //! multiply-adds differ), so the two agree to bf16 precision, not bitwise.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use half::bf16;
 
 use super::{Cpu, attention, layers, loss, matmul};
 use crate::backend::{
-    AdamWStep, AttnShape, Backend, Device, Dtype, Gemm, RowCopy, Sampling, round_all, round_bf16,
+    AdamWStep, AttnShape, Backend, Device, Dtype, Gemm, NllGrads, RowCopy, Sampling, round_all,
+    round_bf16,
 };
 
 /// The mixed-precision CPU backend. Threads come from rayon's global pool,
@@ -96,6 +98,19 @@ fn widen(v: &[bf16]) -> Vec<f32> {
 
 fn narrow(v: &[f32]) -> Vec<bf16> {
     v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+/// Runs `f` on `c`'s values in f32; a bf16 `c` (a frozen weight a LoRA
+/// product folds into) is widened first and rounded back on store.
+fn into(c: &mut CpuBuf, f: impl FnOnce(&mut [f32])) {
+    match c {
+        CpuBuf::F32(c) => f(c),
+        CpuBuf::Bf16(c16) => {
+            let mut c = widen(c16);
+            f(&mut c);
+            *c16 = narrow(&c);
+        }
+    }
 }
 
 /// An op's f32 result, rounded to bf16 as the kernel stores it.
@@ -167,14 +182,19 @@ impl Backend for CpuBf16 {
 
     fn matmul(&self, a: &CpuBuf, b: &CpuBuf, c: &mut CpuBuf, g: Gemm) {
         let (a, b) = (a.rounded(), b.rounded());
-        match c {
-            CpuBuf::F32(c) => matmul::matmul(&a, &b, c, g),
-            CpuBuf::Bf16(c16) => {
-                let mut c = widen(c16);
-                matmul::matmul(&a, &b, &mut c, g);
-                *c16 = narrow(&c);
-            }
-        }
+        into(c, |c| matmul::matmul(&a, &b, c, g));
+    }
+
+    fn weight_grad(
+        &self,
+        dy: &CpuBuf,
+        x: &CpuBuf,
+        dw: &mut CpuBuf,
+        g: Gemm,
+        segments: &[Range<usize>],
+    ) {
+        let (dy, x) = (dy.rounded(), x.rounded());
+        into(dw, |dw| matmul::weight_grad(&dy, &x, dw, g, segments));
     }
 
     fn axpy(&self, dst: &mut CpuBuf, alpha: f32, src: &CpuBuf) {
@@ -316,8 +336,8 @@ impl Backend for CpuBf16 {
         (rounded_out(dg), rounded_out(du))
     }
 
-    fn dropout(&self, x: &CpuBuf, p: f32, seed: u64) -> CpuBuf {
-        CpuBuf::F32(layers::dropout(x.f32("dropout"), p, seed))
+    fn dropout(&self, x: &CpuBuf, p: f32, seed: u64, row_keys: &[u64]) -> CpuBuf {
+        CpuBuf::F32(layers::dropout(x.f32("dropout"), p, seed, row_keys))
     }
 
     fn token_nll(
@@ -327,14 +347,15 @@ impl Backend for CpuBf16 {
         dim: usize,
         targets: &[u32],
         weights: &[f32],
-        grads: Option<(&mut CpuBuf, Option<&mut CpuBuf>)>,
+        grads: Option<NllGrads<'_, CpuBuf>>,
     ) -> Vec<f32> {
         let op = "token_nll";
         let grads = grads.map(|(dh, dw)| {
             if let CpuBuf::Bf16(_) = dh {
                 *dh = CpuBuf::F32(Vec::new());
             }
-            (dh.f32_mut(op), dw.map(|d| d.f32_mut(op)))
+            let dw = dw.map(|g| (g.dw.f32_mut(op).as_mut_slice(), g.segments));
+            (dh.f32_mut(op), dw)
         });
         loss::token_nll(
             &h.rounded(),
@@ -401,6 +422,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+    use crate::backend::WeightGrad;
 
     fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -630,13 +652,18 @@ mod tests {
             .map(|i| if i % 4 == 3 { 0.0 } else { 0.1 })
             .collect();
         let (mut dh, mut dw) = (CpuBf16.zeros(0), f(&vec![0.0; vocab * dim]));
+        let segments: Vec<Range<usize>> = std::iter::once(0..rows).collect();
+        let head = WeightGrad {
+            dw: &mut dw,
+            segments: &segments,
+        };
         let nll = CpuBf16.token_nll(
             &f(&h),
             &CpuBf16.upload_weight(&w),
             dim,
             &targets,
             &weights,
-            Some((&mut dh, Some(&mut dw))),
+            Some((&mut dh, Some(head))),
         );
         let (mut dh_e, mut dw_e) = (Vec::new(), vec![0.0; vocab * dim]);
         let nll_e = loss::token_nll(
@@ -645,7 +672,7 @@ mod tests {
             dim,
             &targets,
             &weights,
-            Some((&mut dh_e, Some(&mut dw_e))),
+            Some((&mut dh_e, Some((&mut dw_e[..], &segments[..])))),
             true,
         );
         let (mut dh_r, mut dw_r) = (Vec::new(), vec![0.0; vocab * dim]);
@@ -655,7 +682,13 @@ mod tests {
             dim,
             &targets,
             &weights,
-            Some((&mut dh_r, Some(&mut dw_r))),
+            Some((
+                &mut dh_r,
+                Some(WeightGrad {
+                    dw: &mut dw_r,
+                    segments: &segments,
+                }),
+            )),
         );
         check("token_nll", &nll, &nll_e, &nll_r);
         check("token_nll dh", &CpuBf16.download(&dh), &dh_e, &dh_r);
@@ -668,7 +701,7 @@ mod tests {
             dim,
             &targets,
             &weights,
-            Some((&mut dh_u, Some(&mut dw_u))),
+            Some((&mut dh_u, Some((&mut dw_u[..], &segments[..])))),
             false,
         );
         assert_ne!(unrounded, nll_e);

@@ -12,7 +12,9 @@ mod optim;
 #[cfg(test)]
 mod tests;
 
-use super::{AdamWStep, AttnShape, Backend, Device, Dtype, Gemm, RowCopy, Sampling};
+use std::ops::Range;
+
+use super::{AdamWStep, AttnShape, Backend, Device, Dtype, Gemm, NllGrads, RowCopy, Sampling};
 
 pub use loss::CHUNK as LOGITS_CHUNK_ROWS;
 pub use matmul::warm_up;
@@ -84,6 +86,17 @@ impl Backend for Cpu {
 
     fn matmul(&self, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>, g: Gemm) {
         matmul::matmul(a, b, c, g);
+    }
+
+    fn weight_grad(
+        &self,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        g: Gemm,
+        segments: &[Range<usize>],
+    ) {
+        matmul::weight_grad(dy, x, dw, g, segments);
     }
 
     fn axpy(&self, dst: &mut Vec<f32>, alpha: f32, src: &Vec<f32>) {
@@ -176,8 +189,8 @@ impl Backend for Cpu {
         layers::swiglu_backward(gate, up, dh)
     }
 
-    fn dropout(&self, x: &Vec<f32>, p: f32, seed: u64) -> Vec<f32> {
-        layers::dropout(x, p, seed)
+    fn dropout(&self, x: &Vec<f32>, p: f32, seed: u64, row_keys: &[u64]) -> Vec<f32> {
+        layers::dropout(x, p, seed, row_keys)
     }
 
     fn token_nll(
@@ -187,8 +200,9 @@ impl Backend for Cpu {
         dim: usize,
         targets: &[u32],
         weights: &[f32],
-        grads: Option<(&mut Vec<f32>, Option<&mut Vec<f32>>)>,
+        grads: Option<NllGrads<'_, Vec<f32>>>,
     ) -> Vec<f32> {
+        let grads = grads.map(|(dh, dw)| (dh, dw.map(|g| (g.dw.as_mut_slice(), g.segments))));
         loss::token_nll(h, w, dim, targets, weights, grads, false)
     }
 

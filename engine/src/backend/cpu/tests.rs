@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::backend::WeightGrad;
 
 fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -57,6 +58,49 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         .sqrt();
     let den: f32 = b.iter().map(|y| y * y).sum::<f32>().sqrt();
     num / den.max(1e-12)
+}
+
+/// A row's product has the same bits however many rows share the call
+/// (what makes a training step independent of its micro-batches): every
+/// row of a product of `m` rows equals that row of a product of 300, on
+/// both sides of the gemm crate's special paths (`m == 1`, `m * n <= 256`,
+/// `k <= 2`, `n == 1`, K blocks of 512).
+#[test]
+fn a_rows_product_does_not_depend_on_the_other_rows() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let all_rows = 300;
+    for k in [2, 7, 64, 512, 513, 1100] {
+        for n in [1, 3, 8, 64, 65, 200] {
+            for (trans_b, beta) in [(false, 0.0), (true, 0.0), (true, 1.0)] {
+                let a = rand_vec(&mut rng, all_rows * k);
+                let b = rand_vec(&mut rng, k * n);
+                let c0 = rand_vec(&mut rng, all_rows * n);
+                let g = |m| Gemm {
+                    m,
+                    n,
+                    k,
+                    trans_a: false,
+                    trans_b,
+                    alpha: 0.5,
+                    beta,
+                };
+                let mut all = c0.clone();
+                Cpu.matmul(&a, &b, &mut all, g(all_rows));
+                for m in [1, 2, 3, 5, 31, 64, 65, 129] {
+                    let mut part = c0[..m * n].to_vec();
+                    Cpu.matmul(&a[..m * k].to_vec(), &b, &mut part, g(m));
+                    let same = part
+                        .iter()
+                        .zip(&all)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "m {m} of {all_rows}, n {n}, k {k}, trans_b {trans_b}, beta {beta}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -301,7 +345,8 @@ fn swiglu_forward_and_backward() {
 fn dropout_keeps_the_expected_fraction_and_is_its_own_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let x = rand_vec(&mut rng, 20_000);
-    let y = Cpu.dropout(&x, 0.25, 42);
+    let keys: Vec<u64> = (0..200).map(|_| rng.random()).collect();
+    let y = Cpu.dropout(&x, 0.25, 42, &keys);
     let kept = y.iter().filter(|v| **v != 0.0).count() as f64 / x.len() as f64;
     assert!((kept - 0.75).abs() < 0.02, "kept {kept}");
     assert!(
@@ -310,10 +355,20 @@ fn dropout_keeps_the_expected_fraction_and_is_its_own_backward() {
             .all(|(y, x)| *y == 0.0 || (y - x / 0.75).abs() < 1e-6)
     );
     let dy = rand_vec(&mut rng, x.len());
-    let dx = Cpu.dropout(&dy, 0.25, 42);
+    let dx = Cpu.dropout(&dy, 0.25, 42, &keys);
     check_fd(&mut rng, "dropout", &x, &dx, |x| {
-        dotf64(&Cpu.dropout(&x.to_vec(), 0.25, 42), &dy)
+        dotf64(&Cpu.dropout(&x.to_vec(), 0.25, 42, &keys), &dy)
     });
+    // A row's mask is its key's: the same row alone, or among others in
+    // another order, is dropped the same way.
+    let (row, width) = (&x[700..800], 100);
+    let alone = Cpu.dropout(&row.to_vec(), 0.25, 42, &keys[7..8]);
+    assert_eq!(alone, y[700..800]);
+    let mut swapped = x[..2 * width].to_vec();
+    swapped.rotate_left(width);
+    let both = Cpu.dropout(&swapped, 0.25, 42, &[keys[1], keys[0]]);
+    assert_eq!(both[..width], y[width..2 * width]);
+    assert_ne!(Cpu.dropout(&row.to_vec(), 0.25, 43, &keys[7..8]), alone);
 }
 
 #[test]
@@ -337,14 +392,13 @@ fn token_nll_matches_log_softmax_and_its_gradients() {
         .collect();
     let mut dh = Vec::new();
     let mut dw = vec![0.0; w.len()];
-    let nll = Cpu.token_nll(
-        &h,
-        &w,
-        dim,
-        &targets,
-        &weights,
-        Some((&mut dh, Some(&mut dw))),
-    );
+    // Segments of other lengths than a chunk: a chunk never crosses one.
+    let segments = [0..130, 130..131, 131..300];
+    let head = WeightGrad {
+        dw: &mut dw,
+        segments: &segments,
+    };
+    let nll = Cpu.token_nll(&h, &w, dim, &targets, &weights, Some((&mut dh, Some(head))));
     for r in 0..rows {
         let logits: Vec<f64> = (0..vocab)
             .map(|v| dotf64(&h[r * dim..][..dim], &w[v * dim..][..dim]))

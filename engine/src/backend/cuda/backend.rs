@@ -33,7 +33,8 @@ use half::bf16;
 use super::tensor::RowBlocks;
 use super::{AttentionShape, CudaDevice, CudaError, GradRef, Transpose};
 use crate::backend::{
-    AdamWStep, AttnShape, Backend, Cpu, Device, DeviceBytes, Dtype, Gemm, RowCopy, Sampling,
+    AdamWStep, AttnShape, Backend, Cpu, Device, DeviceBytes, Dtype, Gemm, NllGrads, RowCopy,
+    Sampling,
 };
 
 /// Rows of bf16 logits the fused cross-entropy holds at once: at most 2^27
@@ -627,10 +628,13 @@ impl Backend for CudaBackend {
         (self.to_f32(&dg), self.to_f32(&du))
     }
 
-    fn dropout(&self, x: &CudaBuf, p: f32, seed: u64) -> CudaBuf {
+    fn dropout(&self, x: &CudaBuf, p: f32, seed: u64, row_keys: &[u64]) -> CudaBuf {
         let mut y = self.alloc(x.len);
         if x.len > 0 {
-            ok(self.dev.dropout(&x.view(), &mut y.view_mut(), p, seed));
+            let keys = ok(self.dev.upload(row_keys));
+            ok(self
+                .dev
+                .dropout(&x.view(), &mut y.view_mut(), &keys, p, seed));
         }
         y
     }
@@ -642,7 +646,7 @@ impl Backend for CudaBackend {
         dim: usize,
         targets: &[u32],
         weights: &[f32],
-        grads: Option<(&mut CudaBuf, Option<&mut CudaBuf>)>,
+        grads: Option<NllGrads<'_, CudaBuf>>,
     ) -> Vec<f32> {
         let rows = targets.len();
         let vocab = w.len / dim;
@@ -689,14 +693,14 @@ impl Backend for CudaBackend {
                 1.0,
                 0.0,
             ));
-            if let Some(dw) = dw.as_mut() {
+            if let Some(g) = dw.as_mut() {
                 ok(self.dev.gemm::<f32>(
                     (vocab, dim, n),
                     &lg,
                     Transpose::Yes,
                     &hc,
                     Transpose::No,
-                    &mut dw.view_mut(),
+                    &mut g.dw.view_mut(),
                     1.0,
                     1.0,
                 ));

@@ -249,11 +249,13 @@ impl CudaDevice {
         self.launch(kernel, args, (blocks, 1, 1), TS_THREADS)
     }
 
-    /// Inverted dropout with the counter-based mask of the CPU backend.
+    /// Inverted dropout with the counter-based mask of the CPU backend: one
+    /// key per row of `x`.
     pub fn dropout(
         &self,
         x: &impl DevicePtr<f32>,
         y: &mut impl DevicePtrMut<f32>,
+        row_keys: &impl DevicePtr<u64>,
         p: f32,
         seed: u64,
     ) -> Result<(), CudaError> {
@@ -262,13 +264,25 @@ impl CudaDevice {
         need(kernel, (0.0..1.0).contains(&p), || {
             format!("dropout probability {p} is not in [0, 1)")
         })?;
+        let rows = row_keys.len();
+        need(kernel, rows > 0 && x.len() % rows == 0, || {
+            format!("{} values are not {rows} rows", x.len())
+        })?;
         let n = long(kernel, "n", x.len())?;
+        let width = long(kernel, "width", x.len() / rows)?;
         let blocks = self.stride_blocks(kernel, x.len())?;
         let s = &self.stream;
         let (xp, _x) = x.device_ptr(s);
         let (yp, _y) = y.device_ptr_mut(s);
+        let (kp, _k) = row_keys.device_ptr(s);
         let mut args = s.launch_builder(self.function(kernel)?);
-        args.arg(&xp).arg(&yp).arg(&n).arg(&p).arg(&seed);
+        args.arg(&xp)
+            .arg(&yp)
+            .arg(&kp)
+            .arg(&n)
+            .arg(&width)
+            .arg(&p)
+            .arg(&seed);
         self.launch(kernel, args, (blocks, 1, 1), TS_THREADS)
     }
 

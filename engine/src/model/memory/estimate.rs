@@ -12,7 +12,8 @@
 //!   one-row heads (reward score, PPO value head), always f32.
 //! - **gradients** `[4]`: one f32 gradient per trainable parameter, so that
 //!   micro-batches accumulate without bf16 rounding (PPO: the actor's or
-//!   the critic's, never both at once).
+//!   the critic's, never both at once); a fully trained model with a tied
+//!   head sums the head's share of the embedding's gradient in a second one.
 //! - **optimizer** `[4 x 2]`: AdamW's m and v (the trained values are their
 //!   own f32 masters); nothing when the preset offloads it to host memory
 //!   (`offload_optimizer`). PPO's EMA of the actor is an f32 copy of its
@@ -388,6 +389,16 @@ fn grads_and_optimizer(n: u64, offload: bool) -> (u64, u64) {
     (n * 4, if offload { 0 } else { n * 8 })
 }
 
+/// A fully trained model whose embedding is its head sums the head's share
+/// of that gradient apart during a step (`Llama::begin_step`): a second f32
+/// `[vocab, hidden]`.
+fn tied_head_share(c: &LlamaConfig, trains: &Trains) -> u64 {
+    match trains {
+        Trains::Full if c.tie_word_embeddings => (c.vocab_size * c.hidden_size * 4) as u64,
+        _ => 0,
+    }
+}
+
 /// Bytes of `n` base parameters: frozen in the weight dtype, or their own
 /// f32 masters when they train.
 fn base_bytes(n: u64, trains: &Trains, weights: Dtype) -> u64 {
@@ -439,6 +450,7 @@ fn estimate_step(w: &Workload<'_>) -> (Breakdown, u64) {
         Task::Sft | Task::Dpo => {
             let (extra, trained) = trained_params(c, &w.trains, counts.causal_lm);
             let (gradients, optimizer) = grads_and_optimizer(trained, w.optimizer_offload);
+            let gradients = gradients + tied_head_share(c, &w.trains);
             let sequences = if w.task == Task::Dpo { 2 } else { 1 };
             let rows = sequences * micro * seq;
             let b = Breakdown {

@@ -39,6 +39,8 @@ use serde_json::Value;
 
 use super::context::{ExecSettings, StageContext, StageResult};
 use crate::model::memory::{StageMemory, Trains};
+use crate::spec::from_node;
+use crate::spec::yaml::Node;
 
 /// What an output *is*, so references can be checked before anything runs
 /// (a reward stage cannot be initialised from a dataset).
@@ -235,7 +237,9 @@ pub trait ErasedKind: Send + Sync {
     fn dtype_field(&self) -> Option<&'static str>;
     /// The params' JSON schema (a standalone document with its `$defs`).
     fn params_schema(&self) -> Value;
-    fn parse(&self, params: Value) -> Result<AnyParams, serde_json::Error>;
+    /// The params written in the pipeline (a stage's YAML mapping, less
+    /// `kind`), deserialized straight from the tree.
+    fn parse(&self, params: &Node) -> Result<AnyParams, serde_json::Error>;
     fn outputs(&self, params: &AnyParams) -> Vec<OutputDecl>;
     fn inputs(&self, params: &AnyParams) -> Vec<InputDecl>;
     fn semantic_config(&self, params: &AnyParams) -> Value;
@@ -283,8 +287,8 @@ impl<K: StageKind> ErasedKind for Erased<K> {
     fn params_schema(&self) -> Value {
         serde_json::to_value(schemars::schema_for!(K::Params)).unwrap_or(Value::Bool(true))
     }
-    fn parse(&self, params: Value) -> Result<AnyParams, serde_json::Error> {
-        let typed: K::Params = serde_json::from_value(params)?;
+    fn parse(&self, params: &Node) -> Result<AnyParams, serde_json::Error> {
+        let typed: K::Params = from_node(params)?;
         Ok(Arc::new(typed))
     }
     fn outputs(&self, params: &AnyParams) -> Vec<OutputDecl> {

@@ -315,7 +315,7 @@ fn check_stage<'a>(
             span: body.span.clone(),
             value: NodeValue::Map(rest),
         };
-        return kind.parse(lenient.to_json()).ok().map(|params| Parsed {
+        return kind.parse(&lenient).ok().map(|params| Parsed {
             name: name.clone(),
             entry,
             body,
@@ -323,7 +323,7 @@ fn check_stage<'a>(
             params,
         });
     }
-    let params = match kind.parse(body.to_json()) {
+    let params = match kind.parse(&body) {
         Ok(params) => params,
         Err(err) => {
             problems.push(

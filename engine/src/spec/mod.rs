@@ -7,6 +7,7 @@
 
 mod check;
 mod diag;
+mod node_de;
 mod presets;
 mod schema;
 mod schema_check;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use check::{Pipeline, Stage, Upstream, check};
 pub use diag::{FileProblems, JsonProblem, Problem, SpecDiagnostic, cut, did_you_mean};
+pub use node_de::from_node;
 pub use presets::{PresetChoice, exec_settings, select_preset};
 pub use schema::pipeline_schema;
 pub use types::{Dtype, MemoryPreset, ModelDefaults, PipelineFile};

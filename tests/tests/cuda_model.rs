@@ -42,7 +42,10 @@ fn check_fixture(be: &CudaBackend, name: &str) {
         seed: 0,
         checkpoint: false,
     };
-    let loss = model.loss_backward(be, &batch, &targets, &weights, pass);
+    let loss: f32 = model
+        .loss_backward(be, &batch, &targets, &weights, pass)
+        .iter()
+        .sum();
     let want = expected["loss"].data[0];
     assert!(
         ((loss - want) / want).abs() < 1e-2,
@@ -101,7 +104,10 @@ fn loss_curve<B: Backend>(be: &B, mut model: Llama<B>, steps: usize, lr: f32) ->
                 seed: step as u64,
                 checkpoint: step % 2 == 1,
             };
-            let loss = model.loss_backward(be, &batch, &targets, &weights, pass);
+            let loss: f32 = model
+                .loss_backward(be, &batch, &targets, &weights, pass)
+                .iter()
+                .sum();
             opt.update(be, model.params_mut(), lr);
             loss
         })

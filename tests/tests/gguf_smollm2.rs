@@ -267,7 +267,9 @@ fn smollm2_lora_sft_steps_lower_the_loss() {
         losses.push(
             loaded
                 .model
-                .loss_backward(&Cpu, &batch, &targets, &weights, pass),
+                .loss_backward(&Cpu, &batch, &targets, &weights, pass)
+                .iter()
+                .sum::<f32>(),
         );
         opt.update(&Cpu, loaded.model.params_mut(), 1e-3);
     }

@@ -79,7 +79,10 @@ fn accumulating_micro_batches_equals_the_large_batch() {
                 seed: 0,
                 checkpoint: false,
             };
-            loss += model.loss_backward(&Cpu, &batch, &targets[span.clone()], &weights[span], pass);
+            loss += model
+                .loss_backward(&Cpu, &batch, &targets[span.clone()], &weights[span], pass)
+                .iter()
+                .sum::<f32>();
         }
         let mut opt = AdamW::<Cpu>::new(AdamWConfig::default());
         let grads: Vec<Vec<f32>> = model

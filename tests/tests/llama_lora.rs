@@ -12,6 +12,7 @@ use poker_pipe_tests::golden::{
 use std::path::PathBuf;
 
 use poker_pipe::backend::Cpu;
+use poker_pipe::model::llama::PROJECTIONS;
 use poker_pipe::model::lora::{self, LoraConfig};
 use poker_pipe::model::weights::{TensorMap, load_file, save_file};
 use poker_pipe::model::{Batch, Llama, TrainPass};
@@ -39,6 +40,7 @@ fn peft_adapter_logits_and_lora_gradients_match() {
             checkpoint: false,
         },
     );
+    let loss: f32 = loss.iter().sum();
     assert!((loss - expected["loss"].data[0]).abs() < 1e-5 * loss.abs());
     let mut checked = 0;
     for p in model.params_mut() {
@@ -255,20 +257,11 @@ fn micro_batches_give_the_same_gradient_bits() {
         };
         let mut model = Llama::random(&Cpu, cfg, 3).unwrap();
         if lora_on {
-            let targets = [
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ];
             let lora_cfg = LoraConfig {
                 rank: 4,
                 alpha: 8.0,
                 dropout: 0.2,
-                targets: targets.iter().map(|t| t.to_string()).collect(),
+                targets: PROJECTIONS.iter().map(|t| t.to_string()).collect(),
                 rslora: false,
             };
             lora::attach(&Cpu, &mut model, &lora_cfg, 7).unwrap();

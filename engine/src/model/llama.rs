@@ -677,23 +677,9 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Forward and backward of `sum_r weights[r] * -log p(targets[r] |
-    /// row r)`; returns that sum. Gradients accumulate into trainable
-    /// parameters, so micro-batches add up.
+    /// row r)`; returns each row's term of that sum. Gradients accumulate
+    /// into trainable parameters, so micro-batches add up.
     pub fn loss_backward(
-        &mut self,
-        be: &B,
-        batch: &Batch,
-        targets: &[u32],
-        weights: &[f32],
-        pass: TrainPass,
-    ) -> f32 {
-        self.row_losses_backward(be, batch, targets, weights, pass)
-            .iter()
-            .sum()
-    }
-
-    /// [`Llama::loss_backward`], returning each row's term of the sum.
-    pub fn row_losses_backward(
         &mut self,
         be: &B,
         batch: &Batch,

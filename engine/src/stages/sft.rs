@@ -707,7 +707,7 @@ impl<B: Backend> Objective<B> for SftObjective {
         let examples: Vec<&Example> = indices.iter().map(|&i| &self.examples[i]).collect();
         let (batch, targets, weights) =
             dataset::sft_batch(&examples, self.pad, (1.0 / total) as f32);
-        let rows = model.row_losses_backward(be, &batch, &targets, &weights, pass);
+        let rows = model.loss_backward(be, &batch, &targets, &weights, pass);
         Ok(MicroStats {
             loss: rows
                 .chunks(batch.seq.max(1))

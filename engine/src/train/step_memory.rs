@@ -157,7 +157,9 @@ impl<B: Backend> StepRunner<B> {
         };
         let loss = self
             .model
-            .loss_backward(be, &self.batch, &self.targets, &self.weights, pass);
+            .loss_backward(be, &self.batch, &self.targets, &self.weights, pass)
+            .iter()
+            .sum();
         let step_peak = held_peak(be);
         clip_grad_norm(be, &mut self.model.params_mut(), 1.0);
         let before_update = held_bytes(be);

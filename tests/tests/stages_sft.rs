@@ -181,14 +181,17 @@ fn ctrl_c_checkpoints_exits_130_and_the_next_run_finishes() {
 /// Execution settings stay out of the stage hash because they do not change
 /// results: the same sft and reward stages without activation
 /// checkpointing, on another number of threads, or in micro-batches of 2
-/// or 8 (the whole batch), end with the same bytes.
+/// or 8 (the whole batch), end with the same bytes, in f32 and in bf16.
 #[test]
 fn threads_checkpointing_and_micro_batches_give_bit_identical_weights() {
     let presets = "memory_presets:\n  one: {gpu_memory_gib: 24, micro_batch: 1, activation_checkpointing: true}\n  one_plain: {gpu_memory_gib: 40, micro_batch: 1}\n  two: {gpu_memory_gib: 48, micro_batch: 2}\n  eight: {gpu_memory_gib: 80, micro_batch: 8}\nstages:";
-    let weights = |preset: &str, threads: &str| {
+    let weights = |dtype: &str, preset: &str, threads: &str| {
         let sandbox = Sandbox::new(BIN).unwrap();
         write_toy_data(&sandbox).unwrap();
-        let yaml = pipeline("1.0e-3").replacen("stages:", presets, 1);
+        let yaml = pipeline("1.0e-3")
+            .replacen("stages:", presets, 1)
+            .replace("    kind: sft\n", &format!("    kind: sft\n{dtype}"))
+            .replace("    kind: reward\n", &format!("    kind: reward\n{dtype}"));
         sandbox.write("p.yaml", &yaml).unwrap();
         let out = sandbox
             .command(&["run", "p.yaml", "--preset", preset])
@@ -203,15 +206,24 @@ fn threads_checkpointing_and_micro_batches_give_bit_identical_weights() {
             read("reward/model.safetensors"),
         )
     };
-    let reference = weights("one", "1");
+    let reference = weights("", "one", "1");
     for (preset, threads, label) in [
         ("one", "2", "preset one, 2 threads"),
         ("one_plain", "1", "no checkpointing"),
         ("two", "2", "micro-batches of 2"),
         ("eight", "2", "micro-batches of 8"),
     ] {
-        let (sft, reward) = weights(preset, threads);
+        let (sft, reward) = weights("", preset, threads);
         assert!(sft == reference.0, "sft: {label}");
         assert!(reward == reference.1, "reward: {label}");
     }
+    let bf16 = "    dtype: bf16\n";
+    let reference16 = weights(bf16, "one", "1");
+    assert!(reference16.0 != reference.0, "the bf16 run trained in bf16");
+    let (sft, reward) = weights(bf16, "eight", "2");
+    assert!(sft == reference16.0, "sft in bf16: micro-batches of 8");
+    assert!(
+        reward == reference16.1,
+        "reward in bf16: micro-batches of 8"
+    );
 }

@@ -68,11 +68,15 @@ pub struct Llama<B: Backend> {
     /// The reward head `[num_labels, hidden]`, when loaded as a reward model.
     pub score: Option<Param<B>>,
     inv_freq: Vec<f32>,
-    /// During a step ([`Llama::begin_step`]) of a model whose embedding is
-    /// also its head and trains: the head's share of the embedding's
-    /// gradient, summed apart from the share of the embedding lookups so
-    /// that each adds the step's sequences in the same order whatever the
-    /// micro-batches. [`Llama::end_step`] adds it in.
+    /// Whether a step of several micro-batches is open
+    /// ([`Llama::begin_step`]).
+    in_step: bool,
+    /// During a step, for a model whose embedding is also its head and
+    /// trains: the head's share of the embedding's gradient, summed apart
+    /// from the share of the embedding lookups so that each adds the step's
+    /// sequences in the same order whatever the micro-batches. Made by the
+    /// step's first [`Llama::loss_backward`] (a reward model's steps never
+    /// need it); [`Llama::end_step`] adds it in.
     tied_head_grad: Option<B::Buf>,
 }
 
@@ -237,6 +241,7 @@ impl<B: Backend> Llama<B> {
             lm_head,
             score,
             inv_freq,
+            in_step: false,
             tied_head_grad: None,
         })
     }
@@ -349,10 +354,8 @@ impl<B: Backend> Llama<B> {
     /// apart until [`Llama::end_step`].
     pub fn begin_step(&mut self, be: &B) {
         self.zero_grads(be);
-        self.tied_head_grad = match (&self.lm_head, &self.embed.grad) {
-            (None, Some(g)) => Some(be.zeros(be.len(g))),
-            _ => None,
-        };
+        self.tied_head_grad = None;
+        self.in_step = true;
     }
 
     /// Ends the micro-batches of a step: every gradient is complete.
@@ -360,6 +363,7 @@ impl<B: Backend> Llama<B> {
         if let (Some(head), Some(g)) = (self.tied_head_grad.take(), self.embed.grad.as_mut()) {
             be.axpy(g, 1.0, &head);
         }
+        self.in_step = false;
     }
 
     fn head(&self) -> &Param<B> {
@@ -693,10 +697,17 @@ impl<B: Backend> Llama<B> {
         let segments = batch.seq_rows(0, batch.seq).segments;
         let (head, head_grad) = match self.lm_head.as_mut() {
             Some(head) => (&head.value, head.grad.as_mut()),
-            None => (
-                &self.embed.value,
-                self.tied_head_grad.as_mut().or(self.embed.grad.as_mut()),
-            ),
+            None => {
+                let embed = &mut self.embed;
+                let grad = match (self.in_step, embed.grad.as_mut()) {
+                    (true, Some(g)) => {
+                        let len = be.len(g);
+                        Some(self.tied_head_grad.get_or_insert_with(|| be.zeros(len)))
+                    }
+                    (_, g) => g,
+                };
+                (&embed.value, grad)
+            }
         };
         let dw = head_grad.map(|dw| WeightGrad {
             dw,

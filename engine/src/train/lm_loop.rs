@@ -282,10 +282,14 @@ pub fn train<B: Backend>(
             seed: dropout_seed(settings.seed, step),
             checkpoint: settings.activation_checkpointing,
         };
-        for indices in batch.micro_batches(settings.micro_batch) {
-            stats.add(objective.accumulate(be, model, indices, total, pass)?);
-        }
+        let accumulated = batch
+            .micro_batches(settings.micro_batch)
+            .try_for_each(|indices| {
+                stats.add(objective.accumulate(be, model, indices, total, pass)?);
+                Ok::<(), LoopError>(())
+            });
         model.end_step(be);
+        accumulated?;
         guard.check_loss(step + 1, stats.loss)?;
         let grad_norm = match settings.optim.max_grad_norm {
             Some(max) => {

@@ -148,7 +148,7 @@ impl<B: Backend> StepRunner<B> {
     /// the loss. The first step also measures AdamW's state; every step
     /// updates the transient and the peak.
     pub fn step(&mut self, be: &B, seed: u64) -> f32 {
-        self.model.zero_grads(be);
+        self.model.begin_step(be);
         let resident = held_bytes(be);
         reset_held_peak(be);
         let pass = TrainPass {
@@ -160,6 +160,7 @@ impl<B: Backend> StepRunner<B> {
             .loss_backward(be, &self.batch, &self.targets, &self.weights, pass)
             .iter()
             .sum();
+        self.model.end_step(be);
         let step_peak = held_peak(be);
         clip_grad_norm(be, &mut self.model.params_mut(), 1.0);
         let before_update = held_bytes(be);

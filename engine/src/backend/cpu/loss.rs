@@ -44,15 +44,21 @@ pub fn token_nll(
     // `Backend::weight_grad`); the values themselves are the same bits in
     // any chunk.
     let chunks: Vec<Vec<usize>> = match grads.as_ref().and_then(|(_, dw)| dw.as_ref()) {
-        Some((_, segments)) => segments
-            .iter()
-            .flat_map(|s| {
-                live(s.clone())
-                    .chunks(CHUNK)
-                    .map(<[usize]>::to_vec)
-                    .collect::<Vec<_>>()
-            })
-            .collect(),
+        Some((_, segments)) => {
+            debug_assert!(
+                (0..rows).all(|r| weights[r] == 0.0 || segments.iter().any(|s| s.contains(&r))),
+                "token_nll: a weighted row outside every segment"
+            );
+            segments
+                .iter()
+                .flat_map(|s| {
+                    live(s.clone())
+                        .chunks(CHUNK)
+                        .map(<[usize]>::to_vec)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
         None => live(0..rows).chunks(CHUNK).map(<[usize]>::to_vec).collect(),
     };
     for chunk in &chunks {

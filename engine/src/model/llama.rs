@@ -133,6 +133,9 @@ pub struct Tape<B: Backend> {
     layers: Vec<Kept<B>>,
     final_x: B::Buf,
     final_inv: B::Buf,
+    /// The pass's rows, made once for the forward and reused by the
+    /// backward and the loss.
+    rows: SeqRows,
     seed: Option<u64>,
 }
 
@@ -416,6 +419,7 @@ impl<B: Backend> Llama<B> {
             layers: kept,
             final_x: x,
             final_inv: inv,
+            rows: step.rows,
             seed,
         };
         (h, tape)
@@ -526,7 +530,7 @@ impl<B: Backend> Llama<B> {
             offset: 0,
             len: batch.seq,
             positions: batch.positions(0, batch.seq),
-            rows: batch.seq_rows(0, batch.seq),
+            rows: tape.rows,
             seed: tape.seed,
         };
         for (l, kept) in tape.layers.into_iter().enumerate().rev() {
@@ -694,7 +698,7 @@ impl<B: Backend> Llama<B> {
         let (h, tape) = self.forward_train(be, batch, pass);
         let d = self.cfg.hidden_size;
         let mut dh = be.zeros(0);
-        let segments = batch.seq_rows(0, batch.seq).segments;
+        let segments = &tape.rows.segments;
         let (head, head_grad) = match self.lm_head.as_mut() {
             Some(head) => (&head.value, head.grad.as_mut()),
             None => {
@@ -709,10 +713,7 @@ impl<B: Backend> Llama<B> {
                 (&embed.value, grad)
             }
         };
-        let dw = head_grad.map(|dw| WeightGrad {
-            dw,
-            segments: &segments,
-        });
+        let dw = head_grad.map(|dw| WeightGrad { dw, segments });
         let nll = be.token_nll(&h, head, d, targets, weights, Some((&mut dh, dw)));
         self.backward_from_hidden(be, batch, tape, &dh);
         nll

@@ -39,28 +39,27 @@ pub fn token_nll(
         dh.clear();
         dh.resize(rows * dim, 0.0);
     }
-    let live = |range: Range<usize>| range.filter(|&r| weights[r] != 0.0).collect::<Vec<usize>>();
     // With a head gradient, chunks never cross a segment (see
-    // `Backend::weight_grad`); the values themselves are the same bits in
-    // any chunk.
-    let chunks: Vec<Vec<usize>> = match grads.as_ref().and_then(|(_, dw)| dw.as_ref()) {
-        Some((_, segments)) => {
-            debug_assert!(
-                (0..rows).all(|r| weights[r] == 0.0 || segments.iter().any(|s| s.contains(&r))),
-                "token_nll: a weighted row outside every segment"
-            );
-            segments
-                .iter()
-                .flat_map(|s| {
-                    live(s.clone())
-                        .chunks(CHUNK)
-                        .map(<[usize]>::to_vec)
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        }
-        None => live(0..rows).chunks(CHUNK).map(<[usize]>::to_vec).collect(),
+    // `Backend::weight_grad`); without one, all rows are one segment (the
+    // values themselves are the same bits in any chunk).
+    let all = 0..rows;
+    let segments = match grads.as_ref().and_then(|(_, dw)| dw.as_ref()) {
+        Some((_, segments)) => segments,
+        None => std::slice::from_ref(&all),
     };
+    debug_assert!(
+        (0..rows).all(|r| weights[r] == 0.0 || segments.iter().any(|s| s.contains(&r))),
+        "token_nll: a weighted row outside every segment"
+    );
+    let chunks: Vec<Vec<usize>> = segments
+        .iter()
+        .flat_map(|s| {
+            let live: Vec<usize> = s.clone().filter(|&r| weights[r] != 0.0).collect();
+            live.chunks(CHUNK)
+                .map(<[usize]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for chunk in &chunks {
         let n = chunk.len();
         let mut hc = Vec::with_capacity(n * dim);

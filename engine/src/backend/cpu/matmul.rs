@@ -49,7 +49,7 @@ pub fn warm_up() {
 /// crate does not promise that by itself: it sums products of `m * n <=
 /// 256` with a horizontal kernel and `m == 1` as a matrix-vector product,
 /// and picks its K blocking from `m` and `n` as well as `k`. So small
-/// products run on at least [`MIN_ROWS`] rows (zero rows added), and the
+/// products run on at least [`min_rows`] rows (zero rows added), and the
 /// sum over `k` is cut here into blocks of [`K_BLOCK`], each of which the
 /// crate sums in one pass in every case.
 pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], g: Gemm) {

@@ -60,6 +60,11 @@ impl Batch {
         self.batch * self.seq
     }
 
+    /// Rows that hold a real token (not padding), for tokens/s.
+    pub fn real_tokens(&self) -> u64 {
+        self.rows() as u64 - self.pad.iter().map(|&p| u64::from(p)).sum::<u64>()
+    }
+
     /// RoPE position of each token: its index after the padding, as
     /// transformers' `generate` computes them (padding gets 0, never used).
     pub fn positions(&self, offset: usize, len: usize) -> Vec<u32> {

@@ -423,7 +423,7 @@ impl<B: Backend> Objective<B> for PairwiseObjective {
         .map_err(LoopError::Objective)?;
         Ok(MicroStats {
             loss,
-            tokens: batch.rows() as u64 - batch.pad.iter().map(|&p| u64::from(p)).sum::<u64>(),
+            tokens: batch.real_tokens(),
             figures: vec![("accuracy", right)],
         })
     }

@@ -259,7 +259,7 @@ impl<B: Backend> Objective<B> for DpoObjective {
             .collect();
         Ok(MicroStats {
             loss: share(&t.loss),
-            tokens: batch.rows() as u64 - batch.pad.iter().map(|&p| u64::from(p)).sum::<u64>(),
+            tokens: batch.real_tokens(),
             figures: vec![
                 ("accuracy", share(&right)),
                 ("reward_chosen", share(&t.chosen)),

@@ -7,6 +7,7 @@ use crate::backend::{Backend, Gemm};
 use super::batch::{Batch, one_row_each};
 use super::error::{ModelError, Result};
 use super::llama::{Llama, TrainPass};
+use super::param::Param;
 use super::weights::HostTensor;
 
 /// Row index (into `[batch * seq]`) of each sequence's last token that is
@@ -25,6 +26,41 @@ pub fn last_token_rows(batch: &Batch, pad_id: Option<u32>) -> Vec<u32> {
         .collect()
 }
 
+fn missing_score_head() -> ModelError {
+    ModelError::MissingTensor {
+        name: "score.weight".into(),
+        dir: "<reward model>".into(),
+    }
+}
+
+/// The backward of a head `[labels, d]` applied to the hidden states at
+/// `rows` (`pooled`, gathered from them): `ds` is the gradient of the
+/// head's outputs, `[rows.len(), labels]`. Adds the head's weight gradient
+/// when it trains (one segment per pooled row, so micro-batches sum the
+/// same) and returns the gradient of all `hidden_rows` hidden states, zero
+/// off `rows`. Reward heads and PPO's value head share it.
+pub fn pooled_head_backward<B: Backend>(
+    be: &B,
+    head: &mut Param<B>,
+    pooled: &B::Buf,
+    rows: &[u32],
+    ds: &[f32],
+    hidden_rows: usize,
+) -> B::Buf {
+    let (labels, d) = (head.shape[0], head.shape[1]);
+    let n = rows.len();
+    let ds = be.upload(ds);
+    let mut dpooled = be.zeros(n * d);
+    be.matmul(&ds, &head.value, &mut dpooled, Gemm::plain(n, d, labels));
+    if let Some(dw) = head.grad.as_mut() {
+        let gemm = Gemm::weight_grad(labels, d, n);
+        be.weight_grad(&ds, pooled, dw, gemm, &one_row_each(n));
+    }
+    let mut dh = be.zeros(hidden_rows * d);
+    be.scatter_add_rows(&dpooled, rows, d, &mut dh);
+    dh
+}
+
 impl<B: Backend> Llama<B> {
     /// Adds a fresh reward head (zero, so every score starts at 0), as a
     /// reward stage initialised from a causal LM does.
@@ -35,12 +71,7 @@ impl<B: Backend> Llama<B> {
     }
 
     fn score_head(&self) -> Result<&super::param::Param<B>> {
-        self.score
-            .as_ref()
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: "score.weight".into(),
-                dir: "<reward model>".into(),
-            })
+        self.score.as_ref().ok_or_else(missing_score_head)
     }
 
     /// Scores `[batch, num_labels]` (host), pooled at the last non-pad
@@ -86,32 +117,16 @@ impl<B: Backend> Llama<B> {
         let d = self.cfg.hidden_size;
         let rows = last_token_rows(batch, self.cfg.pad_token_id);
         let pooled = be.gather_rows(&h, &rows, d);
-        let head = self.score_head()?;
-        let labels = head.shape[0];
+        let score = self.score.as_mut().ok_or_else(missing_score_head)?;
+        let labels = score.shape[0];
         let mut out = be.zeros(batch.batch * labels);
         be.matmul(
             &pooled,
-            &head.value,
+            &score.value,
             &mut out,
             Gemm::linear(batch.batch, labels, d),
         );
-        let ds = be.upload(dscores);
-        let mut dpooled = be.zeros(batch.batch * d);
-        be.matmul(
-            &ds,
-            &head.value,
-            &mut dpooled,
-            Gemm::plain(batch.batch, d, labels),
-        );
-        if let Some(score) = self.score.as_mut()
-            && let Some(g) = score.grad.as_mut()
-        {
-            let per_sequence = one_row_each(batch.batch);
-            let gemm = Gemm::weight_grad(labels, d, batch.batch);
-            be.weight_grad(&ds, &pooled, g, gemm, &per_sequence);
-        }
-        let mut dh = be.zeros(batch.rows() * d);
-        be.scatter_add_rows(&dpooled, &rows, d, &mut dh);
+        let dh = pooled_head_backward(be, score, &pooled, &rows, dscores, batch.rows());
         self.backward_from_hidden(be, batch, tape, &dh);
         Ok(be.download(&out))
     }

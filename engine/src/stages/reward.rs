@@ -33,12 +33,12 @@ use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
 };
-use crate::model::batch::{Batch, one_row_each};
+use crate::model::batch::Batch;
 use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
 use crate::model::lora::LoraConfig;
 use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
-use crate::model::reward::last_token_rows;
+use crate::model::reward::{last_token_rows, pooled_head_backward};
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
 use crate::train::lm_loop::{LoopEnd, LoopError, MicroStats, Objective, OptimParams};
@@ -457,26 +457,7 @@ pub fn scores_backward<B: Backend, T>(
     );
     let scores = be.download(&out);
     let (loss, dscores) = loss_of(&scores);
-    let ds = be.upload(&dscores);
-    let mut dpooled = be.zeros(batch.batch * d);
-    be.matmul(
-        &ds,
-        &head.value,
-        &mut dpooled,
-        Gemm::plain(batch.batch, d, 1),
-    );
-    if let Some(g) = head.grad.as_mut() {
-        let per_sequence = one_row_each(batch.batch);
-        be.weight_grad(
-            &ds,
-            &pooled,
-            g,
-            Gemm::weight_grad(1, d, batch.batch),
-            &per_sequence,
-        );
-    }
-    let mut dh = be.zeros(batch.rows() * d);
-    be.scatter_add_rows(&dpooled, &rows, d, &mut dh);
+    let dh = pooled_head_backward(be, head, &pooled, &rows, &dscores, batch.rows());
     model.backward_from_hidden(be, batch, tape, &dh);
     Ok((loss, scores))
 }

@@ -6,11 +6,12 @@
 //! [`Judge`] alone.
 
 use super::policy::{Judge, Policy, Rollout, head_values, local_rows};
-use crate::backend::{Backend, Gemm};
+use crate::backend::Backend;
 use crate::model::adapters::AdapterSet;
-use crate::model::batch::{Batch, one_row_each};
+use crate::model::batch::Batch;
 use crate::model::llama::TrainPass;
 use crate::model::param::Param;
+use crate::model::reward::pooled_head_backward;
 
 /// The models of a PPO run.
 #[derive(Debug)]
@@ -79,25 +80,12 @@ impl<B: Backend> Roles<B> {
                     result = Some(loss(&values));
                 }
                 let grad = result.as_ref().map_or(&[][..], |(_, g)| g.as_slice());
-                let mut dh = be.zeros(part.rows() * d);
-                if let Some(g) = grad.get(seen..seen + local.len())
-                    && !local.is_empty()
-                {
-                    // d(values) -> d(hidden) of those rows and d(head).
-                    let dv = be.upload(g);
-                    let mut dpooled = be.zeros(local.len() * d);
-                    be.matmul(
-                        &dv,
-                        &value_head.value,
-                        &mut dpooled,
-                        Gemm::plain(local.len(), d, 1),
-                    );
-                    if let Some(dw) = value_head.grad.as_mut() {
-                        let g = Gemm::weight_grad(1, d, local.len());
-                        be.weight_grad(&dv, &pooled, dw, g, &one_row_each(local.len()));
+                let dh = match grad.get(seen..seen + local.len()) {
+                    Some(g) if !local.is_empty() => {
+                        pooled_head_backward(be, value_head, &pooled, &local, g, part.rows())
                     }
-                    be.scatter_add_rows(&dpooled, &local, d, &mut dh);
-                }
+                    _ => be.zeros(part.rows() * d),
+                };
                 m.backward_from_hidden(be, &part, tape, &dh);
             });
             seen += local.len();

@@ -33,6 +33,29 @@ fn missing_score_head() -> ModelError {
     }
 }
 
+/// A head `[labels, d]` applied to the hidden states at `rows` of
+/// `hidden`, on the device: the gathered rows `[rows.len(), d]` (which the
+/// backward needs) and the head's outputs `[rows.len(), labels]`. Reward
+/// heads and PPO's value head share it, as they share
+/// [`pooled_head_backward`].
+pub fn pooled_head<B: Backend>(
+    be: &B,
+    hidden: &B::Buf,
+    rows: &[u32],
+    head: &Param<B>,
+) -> (B::Buf, B::Buf) {
+    let (labels, d) = (head.shape[0], head.shape[1]);
+    let pooled = be.gather_rows(hidden, rows, d);
+    let mut out = be.zeros(rows.len() * labels);
+    be.matmul(
+        &pooled,
+        &head.value,
+        &mut out,
+        Gemm::linear(rows.len(), labels, d),
+    );
+    (pooled, out)
+}
+
 /// The backward of a head `[labels, d]` applied to the hidden states at
 /// `rows` (`pooled`, gathered from them): `ds` is the gradient of the
 /// head's outputs, `[rows.len(), labels]`. Adds the head's weight gradient
@@ -70,37 +93,13 @@ impl<B: Backend> Llama<B> {
         self.score = Some(super::param::Param::new(be, "score.weight", &zeros));
     }
 
-    fn score_head(&self) -> Result<&super::param::Param<B>> {
-        self.score.as_ref().ok_or_else(missing_score_head)
-    }
-
     /// Scores `[batch, num_labels]` (host), pooled at the last non-pad
     /// token of each row.
     pub fn scores(&self, be: &B, batch: &Batch) -> Result<Vec<f32>> {
-        let head = self.score_head()?;
+        let head = self.score.as_ref().ok_or_else(missing_score_head)?;
         let h = self.forward(be, batch, None);
-        Ok(be.download(&self.pool_and_score(be, &h, batch, head)))
-    }
-
-    fn pool_and_score(
-        &self,
-        be: &B,
-        h: &B::Buf,
-        batch: &Batch,
-        head: &super::param::Param<B>,
-    ) -> B::Buf {
-        let d = self.cfg.hidden_size;
-        let labels = head.shape[0];
         let rows = last_token_rows(batch, self.cfg.pad_token_id);
-        let pooled = be.gather_rows(h, &rows, d);
-        let mut out = be.zeros(batch.batch * labels);
-        be.matmul(
-            &pooled,
-            &head.value,
-            &mut out,
-            Gemm::linear(batch.batch, labels, d),
-        );
-        out
+        Ok(be.download(&pooled_head(be, &h, &rows, head).1))
     }
 
     /// Forward and backward of `sum(dscores * scores)`: gradients of any
@@ -114,18 +113,9 @@ impl<B: Backend> Llama<B> {
         pass: TrainPass,
     ) -> Result<Vec<f32>> {
         let (h, tape) = self.forward_train(be, batch, pass);
-        let d = self.cfg.hidden_size;
         let rows = last_token_rows(batch, self.cfg.pad_token_id);
-        let pooled = be.gather_rows(&h, &rows, d);
         let score = self.score.as_mut().ok_or_else(missing_score_head)?;
-        let labels = score.shape[0];
-        let mut out = be.zeros(batch.batch * labels);
-        be.matmul(
-            &pooled,
-            &score.value,
-            &mut out,
-            Gemm::linear(batch.batch, labels, d),
-        );
+        let (pooled, out) = pooled_head(be, &h, &rows, score);
         let dh = pooled_head_backward(be, score, &pooled, &rows, dscores, batch.rows());
         self.backward_from_hidden(be, batch, tape, &dh);
         Ok(be.download(&out))

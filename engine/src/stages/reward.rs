@@ -28,7 +28,7 @@ use super::REWARD_MODEL;
 use super::device::{RunOnBackend, run_on_device};
 use super::preference::{self, PairLora};
 use super::sft::{Method, fail, loop_settings, run_loop, train_all};
-use crate::backend::{Backend, Dtype, Gemm};
+use crate::backend::{Backend, Dtype};
 use crate::graph::{
     BatchDecl, ExecSettings, InputDecl, ModelOrigin, Outcome, OutputDecl, StageContext, StageError,
     StageKind, StageResult,
@@ -38,7 +38,7 @@ use crate::model::llama::TrainPass;
 use crate::model::load::load_dir;
 use crate::model::lora::LoraConfig;
 use crate::model::memory::{StageMemory, Task, Trains, plan_stage};
-use crate::model::reward::{last_token_rows, pooled_head_backward};
+use crate::model::reward::{last_token_rows, pooled_head, pooled_head_backward};
 use crate::model::{Llama, lora};
 use crate::train::dataset::{self, Pair};
 use crate::train::lm_loop::{LoopEnd, LoopError, MicroStats, Objective, OptimParams};
@@ -441,20 +441,12 @@ pub fn scores_backward<B: Backend, T>(
     loss_of: impl FnOnce(&[f32]) -> (T, Vec<f32>),
 ) -> Result<(T, Vec<f32>), String> {
     let (h, tape) = model.forward_train(be, batch, pass);
-    let d = model.cfg.hidden_size;
     let rows = last_token_rows(batch, model.cfg.pad_token_id);
-    let pooled = be.gather_rows(&h, &rows, d);
     let head = model
         .score
         .as_mut()
         .ok_or("the reward model has no score head")?;
-    let mut out = be.zeros(batch.batch);
-    be.matmul(
-        &pooled,
-        &head.value,
-        &mut out,
-        Gemm::linear(batch.batch, 1, d),
-    );
+    let (pooled, out) = pooled_head(be, &h, &rows, head);
     let scores = be.download(&out);
     let (loss, dscores) = loss_of(&scores);
     let dh = pooled_head_backward(be, head, &pooled, &rows, &dscores, batch.rows());

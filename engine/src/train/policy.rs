@@ -11,12 +11,13 @@
 
 use std::ops::Range;
 
-use crate::backend::{Backend, Gemm, Sampling};
+use crate::backend::{Backend, Sampling};
 use crate::model::adapters::AdapterSet;
 use crate::model::batch::Batch;
 use crate::model::generate::{GenerateOptions, generate_per_prompt};
 use crate::model::llama::{Llama, TrainPass};
 use crate::model::param::Param;
+use crate::model::reward::pooled_head;
 
 /// The policy of an RL run: actor and reference over one base.
 #[derive(Debug)]
@@ -109,15 +110,12 @@ pub fn head_values<B: Backend>(
     be: &B,
     hidden: &B::Buf,
     local: &[u32],
-    head: &B::Buf,
-    d: usize,
+    head: &Param<B>,
 ) -> (B::Buf, Vec<f32>) {
-    let pooled = be.gather_rows(hidden, local, d);
     if local.is_empty() {
-        return (pooled, Vec::new());
+        return (be.zeros(0), Vec::new());
     }
-    let mut out = be.zeros(local.len());
-    be.matmul(&pooled, head, &mut out, Gemm::linear(local.len(), 1, d));
+    let (pooled, out) = pooled_head(be, hidden, local, head);
     (pooled, be.download(&out))
 }
 
@@ -273,7 +271,6 @@ impl<B: Backend> Judge<B> {
         batch: &Batch,
         micro_batch: usize,
     ) -> Vec<f32> {
-        let d = policy.cfg.hidden_size;
         let Judge {
             own_base,
             adapter,
@@ -288,7 +285,7 @@ impl<B: Backend> Judge<B> {
             let last: Vec<u32> = (0..part.batch)
                 .map(|b| (b * part.seq + part.seq - 1) as u32)
                 .collect();
-            scores.extend(head_values(be, &h, &last, &head.value, d).1);
+            scores.extend(head_values(be, &h, &last, head).1);
         }
         scores
     }

@@ -33,13 +33,12 @@ impl<B: Backend> Roles<B> {
     /// The critic's value at every response token's predicting row. The
     /// head runs on the device; only the values come back.
     pub fn values(&mut self, be: &B, rollout: &Rollout) -> Vec<f32> {
-        let d = self.policy.base.cfg.hidden_size;
         let model = self.judge.base(&mut self.policy.base);
         let mut values = Vec::with_capacity(rollout.rows.len());
         for (part, first) in rollout.micro_batches(self.policy.micro_batch) {
             let local = local_rows(&rollout.rows, first, part.rows());
             let hidden = self.critic.with(model, |m| m.forward(be, &part, None));
-            values.extend(head_values(be, &hidden, &local, &self.value_head.value, d).1);
+            values.extend(head_values(be, &hidden, &local, &self.value_head).1);
         }
         values
     }
@@ -75,7 +74,7 @@ impl<B: Backend> Roles<B> {
             let local = local_rows(&rollout.rows, first, part.rows());
             self.critic.with(model, |m| {
                 let (h, tape) = m.forward_train(be, &part, pass);
-                let (pooled, values) = head_values(be, &h, &local, &value_head.value, d);
+                let (pooled, values) = head_values(be, &h, &local, value_head);
                 if let Some(loss) = loss.take() {
                     result = Some(loss(&values));
                 }

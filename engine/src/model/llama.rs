@@ -656,11 +656,34 @@ impl<B: Backend> Llama<B> {
         be.download(&self.logits_of(be, &h, batch.rows()))
     }
 
-    /// The entropy of the next-token distribution at every position of
-    /// the batch, computed on the device chunk by chunk.
-    pub fn entropy(&self, be: &B, batch: &Batch) -> Vec<f32> {
+    /// At each of `rows` of the batch: the log-probability of the token
+    /// `targets[i]` and, when `entropy` is asked for, the entropy of the
+    /// next-token distribution (empty otherwise). One forward, and the head
+    /// only on those rows: an RL roll-out reads a few response tokens after
+    /// a long prompt. Each row's numbers are the same bits as over the
+    /// whole batch, since the head's product and softmax are per row.
+    pub fn row_logp(
+        &self,
+        be: &B,
+        batch: &Batch,
+        rows: &[u32],
+        targets: &[u32],
+        entropy: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        if rows.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let d = self.cfg.hidden_size;
         let h = self.forward(be, batch, None);
-        be.token_entropy(&h, &self.head().value, self.cfg.hidden_size)
+        let picked = be.gather_rows(&h, rows, d);
+        let head = &self.head().value;
+        let nll = be.token_nll(&picked, head, d, targets, &vec![1.0; rows.len()], None);
+        let entropy = if entropy {
+            be.token_entropy(&picked, head, d)
+        } else {
+            Vec::new()
+        };
+        (nll.into_iter().map(|x| -x).collect(), entropy)
     }
 
     /// Per-row `weights[r] * -log p(targets[r])` over the batch, without

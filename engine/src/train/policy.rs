@@ -183,41 +183,45 @@ impl<B: Backend> Policy<B> {
             ref_logp: Vec::new(),
             entropy: Vec::new(),
         };
-        rollout.old_logp = self.actor_logp(be, &rollout);
-        rollout.ref_logp = self.logp(be, &rollout, false);
-        rollout.entropy = {
-            let mut entropy = Vec::with_capacity(rollout.batch.rows());
-            for (part, _) in rollout.micro_batches(self.micro_batch) {
-                entropy.extend(self.actor.with(&mut self.base, |m| m.entropy(be, &part)));
-            }
-            rollout.rows.iter().map(|&r| entropy[r]).collect()
-        };
+        (rollout.old_logp, rollout.entropy) = self.logp(be, &rollout, true, true);
+        rollout.ref_logp = self.logp(be, &rollout, false, false).0;
         rollout
     }
 
     /// The actor's log-probability of every response token.
     pub fn actor_logp(&mut self, be: &B, rollout: &Rollout) -> Vec<f32> {
-        self.logp(be, rollout, true)
+        self.logp(be, rollout, true, false).0
     }
 
     /// Log-probabilities of every response token under the actor or the
-    /// reference, a micro-batch at a time.
-    fn logp(&mut self, be: &B, rollout: &Rollout, actor: bool) -> Vec<f32> {
-        let ones = rollout.row_weights(&vec![1.0; rollout.rows.len()]);
-        let mut nll = Vec::with_capacity(rollout.batch.rows());
+    /// reference and, with `entropy`, the entropy there, a micro-batch at
+    /// a time.
+    fn logp(
+        &mut self,
+        be: &B,
+        rollout: &Rollout,
+        actor: bool,
+        entropy: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (mut logp, mut ent) = (Vec::new(), Vec::new());
         for (part, first) in rollout.micro_batches(self.micro_batch) {
-            let rows = first..first + part.rows();
-            let (targets, weights) = (&rollout.targets[rows.clone()], &ones[rows]);
+            let local = local_rows(&rollout.rows, first, part.rows());
+            let targets: Vec<u32> = local
+                .iter()
+                .map(|&r| rollout.targets[first + r as usize])
+                .collect();
             let set = if actor {
                 &mut self.actor
             } else {
                 &mut self.reference
             };
-            nll.extend(set.with(&mut self.base, |m| {
-                m.token_nll(be, &part, targets, weights, None)
-            }));
+            let (l, e) = set.with(&mut self.base, |m| {
+                m.row_logp(be, &part, &local, &targets, entropy)
+            });
+            logp.extend(l);
+            ent.extend(e);
         }
-        rollout.rows.iter().map(|&r| -nll[r]).collect()
+        (logp, ent)
     }
 
     /// The training pass of a backward: the step's seed, and checkpointing

@@ -1,6 +1,8 @@
 //! Generation with a KV cache: prompts left-padded into one batch, one
 //! prefill, then one token per step for every unfinished sequence.
 
+use std::collections::HashMap;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,8 +57,31 @@ pub fn generate_per_prompt<B: Backend>(
     })
 }
 
+/// The distinct prompts of `prompts`, in first-seen order, and for every
+/// prompt the index of its distinct one.
+fn distinct(prompts: &[Vec<u32>]) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let mut seen: HashMap<&[u32], u32> = HashMap::new();
+    let mut unique = Vec::new();
+    let copies = prompts
+        .iter()
+        .map(|p| {
+            *seen.entry(p.as_slice()).or_insert_with(|| {
+                unique.push(p.clone());
+                (unique.len() - 1) as u32
+            })
+        })
+        .collect();
+    (unique, copies)
+}
+
 /// The generation loop; `uniforms(n)` gives the n sampling uniforms of one
 /// step, one per sequence.
+///
+/// A prompt asked several times (GRPO's groups) is prefilled once and its
+/// keys and values copied to each asking: no row of the model depends on
+/// another row, so every sequence sees the same numbers as when each copy
+/// was prefilled on its own, for the prefill's cost over the distinct
+/// prompts only.
 fn sample_steps<B: Backend>(
     be: &B,
     model: &Llama<B>,
@@ -69,12 +94,18 @@ fn sample_steps<B: Backend>(
     if n == 0 || opts.max_new_tokens == 0 {
         return out;
     }
-    let mut batch = Batch::left_padded(prompts, opts.pad_id);
-    let mut cache = model.new_cache(be, n, batch.seq + opts.max_new_tokens);
+    let (unique, copies) = distinct(prompts);
+    let prefill = Batch::left_padded(&unique, opts.pad_id);
+    let mut cache = model.new_cache(be, unique.len(), prefill.seq + opts.max_new_tokens);
+    let mut h = model.decode(be, &prefill, &mut cache);
+    if unique.len() < n {
+        cache.select(be, &copies);
+        h = be.gather_rows(&h, &copies, model.cfg.hidden_size);
+    }
+    let pad: Vec<u32> = copies.iter().map(|&u| prefill.pad[u as usize]).collect();
     let mut done = vec![false; n];
     let vocab = model.cfg.vocab_size;
-    for _ in 0..opts.max_new_tokens {
-        let h = model.decode(be, &batch, &mut cache);
+    for step in 0..opts.max_new_tokens {
         let logits = model.logits_of(be, &h, n);
         let next = be.sample(&logits, vocab, opts.sampling, &uniforms(n));
         for (b, &t) in next.iter().enumerate() {
@@ -83,15 +114,16 @@ fn sample_steps<B: Backend>(
                 done[b] = opts.eos.contains(&t);
             }
         }
-        if done.iter().all(|&d| d) {
+        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        batch = Batch {
+        let batch = Batch {
             ids: next,
             batch: n,
             seq: 1,
-            pad: batch.pad,
+            pad: pad.clone(),
         };
+        h = model.decode(be, &batch, &mut cache);
     }
     out
 }
@@ -145,6 +177,18 @@ mod tests {
             }
             assert_eq!(pieces, all, "micro-batch {size}");
         }
+        // Groups of one prompt asked several times, as GRPO asks them: the
+        // prompt is prefilled once, and each asking still samples what it
+        // samples alone.
+        let asked = [0usize, 3, 0, 0, 4, 3, 0];
+        let grouped: Vec<Vec<u32>> = asked.iter().map(|&i| prompts[i].clone()).collect();
+        let streams: Vec<u64> = (0..asked.len()).map(|_| rng.random()).collect();
+        let together = generate_per_prompt(&Cpu, &model, &grouped, &opts, &streams);
+        for (j, (p, s)) in grouped.iter().zip(&streams).enumerate() {
+            let alone = generate_per_prompt(&Cpu, &model, std::slice::from_ref(p), &opts, &[*s]);
+            assert_eq!(together[j], alone[0], "asking {j}");
+        }
+        assert_ne!(together[0], together[2], "copies sample their own streams");
         let other: Vec<u64> = seeds.iter().map(|s| s ^ 1).collect();
         assert_ne!(
             generate_per_prompt(&Cpu, &model, &prompts, &opts, &other),

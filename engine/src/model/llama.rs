@@ -147,6 +147,19 @@ pub struct KvCache<B: Backend> {
     v: Vec<B::Buf>,
     pub cap: usize,
     pub len: usize,
+    /// Values per sequence per layer: `cap * kv_heads * head_dim`.
+    seq_width: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Keeps, for every `rows[i]`, a copy of that sequence's keys and
+    /// values as sequence `i`: the cache of a batch's distinct prompts
+    /// spread to every sequence that asked one of them.
+    pub fn select(&mut self, be: &B, rows: &[u32]) {
+        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *buf = be.gather_rows(buf, rows, self.seq_width);
+        }
+    }
 }
 
 /// Where a block's attention reads keys and values from.
@@ -744,12 +757,14 @@ impl<B: Backend> Llama<B> {
 
     /// A fresh KV cache for `batch` sequences of up to `cap` tokens.
     pub fn new_cache(&self, be: &B, batch: usize, cap: usize) -> KvCache<B> {
-        let n = batch * cap * self.cfg.num_kv_heads * self.cfg.head_dim;
+        let seq_width = cap * self.cfg.num_kv_heads * self.cfg.head_dim;
+        let n = batch * seq_width;
         KvCache {
             k: (0..self.cfg.num_layers).map(|_| be.zeros(n)).collect(),
             v: (0..self.cfg.num_layers).map(|_| be.zeros(n)).collect(),
             cap,
             len: 0,
+            seq_width,
         }
     }
 

@@ -33,7 +33,7 @@ use crate::model::tokenizer::Tokenizer;
 use crate::poker::spot::parse_answer;
 use crate::train::adamw::AdamW;
 use crate::train::checkpoint::{Resume, TensorData};
-use crate::train::grpo;
+use crate::train::grpo::{self, RewardScale};
 use crate::train::guard::LossGuard;
 use crate::train::policy::{Judge, Policy, Rollout, RolloutOptions};
 
@@ -86,10 +86,14 @@ pub struct GrpoParams {
     #[serde(default = "defaults::clip")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub clip_range: f64,
-    /// Divide each group's centred scores by its standard deviation (the
-    /// paper's advantage); `false` keeps them in reward units (Dr. GRPO).
-    #[serde(default = "defaults::yes")]
-    pub scale_rewards: bool,
+    /// What each group's centred scores are divided by: `group`, its own
+    /// standard deviation (the paper's advantage); `batch`, the standard
+    /// deviation of the step's scores (TRL's `"batch"`); `none`, nothing,
+    /// so they stay in reward units (Dr. GRPO). `true` and `false` mean
+    /// `group` and `none`.
+    #[serde(default = "defaults::scale_rewards")]
+    #[schemars(with = "grpo::ScaleRewards")]
+    pub scale_rewards: RewardScale,
     /// Weight of the expert's verifiable reward: minus the answer's EV
     /// regret in big blinds, `-illegal_penalty` when it is not a legal
     /// action.
@@ -164,8 +168,8 @@ mod defaults {
     pub fn clip() -> f64 {
         0.2
     }
-    pub fn yes() -> bool {
-        true
+    pub fn scale_rewards() -> super::RewardScale {
+        super::RewardScale::Group
     }
     pub fn weight() -> f64 {
         1.0

@@ -8,23 +8,81 @@
 //! normalisation of DAPO and TRL's default), so a long answer weighs no
 //! more per token than a short one.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::ppo;
 
+/// How each group's centred scores are scaled into advantages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", from = "ScaleRewards")]
+pub enum RewardScale {
+    /// Divided by the group's own standard deviation (DeepSeekMath's
+    /// advantage): every group that disagrees pushes equally hard.
+    Group,
+    /// Divided by the standard deviation of every score of the step (TRL's
+    /// `"batch"`, PPO's whitening): a group whose answers differ by little
+    /// pushes little, and the step's scale stays steady.
+    Batch,
+    /// Left in reward units (Dr. GRPO).
+    None,
+}
+
+/// `scale_rewards` as a pipeline may write it: a scale by name, or the
+/// boolean of TRL's first API (`true` is `group`, `false` is `none`). Both
+/// spellings of one choice serialize alike, so they hash alike.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ScaleRewards {
+    Flag(bool),
+    Named(NamedScale),
+}
+
+/// The scales by name, as `scale_rewards` accepts them.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NamedScale {
+    Group,
+    Batch,
+    None,
+}
+
+impl From<ScaleRewards> for RewardScale {
+    fn from(s: ScaleRewards) -> Self {
+        match s {
+            ScaleRewards::Flag(true) | ScaleRewards::Named(NamedScale::Group) => Self::Group,
+            ScaleRewards::Named(NamedScale::Batch) => Self::Batch,
+            ScaleRewards::Flag(false) | ScaleRewards::Named(NamedScale::None) => Self::None,
+        }
+    }
+}
+
+/// The sample standard deviation of `xs` (n - 1 in the divisor).
+fn sample_sd(xs: &[f32]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
+    let var = xs
+        .iter()
+        .map(|&s| (f64::from(s) - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0).max(1.0);
+    var.sqrt()
+}
+
 /// Advantages of `scores` taken in consecutive groups of `group_size`:
-/// each score minus its group's mean, divided by the group's standard
-/// deviation (the sample one, plus 1e-4) when `scale` is set. A group whose
-/// answers all scored the same has no advantage to teach.
-pub fn group_advantages(scores: &[f32], group_size: usize, scale: bool) -> Vec<f32> {
+/// each score minus its group's mean, divided as `scale` says by a
+/// standard deviation (the sample one, plus 1e-4). A group whose answers
+/// all scored the same has no advantage to teach.
+pub fn group_advantages(scores: &[f32], group_size: usize, scale: RewardScale) -> Vec<f32> {
+    let batch_div = sample_sd(scores) + 1e-4;
     let mut out = Vec::with_capacity(scores.len());
     for group in scores.chunks(group_size.max(1)) {
-        let n = group.len() as f64;
-        let mean = group.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
-        let var = group
-            .iter()
-            .map(|&s| (f64::from(s) - mean).powi(2))
-            .sum::<f64>()
-            / (n - 1.0).max(1.0);
-        let div = if scale { var.sqrt() + 1e-4 } else { 1.0 };
+        let mean = group.iter().map(|&s| f64::from(s)).sum::<f64>() / group.len() as f64;
+        let div = match scale {
+            RewardScale::Group => sample_sd(group) + 1e-4,
+            RewardScale::Batch => batch_div,
+            RewardScale::None => 1.0,
+        };
         out.extend(group.iter().map(|&s| ((f64::from(s) - mean) / div) as f32));
     }
     out
@@ -95,7 +153,7 @@ mod tests {
     fn group_advantages_are_standardised_within_each_group() {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
         let scores = random(&mut rng, 12, 3.0);
-        let adv = group_advantages(&scores, 4, true);
+        let adv = group_advantages(&scores, 4, RewardScale::Group);
         for (g, (s, a)) in scores.chunks(4).zip(adv.chunks(4)).enumerate() {
             let mean: f64 = s.iter().map(|&x| f64::from(x)).sum::<f64>() / 4.0;
             let sd = (s
@@ -109,12 +167,38 @@ mod tests {
                 assert!((f64::from(*y) - want).abs() < 1e-5, "group {g}");
             }
         }
-        let plain = group_advantages(&scores, 4, false);
+        let plain = group_advantages(&scores, 4, RewardScale::None);
         let sum: f32 = plain[..4].iter().sum();
         assert!(sum.abs() < 1e-5);
         assert!((plain[0] - (scores[0] - scores[..4].iter().sum::<f32>() / 4.0)).abs() < 1e-5);
+        // Batch scaling: the group's centred scores over the sd of all 12.
+        let batch = group_advantages(&scores, 4, RewardScale::Batch);
+        let all = sample_sd(&scores) + 1e-4;
+        for (i, (a, p)) in batch.iter().zip(&plain).enumerate() {
+            assert!((f64::from(*a) - f64::from(*p) / all).abs() < 1e-5, "{i}");
+        }
         // One group of equal scores teaches nothing.
-        assert_eq!(group_advantages(&[1.5; 3], 3, true), vec![0.0; 3]);
+        for scale in [RewardScale::Group, RewardScale::Batch, RewardScale::None] {
+            assert_eq!(group_advantages(&[1.5; 3], 3, scale), vec![0.0; 3]);
+        }
+    }
+
+    #[test]
+    fn both_spellings_of_a_scale_serialize_alike() {
+        use serde_json::{Value, from_value, json, to_value};
+        for (flag, name, scale) in [
+            (Some(true), "group", RewardScale::Group),
+            (None, "batch", RewardScale::Batch),
+            (Some(false), "none", RewardScale::None),
+        ] {
+            let spellings = flag.map(Value::Bool).into_iter().chain([json!(name)]);
+            for spelling in spellings {
+                let read: RewardScale = from_value(spelling.clone()).unwrap();
+                assert_eq!(read, scale, "{spelling}");
+                assert_eq!(to_value(read).unwrap(), json!(name));
+            }
+        }
+        assert!(from_value::<RewardScale>(json!("sometimes")).is_err());
     }
 
     #[test]

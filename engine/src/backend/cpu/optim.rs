@@ -33,12 +33,12 @@ pub fn sample(logits: &[f32], vocab: usize, how: Sampling, uniforms: &[f32]) -> 
 }
 
 fn sample_row(row: &[f32], how: Sampling, u: f32) -> u32 {
+    if how.temperature <= 0.0 {
+        return argmax(row);
+    }
     let mut order: Vec<u32> = (0..row.len() as u32).collect();
     // Descending logit, ties by lower id: a stable sort keeps id order.
     order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
-    if how.temperature <= 0.0 {
-        return order[0];
-    }
     let max = row[order[0] as usize];
     let mut probs: Vec<f64> = order
         .iter()
@@ -69,4 +69,17 @@ fn sample_row(row: &[f32], how: Sampling, u: f32) -> u32 {
         }
     }
     order[probs.len() - 1]
+}
+
+/// The id of the largest logit, the lowest id among ties: the token the
+/// sampling path's sorted order puts first, found in one pass (greedy
+/// decoding of a 49,152-token vocabulary sorted it per token).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in row.iter().enumerate().skip(1) {
+        if x.total_cmp(&row[best]).is_gt() {
+            best = i;
+        }
+    }
+    best as u32
 }

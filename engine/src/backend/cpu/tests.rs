@@ -450,6 +450,18 @@ fn sampling_is_greedy_at_zero_temperature_and_follows_the_distribution() {
         top_p: 1.0,
     };
     assert_eq!(Cpu.sample(&logits, vocab, top1, &[0.99, 0.5, 0.0]), greedy);
+    // A tie for the top goes to the lower id, greedy or top-1.
+    let mut tied = logits.clone();
+    for r in 0..3 {
+        let top = greedy[r] as usize;
+        let other = (top + 1 + r) % vocab;
+        tied[r * vocab + other] = tied[r * vocab + top];
+    }
+    let lower: Vec<u32> = (0..3)
+        .map(|r| (greedy[r] as usize).min((greedy[r] as usize + 1 + r) % vocab) as u32)
+        .collect();
+    assert_eq!(Cpu.sample(&tied, vocab, Sampling::GREEDY, &[0.3; 3]), lower);
+    assert_eq!(Cpu.sample(&tied, vocab, top1, &[0.99, 0.5, 0.0]), lower);
     // Frequencies over many uniforms follow softmax(logits / T).
     let row = logits[..vocab].to_vec();
     let how = Sampling {

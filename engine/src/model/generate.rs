@@ -102,7 +102,12 @@ fn sample_steps<B: Backend>(
         cache.select(be, &copies);
         h = be.gather_rows(&h, &copies, model.cfg.hidden_size);
     }
-    let pad: Vec<u32> = copies.iter().map(|&u| prefill.pad[u as usize]).collect();
+    let mut batch = Batch {
+        ids: Vec::new(),
+        batch: n,
+        seq: 1,
+        pad: copies.iter().map(|&u| prefill.pad[u as usize]).collect(),
+    };
     let mut done = vec![false; n];
     let vocab = model.cfg.vocab_size;
     for step in 0..opts.max_new_tokens {
@@ -117,12 +122,7 @@ fn sample_steps<B: Backend>(
         if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        let batch = Batch {
-            ids: next,
-            batch: n,
-            seq: 1,
-            pad: pad.clone(),
-        };
+        batch.ids = next;
         h = model.decode(be, &batch, &mut cache);
     }
     out

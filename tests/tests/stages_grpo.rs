@@ -84,6 +84,7 @@ fn grpo_trains_with_a_reward_model_mixed_in_and_writes_a_loadable_actor() {
             "legal",
             "ev_reward",
             "kl_k3",
+            "zero_spread_groups",
             "model_score",
         ] {
             assert!(

@@ -513,6 +513,10 @@ impl<B: Backend> RlMethod<B> for GrpoRun<'_, B> {
             ("legal", mean(&|s| f64::from(u8::from(s.legal)))),
             ("ev_reward", mean(&|s| s.ev)),
             ("kl_k3", f64::from(loss.kl)),
+            (
+                "zero_spread_groups",
+                grpo::zero_spread_share(&scores, group),
+            ),
         ];
         if self.judge.is_some() {
             figures.push(("model_score", mean(&|s| s.model)));

@@ -88,6 +88,18 @@ pub fn group_advantages(scores: &[f32], group_size: usize, scale: RewardScale) -
     out
 }
 
+/// The share of groups (consecutive `group_size` scores) whose answers all
+/// scored the same, so that their advantages are zero and only the KL term
+/// moves the policy on them (TRL's `frac_reward_zero_std`). A share near 1
+/// says the sampling no longer explores: a higher `temperature` or a
+/// larger `group_size` gives the groups something to compare.
+pub fn zero_spread_share(scores: &[f32], group_size: usize) -> f64 {
+    let groups = scores.chunks(group_size.max(1));
+    let n = groups.len().max(1) as f64;
+    let flat = groups.filter(|g| g.iter().all(|&s| s == g[0])).count();
+    flat as f64 / n
+}
+
 /// The k3 estimate of KL(actor || reference) at one sampled token:
 /// `exp(ref - logp) - (ref - logp) - 1`, unbiased and never negative.
 pub fn k3(logp: f32, ref_logp: f32) -> f32 {
@@ -177,6 +189,11 @@ mod tests {
         for (i, (a, p)) in batch.iter().zip(&plain).enumerate() {
             assert!((f64::from(*a) - f64::from(*p) / all).abs() < 1e-5, "{i}");
         }
+        assert_eq!(zero_spread_share(&scores, 4), 0.0);
+        let mut flat = scores.clone();
+        flat[4..8].fill(-0.5);
+        assert_eq!(zero_spread_share(&flat, 4), 1.0 / 3.0);
+        assert_eq!(zero_spread_share(&flat[4..8], 2), 1.0);
         // One group of equal scores teaches nothing.
         for scale in [RewardScale::Group, RewardScale::Batch, RewardScale::None] {
             assert_eq!(group_advantages(&[1.5; 3], 3, scale), vec![0.0; 3]);

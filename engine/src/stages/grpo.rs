@@ -117,7 +117,11 @@ pub struct GrpoParams {
     #[serde(default = "defaults::max_new_tokens")]
     #[schemars(range(min = 1, max = 4096))]
     pub max_new_tokens: u32,
-    /// Sampling temperature of roll-outs.
+    /// Sampling temperature of roll-outs. The log-probabilities that the
+    /// ratio, the KL and the update read are the untempered policy's (the
+    /// one that plays, greedily), so a temperature above 1 only explores:
+    /// more groups whose answers differ, and so fewer that teach nothing
+    /// (`zero_spread_groups` in the metrics).
     #[serde(default = "defaults::temperature")]
     #[schemars(range(min = 0.01, max = 10.0))]
     pub temperature: f64,

@@ -294,3 +294,111 @@ impl<B: Backend> Judge<B> {
         scores
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::config::LlamaConfig;
+    use crate::model::lora::{self, LoraConfig};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn tiny() -> LlamaConfig {
+        LlamaConfig::parse(
+            r#"{"vocab_size": 40, "hidden_size": 16, "intermediate_size": 24,
+                "num_hidden_layers": 2, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "rms_norm_eps": 1e-5}"#,
+            std::path::Path::new("config.json"),
+        )
+        .unwrap()
+    }
+
+    /// `log_softmax(logits / temperature)` at `target`.
+    fn logp_at(logits: &[f32], target: u32, temperature: f32) -> f32 {
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let sum: f32 = logits
+            .iter()
+            .map(|&x| ((x - max) / temperature).exp())
+            .sum();
+        (logits[target as usize] - max) / temperature - sum.ln()
+    }
+
+    /// Whatever the sampling temperature, a roll-out's log-probabilities
+    /// are the untempered actor's and reference's (those the update, the
+    /// ratio and the KL read, and the greedy player's), checked against
+    /// full forwards of a model carrying the actor's adapter and of the
+    /// bare base; and the micro-batch size changes nothing.
+    #[test]
+    fn rollout_logps_are_the_untempered_policies() {
+        let be = Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(41);
+        let mut base = Llama::random(&be, tiny(), 5).unwrap();
+        let cfg = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: vec!["q_proj".into(), "v_proj".into(), "up_proj".into()],
+            rslora: false,
+        };
+        lora::attach(&be, &mut base, &cfg, 6).unwrap();
+        for layer in &mut base.layers {
+            for (_, lin) in layer.projections_mut() {
+                if let Some(l) = lin.lora.as_mut() {
+                    let n = l.b.numel();
+                    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
+                    l.b.value = be.upload(&v);
+                }
+            }
+        }
+        let reference = AdapterSet::bare(&base);
+        let actor = AdapterSet::take(&mut base);
+        let mut policy = Policy {
+            base,
+            actor,
+            reference,
+            micro_batch: 5,
+            activation_checkpointing: false,
+        };
+        let prompts: Vec<Vec<u32>> = [3, 7, 5, 7, 2, 6]
+            .iter()
+            .map(|&len| (0..len).map(|_| rng.random_range(1..40)).collect())
+            .collect();
+        let temperature = 2.5;
+        let opts = RolloutOptions {
+            max_new_tokens: 5,
+            temperature,
+            seed: 17,
+        };
+        let rollout = policy.rollout(&be, &prompts, &opts);
+        let vocab = 40;
+        let mut tempered_gap = 0.0f32;
+        for (actor, want) in [(true, &rollout.old_logp), (false, &rollout.ref_logp)] {
+            let set = if actor {
+                &mut policy.actor
+            } else {
+                &mut policy.reference
+            };
+            let logits = set.with(&mut policy.base, |m| m.logits(&be, &rollout.batch));
+            for (i, &row) in rollout.rows.iter().enumerate() {
+                let z = &logits[row * vocab..(row + 1) * vocab];
+                let target = rollout.targets[row];
+                let plain = logp_at(z, target, 1.0);
+                assert!(
+                    (want[i] - plain).abs() < 1e-4,
+                    "token {i}: {} against {plain}",
+                    want[i]
+                );
+                tempered_gap = tempered_gap.max((plain - logp_at(z, target, temperature)).abs());
+            }
+        }
+        assert!(tempered_gap > 0.1, "the temperature changed nothing here");
+        assert_ne!(rollout.old_logp, rollout.ref_logp);
+        policy.micro_batch = 2;
+        let again = policy.rollout(&be, &prompts, &opts);
+        assert_eq!(again.responses, rollout.responses);
+        assert_eq!(again.old_logp, rollout.old_logp);
+        assert_eq!(again.ref_logp, rollout.ref_logp);
+    }
+}

@@ -127,18 +127,8 @@ mod tests {
     use super::*;
     use crate::backend::Cpu;
     use crate::model::batch::Batch;
-    use crate::model::config::LlamaConfig;
+    use crate::model::config::small_test_config;
     use crate::model::lora::{self, LoraConfig};
-
-    fn tiny() -> LlamaConfig {
-        LlamaConfig::parse(
-            r#"{"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
-                "num_hidden_layers": 2, "num_attention_heads": 2,
-                "num_key_value_heads": 1, "rms_norm_eps": 1e-5}"#,
-            std::path::Path::new("config.json"),
-        )
-        .unwrap()
-    }
 
     /// Two adapter sets on one base give exactly the logits of two models
     /// each carrying its own adapter, and lending a set leaves the model
@@ -157,26 +147,12 @@ mod tests {
         let mut sets = Vec::new();
         let mut want = Vec::new();
         for seed in [1, 2] {
-            let mut m = Llama::random(&be, tiny(), 3).unwrap();
-            lora::attach(&be, &mut m, &cfg, seed).unwrap();
-            // Non-zero B so the adapters change the output.
-            for layer in &mut m.layers {
-                for (_, lin) in layer.projections_mut() {
-                    if let Some(l) = lin.lora.as_mut() {
-                        let n = l.b.numel();
-                        let v = crate::model::llama::normal(
-                            &mut rand::SeedableRng::seed_from_u64(seed + 9),
-                            n,
-                            0.1,
-                        );
-                        l.b.value = be.upload(&v);
-                    }
-                }
-            }
+            let mut m = Llama::random(&be, small_test_config(32), 3).unwrap();
+            lora::attach_nonzero(&be, &mut m, &cfg, seed).unwrap();
             want.push(m.logits(&be, &batch));
             sets.push(AdapterSet::take(&mut m));
         }
-        let mut shared = Llama::random(&be, tiny(), 3).unwrap();
+        let mut shared = Llama::random(&be, small_test_config(32), 3).unwrap();
         let bare = shared.logits(&be, &batch);
         for (set, want) in sets.iter_mut().zip(&want) {
             let got = set.with(&mut shared, |m| m.logits(&be, &batch));

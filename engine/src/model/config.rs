@@ -213,6 +213,21 @@ impl LlamaConfig {
     }
 }
 
+/// A two-layer GQA shape small enough for unit tests of the model's
+/// plumbing (hidden 16, two heads sharing one KV head).
+#[cfg(test)]
+pub(crate) fn small_test_config(vocab_size: usize) -> LlamaConfig {
+    LlamaConfig::parse(
+        &format!(
+            r#"{{"vocab_size": {vocab_size}, "hidden_size": 16, "intermediate_size": 24,
+                "num_hidden_layers": 2, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "rms_norm_eps": 1e-5}}"#
+        ),
+        Path::new("config.json"),
+    )
+    .expect("a valid config")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

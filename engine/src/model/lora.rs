@@ -119,6 +119,29 @@ pub fn peft_name(base: &str, matrix: char) -> String {
     format!("base_model.model.{module}.lora_{matrix}.weight")
 }
 
+/// [`attach`], then B filled with seeded normal values (sd 0.1), so the
+/// adapters change the model's output: what a test of adapter plumbing
+/// needs, where a fresh B of zeros would hide a lost adapter.
+#[cfg(test)]
+pub(crate) fn attach_nonzero<B: Backend>(
+    be: &B,
+    model: &mut Llama<B>,
+    cfg: &LoraConfig,
+    seed: u64,
+) -> Result<()> {
+    attach(be, model, cfg, seed)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(9));
+    for layer in &mut model.layers {
+        for (_, lin) in layer.projections_mut() {
+            if let Some(l) = lin.lora.as_mut() {
+                let v = crate::model::llama::normal(&mut rng, l.b.numel(), 0.1);
+                l.b.value = be.upload(&v);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Attaches fresh adapters as PEFT initialises them (A Kaiming-uniform with
 /// bound `1/sqrt(in)`, B zero, so the model is unchanged), freezes the base
 /// and makes the adapters trainable.

@@ -300,20 +300,10 @@ impl<B: Backend> Judge<B> {
 mod tests {
     use super::*;
     use crate::backend::Cpu;
-    use crate::model::config::LlamaConfig;
+    use crate::model::config::small_test_config;
     use crate::model::lora::{self, LoraConfig};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    fn tiny() -> LlamaConfig {
-        LlamaConfig::parse(
-            r#"{"vocab_size": 40, "hidden_size": 16, "intermediate_size": 24,
-                "num_hidden_layers": 2, "num_attention_heads": 2,
-                "num_key_value_heads": 1, "rms_norm_eps": 1e-5}"#,
-            std::path::Path::new("config.json"),
-        )
-        .unwrap()
-    }
 
     /// `log_softmax(logits / temperature)` at `target`.
     fn logp_at(logits: &[f32], target: u32, temperature: f32) -> f32 {
@@ -334,7 +324,7 @@ mod tests {
     fn rollout_logps_are_the_untempered_policies() {
         let be = Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(41);
-        let mut base = Llama::random(&be, tiny(), 5).unwrap();
+        let mut base = Llama::random(&be, small_test_config(40), 5).unwrap();
         let cfg = LoraConfig {
             rank: 4,
             alpha: 8.0,
@@ -342,16 +332,7 @@ mod tests {
             targets: vec!["q_proj".into(), "v_proj".into(), "up_proj".into()],
             rslora: false,
         };
-        lora::attach(&be, &mut base, &cfg, 6).unwrap();
-        for layer in &mut base.layers {
-            for (_, lin) in layer.projections_mut() {
-                if let Some(l) = lin.lora.as_mut() {
-                    let n = l.b.numel();
-                    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
-                    l.b.value = be.upload(&v);
-                }
-            }
-        }
+        lora::attach_nonzero(&be, &mut base, &cfg, 6).unwrap();
         let reference = AdapterSet::bare(&base);
         let actor = AdapterSet::take(&mut base);
         let mut policy = Policy {

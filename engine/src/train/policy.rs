@@ -353,7 +353,7 @@ mod tests {
             seed: 17,
         };
         let rollout = policy.rollout(&be, &prompts, &opts);
-        let vocab = 40;
+        let vocab = policy.base.cfg.vocab_size;
         let mut tempered_gap = 0.0f32;
         for (actor, want) in [(true, &rollout.old_logp), (false, &rollout.ref_logp)] {
             let set = if actor {

@@ -7,7 +7,7 @@ use crate::backend::Gemm;
 
 /// Products smaller than this many multiply-adds run on one thread: the
 /// rayon hand-off costs more than it saves.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+pub(super) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// Makes every thread that may run a product (the caller and each rayon
 /// worker) allocate its packing slab now. The gemm crate keeps one slab per
@@ -60,6 +60,17 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], g: Gemm) {
     if m == 0 || n == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = super::skinny::takes(&g) {
+        return super::skinny::linear(isa, &a[..m * k], &b[..n * k], &mut c[..m * n], g);
+    }
+    with_crate(a, b, c, g)
+}
+
+/// [`matmul`] by the `gemm` crate alone, for any shape: the reference that
+/// [`super::skinny`] is tested against.
+pub(super) fn with_crate(a: &[f32], b: &[f32], c: &mut [f32], g: Gemm) {
+    let Gemm { m, n, k, .. } = g;
     let rows = min_rows(n);
     if g.trans_a || m >= rows {
         return blocked(a, b, &mut c[..m * n], g);
@@ -95,7 +106,7 @@ const HORIZONTAL_MAX: usize = 256;
 
 /// The longest sum over `k` one call to the crate makes; it sums up to 512
 /// terms in one pass whatever the shape.
-const K_BLOCK: usize = 512;
+pub(super) const K_BLOCK: usize = 512;
 
 /// [`matmul`] on bounds-checked slices, `k` cut into [`K_BLOCK`]s: the
 /// first block applies `beta`, the others add to it.

@@ -9,6 +9,8 @@ mod math;
 mod matmul;
 mod mixed;
 mod optim;
+#[cfg(target_arch = "x86_64")]
+mod skinny;
 #[cfg(test)]
 mod tests;
 

@@ -103,6 +103,66 @@ fn a_rows_product_does_not_depend_on_the_other_rows() {
     }
 }
 
+/// The few-rows kernel of decode steps gives the `gemm` crate's bits, for
+/// both instruction sets this CPU has, on shapes that cover a partial lane
+/// group, several lane groups, partial weight-row groups and tasks, one and
+/// several `k` blocks, and each of the crate's three ways of merging `beta *
+/// c`. Exact equality, no tolerance: that is what lets `matmul` pick either
+/// without changing a result.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn skinny_matches_gemm_bit_for_bit() {
+    let Some(widest) = skinny::Isa::detect() else {
+        println!("SKIPPED: this CPU lacks AVX2 and FMA, so matmul never takes the few-rows kernel");
+        return;
+    };
+    let isas = match widest {
+        skinny::Isa::Avx512 => vec![skinny::Isa::Avx512, skinny::Isa::Avx2],
+        skinny::Isa::Avx2 => vec![skinny::Isa::Avx2],
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let shapes = [
+        (1, 2, 1),
+        (2, 5, 2),
+        (1, 70, 7),
+        (3, 9, 513),
+        (4, 33, 514),
+        (16, 64, 576),
+        (13, 200, 1100),
+        (5, 131, 2048),
+        (16, 3, 40),
+    ];
+    let merges = [(1.0, 0.0), (1.0, 1.0), (0.5, 1.0), (-1.5, 0.0), (0.5, 2.0)];
+    for (m, n, k) in shapes {
+        for (alpha, beta) in merges {
+            let a = rand_vec(&mut rng, m * k);
+            let w = rand_vec(&mut rng, n * k);
+            let c0 = rand_vec(&mut rng, m * n);
+            let g = Gemm {
+                alpha,
+                beta,
+                ..Gemm::linear(m, n, k)
+            };
+            assert!(
+                skinny::takes(&g).is_some(),
+                "{m}x{n}x{k} is a few-rows product"
+            );
+            assert!(skinny::takes(&Gemm { n: 1, ..g }).is_none(), "one column");
+            let mut want = c0.clone();
+            matmul::with_crate(&a, &w, &mut want, g);
+            for &isa in &isas {
+                let mut got = c0.clone();
+                skinny::linear(isa, &a, &w, &mut got, g);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{isa:?} {m}x{n}x{k} alpha {alpha} beta {beta}");
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_matches_naive_for_every_transpose() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);

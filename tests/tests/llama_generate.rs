@@ -110,3 +110,50 @@ fn seeded_sampling_is_reproducible_and_eos_stops() {
         .map_or(12, |i| i + 1);
     assert_eq!(stopped[1], greedy[1][..second_end].to_vec());
 }
+
+/// `bench decode --device cpu` times a batch of distinct prompts: it reports
+/// the batch it ran, a prefill and decode steps that took time, and the
+/// bandwidth bound it measured; a batch of zero is a usage error.
+#[test]
+fn bench_decode_runs_on_the_cpu() {
+    let sandbox = poker_pipe_tests::Sandbox::new(env!("CARGO_BIN_EXE_pp-test")).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/benches/tiny_config.json");
+    let config = config.to_str().unwrap();
+    let args = [
+        "bench",
+        "decode",
+        "--device",
+        "cpu",
+        "--model-config",
+        config,
+        "--prompt-len",
+        "12",
+        "--new-tokens",
+        "4",
+        "--batch",
+    ];
+    let out = sandbox.run(&[&args[..], &["3"]].concat()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["device"], "cpu");
+    assert_eq!(json["batch"], 3);
+
+    for key in ["prefill_tokens_per_s", "steps_per_s", "bound_steps_per_s"] {
+        let v = json[key].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{key}: {v}");
+    }
+    let tokens = json["tokens_per_s"].as_f64().unwrap();
+    let steps = json["steps_per_s"].as_f64().unwrap();
+    assert!(
+        (tokens - 3.0 * steps).abs() <= 1e-9 * tokens,
+        "{tokens} tokens/s, {steps} steps/s"
+    );
+
+    let out = sandbox.run(&[&args[..], &["0"]].concat()).unwrap();
+    assert_eq!(out.status.code(), Some(1), "a user error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bench::shape"));
+}

@@ -27,7 +27,7 @@ pub enum Command {
     Attention(attention::Args),
     /// The fused AdamW step on the GPU against the device copy bandwidth.
     Adamw(adamw::Args),
-    /// Batch-1 decoding tokens/s on the GPU against the bandwidth bound.
+    /// Greedy decoding steps/s against the bandwidth bound, and prefill tokens/s.
     Decode(decode::Args),
 }
 

@@ -62,28 +62,59 @@ pub struct SafetensorsFiles {
 /// `model.safetensors`, the shards of `model.safetensors.index.json`, or
 /// the GGUF file a converted folder links to.
 pub fn open_dir(dir: &Path) -> Result<DirTensors> {
-    let single = dir.join("model.safetensors");
-    let shards = if single.exists() {
-        vec![single]
-    } else {
-        let gguf = dir.join(super::gguf::GGUF_LINK);
-        if gguf.exists() {
-            return super::gguf::load_tensors(&gguf).map(DirTensors::Map);
+    match locate(dir)? {
+        Located::Gguf(path) => super::gguf::load_tensors(&path).map(DirTensors::Map),
+        Located::Safetensors { shards, .. } => {
+            SafetensorsFiles::open(shards).map(DirTensors::Files)
         }
-        let index_path = dir.join("model.safetensors.index.json");
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-        let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                path: index_path.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut shards: Vec<&String> = index.weight_map.values().collect();
-        shards.sort();
-        shards.dedup();
-        shards.into_iter().map(|s| dir.join(s)).collect()
-    };
-    SafetensorsFiles::open(shards).map(DirTensors::Files)
+    }
+}
+
+/// Where a model directory's weights are, in the order [`open_dir`] looks:
+/// one `model.safetensors`, a GGUF link, or an index and its shards.
+enum Located {
+    Gguf(PathBuf),
+    Safetensors {
+        index: Option<PathBuf>,
+        shards: Vec<PathBuf>,
+    },
+}
+
+fn locate(dir: &Path) -> Result<Located> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(Located::Safetensors {
+            index: None,
+            shards: vec![single],
+        });
+    }
+    let gguf = dir.join(super::gguf::GGUF_LINK);
+    if gguf.exists() {
+        return Ok(Located::Gguf(gguf));
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+        path: index_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut shards: Vec<&String> = index.weight_map.values().collect();
+    shards.sort();
+    shards.dedup();
+    Ok(Located::Safetensors {
+        shards: shards.into_iter().map(|s| dir.join(s)).collect(),
+        index: Some(index_path),
+    })
+}
+
+/// Every file [`open_dir`] reads a model directory's weights from (a
+/// shard index and its shards, or the GGUF link itself), for a stage that
+/// publishes a model beside its base's weights.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(match locate(dir)? {
+        Located::Gguf(link) => vec![link],
+        Located::Safetensors { index, shards } => index.into_iter().chain(shards).collect(),
+    })
 }
 
 impl SafetensorsFiles {

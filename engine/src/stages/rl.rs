@@ -606,27 +606,40 @@ pub fn write_model<B: Backend>(
     tokenizer: &Tokenizer,
     dir: &Path,
 ) -> Result<(), StageError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StageError::runtime(miette!("cannot create `{}`: {e}", dir.display())))?;
-    for (src, name) in [
-        (base_dir.join("config.json"), "config.json"),
-        (base_dir.join("model.safetensors"), "model.safetensors"),
-    ] {
-        if !src.exists() {
-            continue;
-        }
-        let dst = dir.join(name);
-        if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).map_err(|e| {
-                StageError::runtime(miette!("cannot copy `{}`: {e}", src.display()))
-            })?;
-        }
-    }
+    link_base(base_dir, dir)?;
     tokenizer
         .write_files(dir)
         .map_err(|e| StageError::runtime(miette!("cannot write the tokenizer: {e}")))?;
     set.with(base, |m| lora::save(be, m, cfg, dir, "."))
         .map_err(model_err)
+}
+
+/// Puts the base's config.json and every file of its weights (one
+/// safetensors file, an index and its shards, or a GGUF link) into `dir`,
+/// so that the adapter saved beside them loads from `dir` alone, whatever
+/// form the base came in. Each is hard-linked to the file it resolves to
+/// (a hub snapshot's files and the GGUF link are symlinks, the hub's
+/// relative, so linking the link itself would dangle), or copied where the
+/// file system refuses.
+fn link_base(base_dir: &Path, dir: &Path) -> Result<(), StageError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StageError::runtime(miette!("cannot create `{}`: {e}", dir.display())))?;
+    let weights = crate::model::weights::weight_files(base_dir).map_err(model_err)?;
+    for src in std::iter::once(base_dir.join("config.json")).chain(weights) {
+        let (Some(name), Ok(real)) = (src.file_name(), std::fs::canonicalize(&src)) else {
+            return Err(StageError::runtime(miette!(
+                "cannot read the base model's `{}`",
+                src.display()
+            )));
+        };
+        let dst = dir.join(name);
+        if std::fs::hard_link(&real, &dst).is_err() {
+            std::fs::copy(&real, &dst).map_err(|e| {
+                StageError::runtime(miette!("cannot copy `{}`: {e}", real.display()))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies the metrics into the output folder and writes `summary.json`.
@@ -638,4 +651,75 @@ pub fn publish(ctx: &mut StageContext, summary: &Value) -> Result<(), StageError
         .map_err(|e| StageError::runtime(miette::Report::new(e)))?;
     ctx.log(format!("summary {summary}"));
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::export;
+    use crate::model::weights;
+
+    /// An RL stage's actor folder holds its base's weights in each form a
+    /// base comes in: sharded safetensors with an index (Llama 3.1 8B from
+    /// the hub), a hub snapshot whose files are relative symlinks into its
+    /// blobs, and a folder made from a GGUF file (an absolute link to it).
+    /// The safetensors forms read back the base's tensors from the published
+    /// folder alone, even once the snapshot's links are gone; the GGUF form
+    /// gets the file's own bytes, not a link.
+    #[test]
+    fn link_base_publishes_every_form_of_base() {
+        let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama/mha");
+        let merged = export::merged(&Cpu, &golden).unwrap();
+        let root = tempfile::tempdir().unwrap();
+
+        let sharded = root.path().join("sharded");
+        let biggest = merged
+            .tensors
+            .values()
+            .map(|t| 4 * t.data.len() as u64)
+            .max()
+            .unwrap();
+        export::write_hf(&merged, &sharded, biggest).unwrap();
+        assert!(sharded.join("model.safetensors.index.json").is_file());
+
+        let blobs = root.path().join("hub/blobs");
+        let snapshot = root.path().join("hub/snapshots/abc");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::create_dir_all(&snapshot).unwrap();
+        for (name, blob) in [("config.json", "c1"), ("model.safetensors", "w1")] {
+            std::fs::copy(golden.join(name), blobs.join(blob)).unwrap();
+            std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snapshot.join(name)).unwrap();
+        }
+
+        for (i, base) in [&sharded, &snapshot].into_iter().enumerate() {
+            let want = weights::load_dir(base).unwrap();
+            let out = root.path().join(format!("actor{i}"));
+            link_base(base, &out).unwrap();
+            assert!(out.join("config.json").is_file(), "{}", base.display());
+            assert_eq!(weights::load_dir(&out).unwrap(), want, "{}", base.display());
+        }
+        std::fs::remove_dir_all(root.path().join("hub/snapshots")).unwrap();
+        assert_eq!(
+            weights::load_dir(&root.path().join("actor1")).unwrap(),
+            weights::load_dir(&golden).unwrap()
+        );
+
+        let gguf_file = root.path().join("m.gguf");
+        let bytes: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(&gguf_file, &bytes).unwrap();
+        let from_gguf = root.path().join("from_gguf");
+        std::fs::create_dir_all(&from_gguf).unwrap();
+        std::fs::copy(golden.join("config.json"), from_gguf.join("config.json")).unwrap();
+        let link = crate::model::gguf::GGUF_LINK;
+        std::os::unix::fs::symlink(&gguf_file, from_gguf.join(link)).unwrap();
+        let out = root.path().join("actor_gguf");
+        link_base(&from_gguf, &out).unwrap();
+        let published = out.join(link);
+        assert!(!std::fs::symlink_metadata(&published).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&published).unwrap(), bytes);
+    }
 }

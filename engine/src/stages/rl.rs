@@ -626,13 +626,13 @@ fn link_base(base_dir: &Path, dir: &Path) -> Result<(), StageError> {
         .map_err(|e| StageError::runtime(miette!("cannot create `{}`: {e}", dir.display())))?;
     let weights = crate::model::weights::weight_files(base_dir).map_err(model_err)?;
     for src in std::iter::once(base_dir.join("config.json")).chain(weights) {
-        let (Some(name), Ok(real)) = (src.file_name(), std::fs::canonicalize(&src)) else {
-            return Err(StageError::runtime(miette!(
-                "cannot read the base model's `{}`",
+        let real = std::fs::canonicalize(&src).map_err(|e| {
+            StageError::runtime(miette!(
+                "cannot read the base model's `{}`: {e}",
                 src.display()
-            )));
-        };
-        let dst = dir.join(name);
+            ))
+        })?;
+        let dst = dir.join(src.file_name().unwrap_or(src.as_os_str()));
         if std::fs::hard_link(&real, &dst).is_err() {
             std::fs::copy(&real, &dst).map_err(|e| {
                 StageError::runtime(miette!("cannot copy `{}`: {e}", real.display()))

@@ -26,14 +26,11 @@ use rayon::prelude::*;
 use super::matmul::K_BLOCK;
 use crate::backend::Gemm;
 
-/// Rows of `x` one pass over the weight serves: one AVX-512 register of f32
-/// (two AVX2 ones) per output.
+/// Rows of `x` one pass over the weight serves, one AVX-512 register of f32
+/// (two AVX2 ones) per output, and so the most rows a product may have to
+/// take this kernel: above it the crate's cache blocking wins
+/// (engine/PERF.md, "Decode steps on the CPU").
 pub const LANES: usize = 16;
-
-/// Products of at most this many rows take this kernel: one pass over the
-/// weight. Above it the crate's cache blocking wins (engine/PERF.md,
-/// "Decode steps on the CPU").
-pub const MAX_ROWS: usize = LANES;
 
 /// Outputs (weight rows) that one task computes: a few hundred
 /// microseconds of work.
@@ -44,7 +41,7 @@ const TASK_OUTPUTS: usize = 64;
 /// bits. A single output column (a reward head) is left to the crate, which
 /// sums it without transposing, in another order.
 pub fn takes(g: &Gemm) -> Option<Isa> {
-    if g.trans_a || !g.trans_b || g.m > MAX_ROWS || g.n < 2 || g.k == 0 {
+    if g.trans_a || !g.trans_b || g.m > LANES || g.n < 2 || g.k == 0 {
         return None;
     }
     Isa::detect()
